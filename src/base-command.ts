@@ -1,0 +1,124 @@
+import {Command, Flags, type Interfaces} from '@oclif/core'
+
+import {
+  type Context, currentContext, resolveContext, setCurrentContext,
+} from './lib/context.js'
+import {
+  asMicroagentError, isMicroagentError, MicroagentError, toEnvelope, usageError,
+} from './lib/errors.js'
+
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
+export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/** The package name oclif records as the plugin of our commands; the prerun hook filters on it. */
+export const PLUGIN_NAME = '@microagent/plugin-image'
+
+interface OclifError extends Error {
+  oclif?: {exit?: false | number}
+  parse?: unknown
+}
+
+/** oclif's own errors: parse failures carry `parse`; `this.exit()` and help carry `oclif.exit`. */
+function fromOclif(error: OclifError): MicroagentError | undefined {
+  if (error.parse !== undefined) {
+    return usageError(error.message.replace(/\n\s*See more help with --help$/, ''), 'Run the command with --help to see its arguments and flags.')
+  }
+
+  return undefined
+}
+
+/**
+ * What every command of this plugin shares: the global flags (`--state-dir`, `--backend`, `--mode`,
+ * `--json`), their resolution (also when no prerun hook ran), one error path (human text or the AX
+ * envelope on stderr, and the documented exit code), and cancellation on SIGINT/SIGTERM.
+ */
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override baseFlags = {
+    backend: Flags.string({
+      description: 'VM backend of the workspace: linux-kvm or apple-vf (firecracker is an alias of linux-kvm). Env: MICROAGENT_BACKEND.',
+      helpGroup: 'GLOBAL',
+      summary: 'VM backend (linux-kvm, apple-vf; alias firecracker).',
+    }),
+    mode: Flags.string({
+      description: 'ax (agent mode) prints results as JSON and failures as one JSON envelope on stderr. Env: MICROAGENT_MODE.',
+      helpGroup: 'GLOBAL',
+      options: ['ux', 'ax'],
+      summary: 'Output mode for people (ux) or agents (ax).',
+    }),
+    'state-dir': Flags.string({
+      description: 'microagent state directory. Env: MICROAGENT_STATE_DIR. Default: ~/.microagent.',
+      helpGroup: 'GLOBAL',
+      summary: 'microagent state directory.',
+    }),
+  }
+  static override enableJsonFlag = true
+  protected args!: BaseArgs<T>
+  protected context!: Context
+  protected flags!: BaseFlags<T>
+  /** Aborted on SIGINT/SIGTERM; long operations take it as their signal. */
+  protected readonly interrupt = new AbortController()
+  private readonly onSignal = (): void => this.interrupt.abort()
+
+  override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    const {oclif} = (error as OclifError)
+    // `this.exit()` and --help are not failures.
+    if (oclif?.exit === 0 || (error.constructor.name === 'ExitError' && !isMicroagentError(error))) throw error
+    let failure = isMicroagentError(error) ? error : (fromOclif(error) ?? asMicroagentError(error))
+    if (this.interrupt.signal.aborted) {
+      failure = new MicroagentError('interrupted; nothing was committed', {
+        cause: error,
+        code: 'INTERRUPTED',
+        exit: 'interrupted',
+        kind: 'transient',
+        remediation: 'Run the command again.',
+      })
+    }
+
+    if (this.jsonEnabled()) {
+      process.stderr.write(`${JSON.stringify(toEnvelope(failure), null, 2)}\n`)
+    } else {
+      process.stderr.write(`Error: ${failure.message}\n${failure.remediation ? `Hint: ${failure.remediation}\n` : ''}`)
+    }
+
+    process.exitCode = failure.exitCode
+    return this.exit(failure.exitCode)
+  }
+
+  protected override async finally(error: Error | undefined): Promise<unknown> {
+    process.off('SIGINT', this.onSignal)
+    process.off('SIGTERM', this.onSignal)
+    return super.finally(error)
+  }
+
+  override async init(): Promise<void> {
+    await super.init()
+    process.once('SIGINT', this.onSignal)
+    process.once('SIGTERM', this.onSignal)
+    const {args, flags} = await this.parse({
+      args: this.ctor.args,
+      baseFlags: (this.ctor as typeof BaseCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      flags: this.ctor.flags,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as BaseFlags<T>
+    this.args = args as BaseArgs<T>
+    // The prerun hook resolved the same inputs already, when it ran; take its answer once.
+    const hooked = currentContext()
+    setCurrentContext(undefined)
+    this.context = hooked ?? resolveContext({backend: this.flags.backend, mode: this.flags.mode, stateDir: this.flags['state-dir']})
+  }
+
+  /** JSON output, by --json or AX mode: results print as JSON and failures as the envelope. */
+  override jsonEnabled(): boolean {
+    return super.jsonEnabled() || this.isAxMode()
+  }
+
+  private isAxMode(): boolean {
+    if (this.context) return this.context.mode === 'ax'
+    // Before the flags parse (or when parsing failed), read the raw inputs.
+    const index = this.argv.indexOf('--mode')
+    const fromArgv = index === -1 ? this.argv.find(a => a.startsWith('--mode='))?.slice('--mode='.length) : this.argv[index + 1]
+    return (fromArgv ?? process.env.MICROAGENT_MODE ?? '').trim().toLowerCase() === 'ax'
+  }
+}

@@ -1,0 +1,76 @@
+import {Args, Flags} from '@oclif/core'
+
+import type {Extractor} from '../lib/extractor/extractor.js'
+
+import {BaseCommand} from '../base-command.js'
+import {type CommitResult, commitWorkspace} from '../lib/commit.js'
+import {usageError} from '../lib/errors.js'
+import {resolveCreated} from '../lib/image.js'
+import {ARCHITECTURES, normalizeArch} from '../lib/platform.js'
+
+export default class Commit extends BaseCommand<typeof Commit> {
+  static override args = {
+    workspace: Args.string({description: 'Name of a stopped workspace.', required: true}),
+
+    'image-ref': Args.string({description: 'Tag for the image, e.g. local/demo:v1 or localhost:5000/team/app:1.0.', required: true}),
+  }
+  static override description = 'Reads the workspace\'s ext4 root filesystem with debugfs, unprivileged and read-only, and writes it as a single-layer OCI image into <state-dir>/images/oci, tagged <image-ref>. Owners, modes (setuid/setgid/sticky), mtimes, hard links, devices, fifos and xattrs (file capabilities included) are kept. A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock. A disk whose journal needs recovery is replayed on a private copy; the workspace disk is never modified.'
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> demo local/demo:v1',
+    '<%= config.bin %> <%= command.id %> demo local/demo:v1 --created 2026-01-01T00:00:00Z --json',
+    '<%= config.bin %> <%= command.id %> demo localhost:5000/demo:v1 --arch arm64 --state-dir /tmp/state',
+  ]
+  /** Tests swap in a fake; everything else uses debugfs. */
+  static extractor: Extractor | undefined
+  static override flags = {
+    arch: Flags.string({
+      description: `OCI architecture of the image: ${ARCHITECTURES.join(', ')} (x86_64/x64 and aarch64 are accepted). Default: the guest architecture microagent recorded, else the host's.`,
+      summary: 'Image architecture (default: the guest architecture).',
+    }),
+    created: Flags.string({
+      description: 'Creation time written into the image config (RFC 3339). Also read from SOURCE_DATE_EPOCH. The same disk and time give the same digests.',
+      summary: 'Image creation time, for reproducible digests.',
+    }),
+    debugfs: Flags.string({
+      description: 'Path of the debugfs binary (e2fsprogs). Default: found on PATH or in the usual sbin folders.',
+      summary: 'debugfs binary used to read the rootfs.',
+    }),
+    push: Flags.boolean({
+      default: false,
+      description: 'Push the image to its registry right after committing. Not available yet.',
+      summary: 'Push to the registry after committing.',
+    }),
+  }
+  static override summary = "Commit a stopped workspace's rootfs as an OCI image."
+
+  async run(): Promise<CommitResult> {
+    if (this.flags.push) {
+      throw usageError('--push is not supported yet', 'Commit without --push; pushing arrives with `microagent image push`.')
+    }
+
+    const result = await commitWorkspace({
+      arch: this.flags.arch === undefined ? undefined : normalizeArch(this.flags.arch),
+      created: resolveCreated(this.flags.created),
+      debugfs: this.flags.debugfs,
+      extractor: Commit.extractor,
+      reference: this.args['image-ref'],
+      signal: this.interrupt.signal,
+      stateDir: this.context.stateDir,
+      workspace: this.args.workspace,
+    })
+    const {stats} = result
+    this.log(`Committed ${result.reference}`)
+    this.log(`  digest: ${result.digest}`)
+    this.log(`  layer:  ${result.size_bytes} bytes (tar ${result.tar_bytes} bytes, ${stats.entries} entries)`)
+    this.log(`  layout: ${result.layout_path}`)
+    if (result.journal_replayed) this.logToStderr('note: the disk journal needed recovery; it was replayed on a private copy')
+    const skipped = [
+      [stats.skipped.sockets, 'sockets (OCI layers cannot hold them)'],
+      [stats.skipped.whiteoutNames, 'entries named .wh.* (OCI reads them as whiteouts)'],
+      [stats.skipped.xattrs, 'extended attributes outside user.*, security.*, trusted.* and ACLs'],
+    ] as const
+    for (const [count, what] of skipped) if (count > 0) this.logToStderr(`note: left out ${count} ${what}`)
+    this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
+    return result
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * The lib API of @microagent/plugin-image, for other plugins: commit a workspace, read and write the OCI
+ * image layout, extract ext4 images. Nothing here depends on oclif.
+ */
+export {
+  type CommitOptions, type CommitResult, commitWorkspace, layoutPath,
+} from './lib/commit.js'
+export {
+  type Compression, COMPRESSIONS, createCompressor, LAYER_MEDIA_TYPES,
+} from './lib/compress.js'
+export {
+  type Backend,
+  BACKENDS,
+  type Context,
+  currentContext,
+  defaultStateDir,
+  hostBackend,
+  normalizeBackend,
+  resolveContext,
+} from './lib/context.js'
+export {DigestCounter, sha256Digest} from './lib/digest.js'
+export {
+  type DiskView, openDiskView, readSuperblock, type SuperblockFacts,
+} from './lib/disk.js'
+export {findDebugfs} from './lib/e2fsprogs.js'
+export {
+  type AxEnvelope,
+  ERROR_KINDS,
+  type ErrorKind,
+  EXIT_CODES,
+  isMicroagentError,
+  MicroagentError,
+  toEnvelope,
+} from './lib/errors.js'
+export {DebugfsExtractor, type DebugfsExtractorOptions} from './lib/extractor/debugfs.js'
+export type {
+  Entry, EntryType, ExtractOptions, Extractor, Skip, Timestamp,
+} from './lib/extractor/extractor.js'
+export {type FakeEntry, FakeExtractor} from './lib/extractor/fake.js'
+export {
+  buildConfig,
+  buildManifest,
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  MEDIA_TYPES,
+  REF_NAME_ANNOTATION,
+  resolveCreated,
+} from './lib/image.js'
+export {emptyLayerStats, type LayerStats, tarLayer} from './lib/layer.js'
+export {type ImageIndex, OciLayout} from './lib/layout.js'
+export {
+  type Architecture, ARCHITECTURES, hostArch, normalizeArch,
+} from './lib/platform.js'
+export {
+  isLocalReference, isLoopbackRegistry, parseReference, type Reference,
+} from './lib/reference.js'
+export {
+  type ImageDefaults,
+  openStoppedWorkspace,
+  readRuntimeState,
+  validateWorkspaceName,
+  type Workspace,
+  workspacePaths,
+} from './lib/workspace.js'

@@ -1,0 +1,135 @@
+import path from 'node:path'
+import {Readable} from 'node:stream'
+
+import type {Extractor} from './extractor/extractor.js'
+
+import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
+import {DigestCounter} from './digest.js'
+import {openDiskView} from './disk.js'
+import {findDebugfs} from './e2fsprogs.js'
+import {DebugfsExtractor} from './extractor/debugfs.js'
+import {
+  buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
+} from './image.js'
+import {
+  countSkip, emptyLayerStats, type LayerStats, tarLayer,
+} from './layer.js'
+import {OciLayout} from './layout.js'
+import {type Architecture, hostArch} from './platform.js'
+import {parseTagReference} from './reference.js'
+import {openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
+
+export interface CommitOptions {
+  /** OCI architecture; defaults to the guest's where recorded, else the host's. */
+  arch?: Architecture
+  compression?: Compression
+  compressionLevel?: number
+  created: Date
+  /** debugfs binary; found on PATH when omitted. Used for the journal replay and the default extractor. */
+  debugfs?: string
+  /** Swappable for tests and other filesystems; defaults to the debugfs extractor. */
+  extractor?: Extractor
+  reference: string
+  signal?: AbortSignal
+  stateDir: string
+  workspace: string
+}
+
+export interface CommitResult {
+  architecture: Architecture
+  /** Digest of the image config blob. */
+  config_digest: string
+  created: string
+  /** sha256 of the uncompressed layer tar (the config's diff_id). */
+  diff_id: string
+  /** Manifest digest: what the tag points at. */
+  digest: string
+  /** Whether the disk's journal had to be replayed on a private copy. */
+  journal_replayed: boolean
+  layer_digest: string
+  layout_path: string
+  pushed: boolean
+  reference: string
+  /** Compressed layer size, in bytes. */
+  size_bytes: number
+  stats: LayerStats
+  /** Uncompressed layer tar size, in bytes. */
+  tar_bytes: number
+  workspace: string
+}
+
+/** Where the committed images of a state dir live (microagent's `create`/`run` look there). */
+export function layoutPath(stateDir: string): string {
+  return path.join(stateDir, 'images', 'oci')
+}
+
+/**
+ * Commits a stopped workspace's rootfs as a single-layer OCI image tagged `reference` in the state dir's
+ * layout. Names and the reference are checked before any file is read; the workspace disk is only ever
+ * read; the layer is extracted, archived, hashed, compressed and written in one streaming pass.
+ */
+export async function commitWorkspace(options: CommitOptions): Promise<CommitResult> {
+  validateWorkspaceName(options.workspace)
+  const ref = parseTagReference(options.reference)
+  const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
+  const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
+  const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
+  const compression = options.compression ?? 'gzip'
+
+  const layout = new OciLayout(layoutPath(options.stateDir))
+  await layout.init()
+  const view = await openDiskView(workspace.paths.rootfs, {
+    debugfs: options.debugfs,
+    privateCopyPath: layout.ingestPath('.ext4'),
+  })
+  const stats = emptyLayerStats()
+  let layer: {digest: string; size: number}
+  const diffCounter = new DigestCounter()
+  try {
+    const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
+    const tar = Readable.from(tarLayer(entries, stats), {objectMode: false})
+    layer = await layout.writeBlobStream(tar, [diffCounter, createCompressor(compression, {level: options.compressionLevel})])
+  } finally {
+    await view.release()
+  }
+
+  const config = buildConfig({
+    architecture,
+    created: options.created,
+    defaults: workspace.manifest.imageDefaults,
+    diffId: diffCounter.digest(),
+    workspace: workspace.name,
+  })
+  const configBlob = await layout.writeBlob(canonicalJson(config))
+  const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
+  const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [layerDescriptor])
+  const manifestBlob = await layout.writeBlob(canonicalJson(manifest))
+  await layout.tag(ref.raw, {
+    ...manifestBlob,
+    mediaType: MEDIA_TYPES.manifest,
+    platform: {architecture, os: 'linux'},
+  })
+  return {
+    architecture,
+
+    config_digest: configBlob.digest,
+    created: config.created,
+
+    diff_id: diffCounter.digest(),
+    digest: manifestBlob.digest,
+
+    journal_replayed: view.replayed,
+
+    layer_digest: layer.digest,
+
+    layout_path: layout.root,
+    pushed: false,
+    reference: ref.raw,
+
+    size_bytes: layer.size,
+    stats,
+
+    tar_bytes: diffCounter.bytes,
+    workspace: workspace.name,
+  }
+}

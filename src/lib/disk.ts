@@ -1,0 +1,115 @@
+import {execa} from 'execa'
+import {
+  constants, copyFile, open, rm,
+} from 'node:fs/promises'
+
+import {findDebugfs} from './e2fsprogs.js'
+import {extractionError, MicroagentError} from './errors.js'
+
+/** Where the ext2/3/4 superblock starts, and the offsets of the fields read from it (ext4 `struct ext4_super_block`). */
+const SUPERBLOCK_OFFSET = 1024
+const MAGIC_OFFSET = 0x38
+const EXT_MAGIC = 0xEF_53
+const FEATURE_COMPAT_OFFSET = 0x5C
+const FEATURE_INCOMPAT_OFFSET = 0x60
+const COMPAT_HAS_JOURNAL = 0x4
+const INCOMPAT_RECOVER = 0x4
+const INCOMPAT_JOURNAL_DEV = 0x8
+
+export interface SuperblockFacts {
+  /** An external journal device: its transactions are not in this file. */
+  externalJournal: boolean
+  hasJournal: boolean
+  /** The journal holds transactions that were never checkpointed (the VM was killed or crashed). */
+  needsRecovery: boolean
+}
+
+/** Reads the facts that decide how to open the disk; a file that is not ext2/3/4 is an extraction error. */
+export async function readSuperblock(file: string): Promise<SuperblockFacts> {
+  const handle = await open(file, 'r')
+  const block = Buffer.alloc(1024)
+  let read = 0
+  try {
+    ({bytesRead: read} = await handle.read(block, 0, block.length, SUPERBLOCK_OFFSET))
+  } finally {
+    await handle.close()
+  }
+
+  if (read < block.length || block.readUInt16LE(MAGIC_OFFSET) !== EXT_MAGIC) {
+    throw extractionError(`${file} is not an ext2/3/4 filesystem (no superblock magic)`, {
+      remediation: 'commit reads ext4 root filesystems only; check that the workspace disk is the one microagent created.',
+    })
+  }
+
+  const compat = block.readUInt32LE(FEATURE_COMPAT_OFFSET)
+  const incompat = block.readUInt32LE(FEATURE_INCOMPAT_OFFSET)
+  return {
+    externalJournal: (incompat & INCOMPAT_JOURNAL_DEV) !== 0,
+    hasJournal: (compat & COMPAT_HAS_JOURNAL) !== 0,
+    needsRecovery: (incompat & INCOMPAT_RECOVER) !== 0,
+  }
+}
+
+export interface DiskView {
+  /** The file to read: the disk itself, or a private replayed copy. */
+  path: string
+  /** Removes the private copy, if any. */
+  release(): Promise<void>
+  replayed: boolean
+}
+
+export interface DiskViewOptions {
+  /** debugfs for the journal replay; found on PATH when omitted (and only when a replay is needed). */
+  debugfs?: string
+  /** Where a private copy may go: a path on the same filesystem as the disk makes reflinks possible. */
+  privateCopyPath: string
+}
+
+/**
+ * Copies sparsely, and as a reflink where the filesystem can (btrfs, XFS): GNU cp does both; elsewhere
+ * copyFile clones when it can and copies otherwise.
+ */
+async function privateCopy(source: string, target: string): Promise<void> {
+  try {
+    await execa('cp', ['--reflink=auto', '--sparse=always', '--', source, target])
+  } catch {
+    await copyFile(source, target, constants.COPYFILE_FICLONE)
+  }
+}
+
+/**
+ * A read-only view of a workspace disk, which is never written. debugfs does not replay the journal
+ * (nor warn), so a disk whose journal needs recovery would be read stale: such a disk is copied privately,
+ * the copy's journal is replayed, and the copy is read.
+ */
+export async function openDiskView(disk: string, options: DiskViewOptions): Promise<DiskView> {
+  const facts = await readSuperblock(disk)
+  if (facts.externalJournal) {
+    throw new MicroagentError(`${disk} uses an external journal device, which commit cannot read`, {
+      code: 'UNSUPPORTED_DISK',
+      exit: 'extraction',
+      kind: 'unsupported',
+      remediation: 'Commit a workspace whose rootfs keeps its journal inside the filesystem (microagent creates them so).',
+    })
+  }
+
+  if (!facts.needsRecovery) return {path: disk, async release() {}, replayed: false}
+  const copy = options.privateCopyPath
+  const release = (): Promise<void> => rm(copy, {force: true})
+  try {
+    await privateCopy(disk, copy)
+    const result = await execa(options.debugfs ?? (await findDebugfs()), ['-w', '-R', 'journal_run', copy], {env: {LANG: 'C', LC_ALL: 'C'}, reject: false})
+    const complaints = result.stderr
+    .split('\n')
+    .filter(line => line.trim() !== '' && !/^debugfs \d/.test(line))
+    .join('\n')
+    if (result.failed || complaints !== '' || (await readSuperblock(copy)).needsRecovery) {
+      throw extractionError(`replaying the journal of a private copy of ${disk} failed: ${complaints || result.shortMessage || 'the journal still needs recovery'}`)
+    }
+  } catch (error) {
+    await release()
+    throw error
+  }
+
+  return {path: copy, release, replayed: true}
+}

@@ -1,0 +1,27 @@
+import {access, constants} from 'node:fs/promises'
+import path from 'node:path'
+
+import {MicroagentError} from './errors.js'
+
+const SEARCH_DIRS = ['/usr/sbin', '/sbin', '/opt/homebrew/opt/e2fsprogs/sbin', '/usr/local/opt/e2fsprogs/sbin']
+
+/** microagent's lookup: PATH, then the usual sbin and Homebrew keg folders. */
+export async function findDebugfs(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const dirs = [...(env.PATH ?? '').split(path.delimiter).filter(Boolean), ...SEARCH_DIRS]
+  for (const dir of dirs) {
+    const candidate = path.join(dir, 'debugfs')
+    try {
+      await access(candidate, constants.X_OK)
+      return candidate
+    } catch {
+      continue
+    }
+  }
+
+  throw new MicroagentError('debugfs not found on PATH or in the usual sbin folders', {
+    code: 'DEBUGFS_NOT_FOUND',
+    exit: 'extraction',
+    kind: 'unsupported',
+    remediation: 'Install e2fsprogs (Debian: apt-get install e2fsprogs; macOS: brew install e2fsprogs) or pass --debugfs <path>.',
+  })
+}

@@ -1,0 +1,172 @@
+import type {Timestamp} from './extractor.js'
+
+import {extractionError} from '../errors.js'
+
+/** One record of `ls -p`: `/<ino>/<mode>/<uid>/<gid>/<name>/<size>/`. */
+export interface DirRecord {
+  inode: number
+  /** The full mode from the directory listing (type bits included), octal. */
+  mode: number
+  name: Buffer
+}
+
+const SLASH = 0x2F
+const NEWLINE = 0x0A
+
+function field(buf: Buffer, start: number): [value: Buffer, next: number] {
+  const end = buf.indexOf(SLASH, start)
+  if (end === -1) throw extractionError('cannot parse a debugfs directory listing: truncated record')
+  return [buf.subarray(start, end), end + 1]
+}
+
+function decimal(raw: Buffer, what: string): number {
+  const text = raw.toString('latin1')
+  if (!/^\d{1,15}$/.test(text)) throw extractionError(`cannot parse a debugfs directory listing: bad ${what} "${text}"`)
+  return Number(text)
+}
+
+/**
+ * Parses `ls -p` output. Names are raw bytes and may hold newlines, but a name holding `/` (possible only
+ * on a byte-edited disk) makes the record ambiguous: such a listing is refused, never guessed at.
+ */
+export function parseDirListing(buf: Buffer): DirRecord[] {
+  const records: DirRecord[] = []
+  let pos = 0
+  while (pos < buf.length) {
+    if (buf[pos] === NEWLINE) {
+      pos++
+      continue
+    }
+
+    if (buf[pos] !== SLASH) throw extractionError('cannot parse a debugfs directory listing: record does not start with "/"')
+    const fields: Buffer[] = []
+    pos++
+    // ino, mode, uid, gid, name, size: six fields, each closed by "/".
+    for (let k = 0; k < 6; k++) {
+      const [value, next] = field(buf, pos)
+      fields.push(value)
+      pos = next
+    }
+
+    const [inode, mode, uid, gid, name, size] = fields
+    if (buf[pos] !== NEWLINE || !/^\d*$/.test(size.toString('latin1'))) {
+      throw extractionError(`cannot parse a debugfs directory listing near "${name.toString('latin1')}": a name holds "/" (the disk was edited by hand or is corrupt)`)
+    }
+
+    pos++
+    decimal(uid, 'uid')
+    decimal(gid, 'gid')
+    const modeText = mode.toString('latin1')
+    if (!/^[0-7]{1,7}$/.test(modeText)) throw extractionError(`cannot parse a debugfs directory listing: bad mode "${modeText}"`)
+    records.push({inode: decimal(inode, 'inode'), mode: Number.parseInt(modeText, 8), name: Buffer.from(name)})
+  }
+
+  return records
+}
+
+export type InodeType = 'bad' | 'block' | 'char' | 'directory' | 'fifo' | 'file' | 'socket' | 'symlink'
+
+const TYPE_NAMES: Readonly<Record<string, InodeType>> = {
+  'block special': 'block',
+  'character special': 'char',
+  directory: 'directory',
+  FIFO: 'fifo',
+  regular: 'file',
+  socket: 'socket',
+  symlink: 'symlink',
+}
+
+/** The `S_IFMT` bits of each type, to cross-check a listing against the inode. */
+export const TYPE_BITS: Readonly<Record<Exclude<InodeType, 'bad'>, number>> = {
+  block: 0o06_0000,
+  char: 0o02_0000,
+  directory: 0o04_0000,
+  fifo: 0o01_0000,
+  file: 0o10_0000,
+  socket: 0o14_0000,
+  symlink: 0o12_0000,
+}
+
+export interface InodeStat {
+  devMajor?: number
+  devMinor?: number
+  /** Raw bytes of a fast symlink's target (stored in the inode), exactly `size` of them. */
+  fastLink?: Buffer
+  gid: number
+  inode: number
+  links: number
+  mode: number
+  mtime: Timestamp
+  size: number
+  type: InodeType
+  uid: number
+  /** Names and lengths of the extended attributes; values are fetched with `ea_get`. */
+  xattrs: {length: number; name: string}[]
+}
+
+function match(text: string, pattern: RegExp, what: string): RegExpExecArray {
+  const found = pattern.exec(text)
+  if (!found) throw extractionError(`cannot parse debugfs stat output: no ${what}`)
+  return found
+}
+
+/**
+ * ext4 time: the low 32 bits are signed seconds; the extra field adds 2 epoch bits and 30 bits of ns.
+ * The human-readable date debugfs prints is wrong after 2038 in 1.47.0, so only the hex is read.
+ */
+export function decodeTime(lo: string, extra: string | undefined): Timestamp {
+  const unsigned = Number.parseInt(lo, 16)
+  const low = unsigned > 0x7F_FF_FF_FF ? unsigned - 2 ** 32 : unsigned
+  const ext = extra === undefined ? 0 : Number.parseInt(extra, 16) >>> 0
+  return {nsec: Math.min(ext >>> 2, 999_999_999), sec: low + (ext & 3) * 2 ** 32}
+}
+
+/** Parses the fixed layout of `stat <ino>` (debugfs 1.42–1.47). */
+export function parseStat(buf: Buffer): InodeStat {
+  const text = buf.toString('latin1')
+  const head = match(text, /^Inode: (\d+)\s+Type: ([^\n]*?)\s+Mode:\s+([0-7]+)\s/, 'inode header')
+  const owner = match(text, /\nUser:\s+(\d+)\s+Group:\s+(\d+)\s+(?:Project:\s+\d+\s+)?Size: (\d+)\n/, 'owner and size')
+  const links = match(text, /\nLinks: (\d+)\s/, 'link count')
+  const mtime = /\n\s*mtime: 0x([0-9a-f]{8})(?::([0-9a-f]{8}))? /.exec(text)
+  const stat: InodeStat = {
+    gid: Number(owner[2]),
+    inode: Number(head[1]),
+    links: Number(links[1]),
+    mode: Number.parseInt(head[3], 8) & 0o7777,
+    mtime: mtime ? decodeTime(mtime[1], mtime[2]) : {nsec: 0, sec: 0},
+    size: Number(owner[3]),
+    type: TYPE_NAMES[head[2]] ?? 'bad',
+    uid: Number(owner[1]),
+    xattrs: [],
+  }
+  if (!Number.isSafeInteger(stat.size)) throw extractionError(`inode ${stat.inode} has an impossible size ${owner[3]}`)
+
+  const device = /\n(?:\(New-style\) )?Device major\/minor number: (\d+):(\d+) /.exec(text)
+  if (device) {
+    stat.devMajor = Number(device[1])
+    stat.devMinor = Number(device[2])
+  }
+
+  const fast = text.indexOf('\nFast link dest: "')
+  if (fast !== -1) {
+    const start = fast + '\nFast link dest: "'.length
+    stat.fastLink = Buffer.from(buf.subarray(start, start + stat.size))
+    if (stat.fastLink.length !== stat.size || buf[start + stat.size] !== 0x22) {
+      throw extractionError(`inode ${stat.inode}: fast symlink target does not match its size ${stat.size}`)
+    }
+  }
+
+  const xattrStart = text.indexOf('\nExtended attributes:\n')
+  if (xattrStart !== -1) {
+    const lines = text.slice(xattrStart + '\nExtended attributes:\n'.length).split('\n')
+    for (const line of lines) {
+      if (!line.startsWith('  ')) break
+      // `  name (len) = value` or, for values of 40 bytes or more, `  name (len)`.
+      const xattr = /^ {2}(\S+) \((\d+)\)(?: = .*)?$/.exec(line)
+      if (!xattr) throw extractionError(`inode ${stat.inode}: cannot parse extended attribute line ${JSON.stringify(line)}`)
+      stat.xattrs.push({length: Number(xattr[2]), name: xattr[1]})
+    }
+  }
+
+  return stat
+}

@@ -1,0 +1,193 @@
+import type {Entry, Skip} from './extractor/extractor.js'
+
+import {extractionError} from './errors.js'
+import {
+  encodeHeader, END_OF_ARCHIVE, type HeaderFields, padding, TYPEFLAG,
+} from './tar.js'
+
+export interface LayerStats {
+  /** Content bytes of regular files (before tar framing). */
+  contentBytes: number
+  devices: number
+  directories: number
+  /** Members in the tar, hard links included. */
+  entries: number
+  fifos: number
+  files: number
+  hardlinks: number
+  skipped: {
+    lostFound: number
+    sockets: number
+    /** Names that OCI consumers would read as whiteouts (`.wh.*`), left out with their subtrees. */
+    whiteoutNames: number
+    xattrs: number
+  }
+  symlinks: number
+}
+
+export function emptyLayerStats(): LayerStats {
+  return {
+    contentBytes: 0,
+    devices: 0,
+    directories: 0,
+    entries: 0,
+    fifos: 0,
+    files: 0,
+    hardlinks: 0,
+    skipped: {
+      lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
+    },
+    symlinks: 0,
+  }
+}
+
+/** Counts an extractor's skip report into the stats. */
+export function countSkip(stats: LayerStats, skip: Skip): void {
+  switch (skip.reason) {
+  case 'lost+found': {
+    stats.skipped.lostFound++
+    break;
+  }
+
+  case 'socket': {
+    stats.skipped.sockets++
+    break;
+  }
+
+  case 'xattr': {
+    stats.skipped.xattrs++
+    break;
+  }
+
+  default: {stats.skipped.whiteoutNames++
+  }
+  }
+}
+
+const WHITEOUT_PREFIX = Buffer.from('.wh.')
+
+/**
+ * Refuses any path a tar reader could place outside the root: absolute, empty or `.`/`..` components,
+ * NUL bytes. Extractors promise this already; the layer checks again because it owns the tar.
+ */
+export function checkEntryPath(entryPath: Buffer): Buffer[] {
+  const components: Buffer[] = []
+  let start = 0
+  for (;;) {
+    const slash = entryPath.indexOf(0x2F, start)
+    const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
+    const text = component.toString('latin1')
+    if (component.length === 0 || text === '.' || text === '..' || component.includes(0)) {
+      throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
+    }
+
+    components.push(component)
+    if (slash === -1) return components
+    start = slash + 1
+  }
+}
+
+function isWhiteoutName(components: Buffer[]): boolean {
+  return components.some(c => c.subarray(0, WHITEOUT_PREFIX.length).equals(WHITEOUT_PREFIX))
+}
+
+function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' | 'typeflag'> {
+  return {
+    gid: entry.gid,
+    mode: entry.mode,
+    mtime: entry.mtime.sec,
+    mtimeNsec: entry.mtime.nsec,
+    path: tarPath,
+    uid: entry.uid,
+    xattrs: entry.xattrs,
+  }
+}
+
+/**
+ * Turns entries into a deterministic pax tar: one member per name, in the order given; the first name of
+ * a multiply-linked inode carries it, later names are tar hard links to it. Directories end in `/`.
+ * Yields header blocks and file content as it streams, never holding a whole file in memory.
+ */
+export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
+  const firstName = new Map<number, Buffer>()
+  for await (const entry of entries) {
+    const components = checkEntryPath(entry.path)
+    if (isWhiteoutName(components)) {
+      // Only count the topmost one: its subtree goes with it.
+      if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
+      continue
+    }
+
+    const isDir = entry.type === 'directory'
+    const tarPath = isDir ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path
+    const fields = headerFields(entry, tarPath)
+    stats.entries++
+    const earlier = isDir ? undefined : firstName.get(entry.inode)
+    if (earlier !== undefined) {
+      stats.hardlinks++
+      yield encodeHeader({
+        ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
+      })
+      continue
+    }
+
+    if (!isDir) firstName.set(entry.inode, entry.path)
+    switch (entry.type) {
+    case 'block':
+    case 'char': {
+      stats.devices++
+      yield encodeHeader({
+        ...fields, devMajor: entry.devMajor, devMinor: entry.devMinor, size: 0, typeflag: TYPEFLAG[entry.type],
+      })
+      break
+    }
+
+    case 'directory': {
+      stats.directories++
+      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.directory})
+      break
+    }
+
+    case 'fifo': {
+      stats.fifos++
+      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.fifo})
+      break
+    }
+
+    case 'file': {
+      stats.files++
+      yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
+      yield * fileContent(entry)
+      stats.contentBytes += entry.size
+      break
+    }
+
+    case 'symlink': {
+      stats.symlinks++
+      yield encodeHeader({
+        ...fields, linkpath: entry.linkTarget, size: 0, typeflag: TYPEFLAG.symlink,
+      })
+      break
+    }
+    }
+  }
+
+  yield END_OF_ARCHIVE
+}
+
+async function * fileContent(entry: Entry): AsyncGenerator<Buffer, void, undefined> {
+  if (entry.size === 0) return
+  if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
+  let seen = 0
+  for await (const chunk of entry.content()) {
+    seen += (chunk as Buffer).length
+    if (seen > entry.size) break
+    yield chunk as Buffer
+  }
+
+  if (seen !== entry.size) {
+    throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
+  }
+
+  yield padding(entry.size)
+}

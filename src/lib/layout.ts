@@ -1,0 +1,291 @@
+import type {Readable, Transform} from 'node:stream'
+
+import is from '@sindresorhus/is'
+import {randomBytes} from 'node:crypto'
+import {createWriteStream} from 'node:fs'
+import {
+  chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, unlink,
+} from 'node:fs/promises'
+import path from 'node:path'
+import {pipeline} from 'node:stream/promises'
+
+import {DIGEST_PATTERN, DigestCounter, sha256Digest} from './digest.js'
+import {MicroagentError, notFoundError} from './errors.js'
+import {type Descriptor, MEDIA_TYPES, REF_NAME_ANNOTATION} from './image.js'
+import {withLock} from './lock.js'
+import {isPidAlive} from './pid.js'
+
+export const LAYOUT_VERSION = '1.0.0'
+
+export interface ImageIndex {
+  manifests: Descriptor[]
+  mediaType: typeof MEDIA_TYPES.index
+  schemaVersion: 2
+}
+
+function corrupt(file: string, why: string): MicroagentError {
+  return new MicroagentError(`the image layout is damaged: ${file}: ${why}`, {
+    code: 'LAYOUT_CORRUPT',
+    exit: 'layout',
+    kind: 'permanent',
+    remediation: 'Move the damaged layout aside (it is under <state-dir>/images/oci) and commit again.',
+  })
+}
+
+/** Writes a file by temp name, fsync and rename, so readers see the old or the new bytes, never a mix. */
+async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {
+  const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  const handle = await open(temp, 'wx', mode)
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+
+  try {
+    await rename(temp, file)
+  } catch (error) {
+    await unlink(temp).catch(() => {})
+    throw error
+  }
+
+  await syncDir(path.dirname(file))
+}
+
+async function fsync(file: string): Promise<void> {
+  const handle = await open(file, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Makes a rename durable: a crash after this cannot bring back the old name. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } catch {
+    // Some filesystems cannot fsync a directory; the rename is still atomic.
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * An OCI image layout (image-spec `image-layout.md`) on disk: `oci-layout`, `index.json` and
+ * `blobs/sha256/`. Blobs are content-addressed and written by temp file, fsync and rename, so a blob is
+ * either whole or absent. Tags live in `index.json` as manifest descriptors annotated with
+ * `org.opencontainers.image.ref.name`, replaced atomically under `index.json.lock`. Writing a blob never
+ * touches `index.json`; tagging never writes a blob.
+ */
+export class OciLayout {
+  private owner: undefined | {gid: number; uid: number}
+
+  constructor(readonly root: string) {}
+
+  blobPath(digest: string): string {
+    if (!DIGEST_PATTERN.test(digest)) throw corrupt(this.root, `unsupported digest "${digest}"`)
+    return path.join(this.root, 'blobs', 'sha256', digest.slice('sha256:'.length))
+  }
+
+  /** Whether a blob of that digest (and size, if given) is stored. */
+  async hasBlob(digest: string, size?: number): Promise<boolean> {
+    try {
+      const info = await stat(this.blobPath(digest))
+      return info.isFile() && (size === undefined || info.size === size)
+    } catch {
+      return false
+    }
+  }
+
+  /** A private temp folder of this layout, on the same filesystem as the blobs, so renames are atomic. */
+  ingestDir(): string {
+    return path.join(this.root, 'ingest')
+  }
+
+  /** A temp path in the ingest folder, named after this process so a later run can tell it is stale. */
+  ingestPath(suffix = ''): string {
+    return path.join(this.ingestDir(), `${process.pid}-${randomBytes(6).toString('hex')}${suffix}`)
+  }
+
+  /**
+   * Creates the layout if missing, or checks the one there. Leftover temp files of processes that died
+   * are removed. Safe to run concurrently.
+   */
+  async init(): Promise<void> {
+    await mkdir(path.join(this.root, 'blobs', 'sha256'), {recursive: true})
+    await mkdir(this.ingestDir(), {recursive: true})
+    if (process.getuid?.() === 0) {
+      // Root committing into a user's state dir must not leave files the user cannot remove.
+      const parent = await stat(path.dirname(this.root))
+      this.owner = {gid: parent.gid, uid: parent.uid}
+    }
+
+    const marker = path.join(this.root, 'oci-layout')
+    const existing = await readFile(marker, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return
+      throw error
+    })
+    if (existing === undefined) {
+      await this.writeOwned(marker, Buffer.from(JSON.stringify({imageLayoutVersion: LAYOUT_VERSION})), 0o644)
+    } else {
+      let version: unknown
+      try {
+        version = (JSON.parse(existing) as {imageLayoutVersion?: unknown}).imageLayoutVersion
+      } catch {
+        version = undefined
+      }
+
+      if (version !== LAYOUT_VERSION) throw corrupt(marker, `imageLayoutVersion is ${JSON.stringify(version)}, expected ${LAYOUT_VERSION}`)
+    }
+
+    await withLock(this.lockPath(), async () => {
+      try {
+        await stat(this.indexPath())
+      } catch {
+        await this.writeIndex({manifests: [], mediaType: MEDIA_TYPES.index, schemaVersion: 2})
+      }
+    })
+    await this.cleanIngest()
+  }
+
+  async readIndex(): Promise<ImageIndex> {
+    const file = this.indexPath()
+    let text: string
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {manifests: [], mediaType: MEDIA_TYPES.index, schemaVersion: 2}
+      throw error
+    }
+
+    let index: unknown
+    try {
+      index = JSON.parse(text)
+    } catch (error) {
+      throw corrupt(file, (error as Error).message)
+    }
+
+    if (!is.plainObject(index) || index.schemaVersion !== 2 || !is.array(index.manifests)) throw corrupt(file, 'not an OCI image index')
+    return index as unknown as ImageIndex
+  }
+
+  /** The manifest descriptor tagged `ref` (the raw reference, as committed). */
+  async resolve(ref: string): Promise<Descriptor> {
+    const found = (await this.readIndex()).manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref)
+    if (!found) {
+      throw notFoundError(`image "${ref}" not found in ${this.root}`, 'Commit it first with `microagent commit <workspace> <ref>`.', 'IMAGE_NOT_FOUND')
+    }
+
+    return found
+  }
+
+  /**
+   * Points `ref` at `descriptor`, replacing the tag if it exists; other tags may share its blobs. The
+   * manifest blob must already be stored, so a reader never sees a tag without its content.
+   */
+  async tag(ref: string, descriptor: Descriptor): Promise<void> {
+    if (!(await this.hasBlob(descriptor.digest, descriptor.size))) {
+      throw corrupt(this.blobPath(descriptor.digest), 'cannot tag a manifest that is not stored')
+    }
+
+    await withLock(this.lockPath(), async () => {
+      const index = await this.readIndex()
+      const others = index.manifests.filter(d => d.annotations?.[REF_NAME_ANNOTATION] !== ref)
+      const tagged: Descriptor = {...descriptor, annotations: {...descriptor.annotations, [REF_NAME_ANNOTATION]: ref}}
+      const manifests = [...others, tagged].sort((a, b) => {
+        const ra = a.annotations?.[REF_NAME_ANNOTATION] ?? ''
+        const rb = b.annotations?.[REF_NAME_ANNOTATION] ?? ''
+        return ra === rb ? (a.digest < b.digest ? -1 : 1) : (ra < rb ? -1 : 1)
+      })
+      await this.writeIndex({...index, manifests})
+    })
+  }
+
+  /** Stores bytes as a blob; returns its digest and size. Idempotent. */
+  async writeBlob(data: Buffer): Promise<{digest: string; size: number}> {
+    const digest = sha256Digest(data)
+    if (await this.hasBlob(digest, data.length)) return {digest, size: data.length}
+    const temp = this.ingestPath()
+    const handle = await open(temp, 'wx', 0o444)
+    try {
+      await handle.writeFile(data)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+
+    await this.commitBlob(temp, digest)
+    return {digest, size: data.length}
+  }
+
+  /**
+   * Streams a blob in through `transforms`, hashing as it writes; the digest is known only at the end, so
+   * the bytes go to a temp file that is renamed into place once flushed. An error anywhere in the chain
+   * removes the temp file and stores nothing.
+   */
+  async writeBlobStream(source: Readable, transforms: Transform[] = []): Promise<{digest: string; size: number}> {
+    const temp = this.ingestPath()
+    const counter = new DigestCounter()
+    try {
+      await pipeline([source, ...transforms, counter, createWriteStream(temp, {flags: 'wx', mode: 0o444})])
+      await fsync(temp)
+    } catch (error) {
+      await unlink(temp).catch(() => {})
+      throw error
+    }
+
+    const digest = counter.digest()
+    await this.commitBlob(temp, digest)
+    return {digest, size: counter.bytes}
+  }
+
+  /** Removes temp files whose writer process is gone (a killed commit). */
+  private async cleanIngest(): Promise<void> {
+    let names: string[]
+    try {
+      names = await readdir(this.ingestDir())
+    } catch {
+      return
+    }
+
+    await Promise.all(names.map(async name => {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1] ?? 0)
+      if (pid !== process.pid && !isPidAlive(pid)) await rm(path.join(this.ingestDir(), name), {force: true, recursive: true})
+    }))
+  }
+
+  private async commitBlob(temp: string, digest: string): Promise<void> {
+    const target = this.blobPath(digest)
+    if (this.owner) await chown(temp, this.owner.uid, this.owner.gid)
+    // Same digest, same bytes: an existing blob is kept and the copy dropped.
+    if (await this.hasBlob(digest)) {
+      await unlink(temp)
+      return
+    }
+
+    await rename(temp, target)
+    await syncDir(path.dirname(target))
+  }
+
+  private indexPath(): string {
+    return path.join(this.root, 'index.json')
+  }
+
+  private lockPath(): string {
+    return path.join(this.root, 'index.json.lock')
+  }
+
+  private async writeIndex(index: ImageIndex): Promise<void> {
+    await this.writeOwned(this.indexPath(), Buffer.from(JSON.stringify(index)), 0o644)
+  }
+
+  private async writeOwned(file: string, data: Buffer, mode: number): Promise<void> {
+    await writeAtomic(file, data, mode)
+    if (this.owner) await chown(file, this.owner.uid, this.owner.gid)
+    await chmod(file, mode)
+  }
+}
