@@ -177,7 +177,7 @@ export class OciLayout {
   async resolve(ref: string): Promise<Descriptor> {
     const found = (await this.readIndex()).manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref)
     if (!found) {
-      throw notFoundError(`image "${ref}" not found in ${this.root}`, 'Commit it first with `microagent commit <workspace> <ref>`.', 'IMAGE_NOT_FOUND')
+      throw notFoundError(`image "${ref}" not found in ${this.root}; commit it first`, 'Commit it first with `microagent commit <workspace> <ref>`.', 'IMAGE_NOT_FOUND')
     }
 
     return found

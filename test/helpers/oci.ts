@@ -1,0 +1,59 @@
+import {execFileSync} from 'node:child_process'
+import {readFileSync} from 'node:fs'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {tempDir} from './ext4.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+export interface TarRecord {
+  devmajor: number
+  devminor: number
+  gid: number
+  gname: string
+  /** hex of the raw link target bytes */
+  link: string
+  mode: number
+  mtime: string
+  /** hex of the raw path bytes */
+  path: string
+  pax_keys: string[]
+  sha256?: string
+  size: number
+  type: string
+  uid: number
+  uname: string
+  xattrs: Record<string, string>
+}
+
+export const hex = (text: Buffer | string): string => Buffer.from(text).toString('hex')
+
+/** Reads a tar(.gz) with Python's tarfile, an implementation independent of ours. */
+export function dumpTar(file: string): TarRecord[] {
+  const out = execFileSync('python3', [path.join(here, 'tar_dump.py'), file], {encoding: 'utf8', maxBuffer: 256 * 1024 * 1024})
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as TarRecord)
+}
+
+export function readJson<T>(file: string): T {
+  return JSON.parse(readFileSync(file, 'utf8')) as T
+}
+
+export function blobFile(layout: string, digest: string): string {
+  return path.join(layout, 'blobs', 'sha256', digest.replace('sha256:', ''))
+}
+
+/**
+ * Checks a layout image with real clients: skopeo parses and re-reads every blob (verifying digests),
+ * umoci unpacks it rootless, oci-image-tool validates it against the image spec.
+ */
+export function validateWithClients(layout: string, ref: string): void {
+  execFileSync('skopeo', ['inspect', `oci:${layout}:${ref}`], {stdio: 'pipe'})
+  execFileSync('skopeo', ['copy', '--quiet', `oci:${layout}:${ref}`, `dir:${path.join(tempDir('plugin-image-skopeo-'), 'out')}`], {stdio: 'pipe'})
+  const bundle = path.join(tempDir('plugin-image-umoci-'), 'bundle')
+  execFileSync('umoci', ['unpack', '--rootless', '--image', `${layout}:${ref}`, bundle], {stdio: 'pipe'})
+  execFileSync('oci-image-tool', ['validate', '--type', 'image', '--ref', `name=${ref}`, layout], {stdio: 'pipe'})
+}

@@ -1,0 +1,24 @@
+import {execFileSync} from 'node:child_process'
+
+/** Whether an executable is on PATH (or in the sbin folders e2fsprogs uses). */
+export function haveTool(name: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name} || test -x /usr/sbin/${name} || test -x /sbin/${name}`], {stdio: 'ignore'})
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Skips the calling suite or test when a system tool is missing, loudly, on a developer machine. In CI
+ * (CI set) a missing tool is a failure: .ci/run installs every tool the tests need.
+ */
+export function requireTools(context: Mocha.Context, ...names: string[]): void {
+  const missing = names.filter((name) => !haveTool(name))
+  if (missing.length === 0) return
+  const message = `missing system tools: ${missing.join(', ')} (bash .ci/run installs them)`
+  if (process.env.CI) throw new Error(message)
+  console.warn(`\n  !!! SKIPPED: ${message}\n`)
+  context.skip()
+}

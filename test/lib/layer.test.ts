@@ -1,0 +1,105 @@
+import {expect} from 'chai'
+import {writeFileSync} from 'node:fs'
+import path from 'node:path'
+import {Readable} from 'node:stream'
+
+import type {Entry} from '../../src/lib/extractor/extractor.js'
+import {FakeExtractor, type FakeEntry} from '../../src/lib/extractor/fake.js'
+import {checkEntryPath, emptyLayerStats, tarLayer} from '../../src/lib/layer.js'
+import {tempDir} from '../helpers/ext4.js'
+import {dumpTar, hex} from '../helpers/oci.js'
+import {requireTools} from '../helpers/tools.js'
+
+const base = {gid: 0, mtime: {nsec: 0, sec: 1_700_000_000}, size: 0, uid: 0, xattrs: []}
+
+async function layer(items: FakeEntry[]): Promise<{file: string; stats: ReturnType<typeof emptyLayerStats>}> {
+  const stats = emptyLayerStats()
+  const chunks: Buffer[] = []
+  for await (const chunk of tarLayer(new FakeExtractor(items).entries('disk'), stats)) chunks.push(chunk)
+  const file = path.join(tempDir(), 'layer.tar')
+  writeFileSync(file, Buffer.concat(chunks))
+  return {file, stats}
+}
+
+describe('layer', function () {
+  before(function () {
+    requireTools(this, 'python3')
+  })
+
+  it('writes the first name of an inode with its content and later names as hard links', async () => {
+    const {file, stats} = await layer([
+      {...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl', type: 'file'},
+      {...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl5', type: 'file'},
+      {...base, inode: 8, mode: 0o644, path: 'fifo', type: 'fifo'},
+      {...base, inode: 8, mode: 0o644, path: 'fifo2', type: 'fifo'},
+    ])
+    const records = dumpTar(file)
+    expect(records.map((r) => [r.type, Buffer.from(r.path, 'hex').toString(), Buffer.from(r.link, 'hex').toString()])).to.deep.equal([
+      ['file', 'perl', ''],
+      ['hardlink', 'perl5', 'perl'],
+      ['fifo', 'fifo', ''],
+      ['hardlink', 'fifo2', 'fifo'],
+    ])
+    expect(stats).to.include({entries: 4, files: 1, hardlinks: 2})
+  })
+
+  it('keeps directories apart from hard links even when they share an inode number', async () => {
+    const {file} = await layer([
+      {...base, inode: 9, mode: 0o755, path: 'd', type: 'directory'},
+      {...base, data: 'x', inode: 10, mode: 0o4755, path: 'd/su', type: 'file', uid: 0},
+    ])
+    const [dir, su] = dumpTar(file)
+    expect(dir).to.include({mode: 0o755, path: hex('d/'), type: 'directory'})
+    expect(su).to.include({mode: 0o4755, type: 'file'})
+  })
+
+  it('leaves out .wh.* names and their subtrees, counting the top one', async () => {
+    const {file, stats} = await layer([
+      {...base, inode: 2, mode: 0o755, path: '.wh.dir', type: 'directory'},
+      {...base, data: 'x', inode: 3, mode: 0o644, path: '.wh.dir/f', type: 'file'},
+      {...base, data: 'y', inode: 4, mode: 0o644, path: 'keep', type: 'file'},
+    ])
+    expect(dumpTar(file).map((r) => r.path)).to.deep.equal([hex('keep')])
+    expect(stats.skipped.whiteoutNames).to.equal(1)
+  })
+
+  for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a//b', './a', 'a/.', 'a\u0000b', '']) {
+    it(`refuses the unsafe path ${JSON.stringify(bad)}`, async () => {
+      try {
+        await layer([{...base, data: 'x', inode: 5, mode: 0o644, path: bad, type: 'file'}])
+        expect.fail('accepted')
+      } catch (error) {
+        expect((error as Error).message).to.match(/unsafe path/)
+        expect((error as {exitCode: number}).exitCode).to.equal(5)
+      }
+    })
+  }
+
+  it('accepts names that only look odd', () => {
+    expect(checkEntryPath(Buffer.from('...')).length).to.equal(1)
+    expect(checkEntryPath(Buffer.from('a/..b/.c')).length).to.equal(3)
+  })
+
+  it('fails when a file yields fewer bytes than its size', async () => {
+    const entry: Entry = {
+      ...base,
+      content: () => Readable.from([Buffer.from('ab')]),
+      inode: 6,
+      mode: 0o644,
+      path: Buffer.from('short'),
+      size: 3,
+      type: 'file',
+    }
+    const stats = emptyLayerStats()
+    async function* one(): AsyncGenerator<Entry> {
+      yield entry
+    }
+
+    try {
+      for await (const chunk of tarLayer(one(), stats)) void chunk
+      expect.fail('accepted')
+    } catch (error) {
+      expect((error as Error).message).to.match(/gave 2 bytes, 3 expected/)
+    }
+  })
+})
