@@ -30,6 +30,27 @@ function keepXattr(name: string): boolean {
   )
 }
 
+/** ACL entry tags whose id field means nothing; the kernel reports it as -1. */
+const ACL_OWNERLESS_TAGS = new Set([0x01, 0x04, 0x10, 0x20])
+
+/**
+ * `ea_get` converts ACLs from ext4's on-disk form to the VFS form (version 2) that tar and OCI carry, but
+ * writes 0 where the kernel writes 0xffffffff in ids that mean nothing; set them as the kernel does, so
+ * the layer holds the bytes `getfattr` and GNU tar would.
+ */
+function vfsAcl(value: Buffer, entryPath: Buffer): Buffer {
+  if (value.length < 4 || (value.length - 4) % 8 !== 0 || value.readUInt32LE(0) !== 2) {
+    throw extractionError(`"/${entryPath.toString('latin1')}" has a malformed POSIX ACL`)
+  }
+
+  const acl = Buffer.from(value)
+  for (let offset = 4; offset < acl.length; offset += 8) {
+    if (ACL_OWNERLESS_TAGS.has(acl.readUInt16LE(offset))) acl.writeUInt32LE(0xFF_FF_FF_FF, offset + 4)
+  }
+
+  return acl
+}
+
 export interface DebugfsExtractorOptions {
   /** Path of the debugfs binary; found like microagent does when omitted. */
   binary?: string
@@ -235,11 +256,15 @@ class Walk {
 
       const reply = await this.session.request(`ea_get -V <${stat.inode}> "${name}"`)
       // -V prints the raw value and a newline.
-      if (reply.length !== length + 1 || reply.at(-1) !== 0x0A) {
-        throw extractionError(`"/${entryPath.toString('latin1')}": xattr ${name} is ${reply.length - 1} bytes, stat said ${length}`)
+      if (reply.at(-1) !== 0x0A) throw extractionError(`"/${entryPath.toString('latin1')}": cannot read xattr ${name}`)
+      const value = Buffer.from(reply.subarray(0, -1))
+      // ACLs list at their on-disk size but come back in the (longer) VFS form.
+      if (name.startsWith('system.posix_acl_')) return [name, vfsAcl(value, entryPath)]
+      if (value.length !== length) {
+        throw extractionError(`"/${entryPath.toString('latin1')}": xattr ${name} is ${value.length} bytes, stat said ${length}`)
       }
 
-      return [name, Buffer.from(reply.subarray(0, length))]
+      return [name, value]
     }))
     return values.sort((a, b) => (a[0] < b[0] ? -1 : (a[0] > b[0] ? 1 : 0)))
   }

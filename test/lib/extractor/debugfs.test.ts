@@ -1,0 +1,237 @@
+import {expect} from 'chai'
+import {execFileSync} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import {readFileSync, writeFileSync} from 'node:fs'
+import path from 'node:path'
+
+import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
+import type {Entry, Skip} from '../../../src/lib/extractor/extractor.js'
+import {buildExt4, debugfsRead, runDebugfsWrite, tempDir} from '../../helpers/ext4.js'
+import {ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES} from '../../helpers/fidelity.js'
+import {requireTools} from '../../helpers/tools.js'
+
+interface Seen extends Omit<Entry, 'content'> {
+  sha256?: string
+}
+
+async function extractAll(disk: string, extractor = new DebugfsExtractor()): Promise<{entries: Map<string, Seen>; order: string[]; skips: Skip[]}> {
+  const entries = new Map<string, Seen>()
+  const order: string[] = []
+  const skips: Skip[] = []
+  for await (const entry of extractor.entries(disk, {onSkip: (skip) => skips.push(skip)})) {
+    const {content, ...rest} = entry
+    const seen: Seen = rest
+    if (content) {
+      const hash = createHash('sha256')
+      for await (const chunk of content()) hash.update(chunk as Buffer)
+      seen.sha256 = hash.digest('hex')
+    }
+
+    const key = entry.path.toString('latin1')
+    order.push(key)
+    entries.set(key, seen)
+  }
+
+  return {entries, order, skips}
+}
+
+function sha(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+describe('extractor/debugfs (real debugfs, real ext4)', function () {
+  let image: FidelityImage
+  let result: Awaited<ReturnType<typeof extractAll>>
+
+  before(async function () {
+    requireTools(this, 'debugfs', 'mke2fs', 'python3', 'mkfifo')
+    image = buildFidelityImage()
+    result = await extractAll(image.file)
+  })
+
+  const get = (p: string): Seen => {
+    const entry = result.entries.get(p)
+    if (!entry) throw new Error(`no entry ${JSON.stringify(p)}`)
+    return entry
+  }
+
+  it('walks depth first with names sorted bytewise, parents first', () => {
+    const {order} = result
+    expect(order.indexOf('bin')).to.be.below(order.indexOf('bin/both'))
+    expect(order.slice(order.indexOf('bin'), order.indexOf('bin') + 5)).to.deep.equal(['bin', 'bin/both', 'bin/ping', 'bin/su', 'bin/wall'])
+    const names = order.filter((p) => !p.includes('/'))
+    expect(names).to.deep.equal([...names].sort((a, b) => Buffer.compare(Buffer.from(a, 'latin1'), Buffer.from(b, 'latin1'))))
+  })
+
+  it('keeps content, byte for byte, sparse and empty files included', () => {
+    expect(get('etc/hostname').sha256).to.equal(sha('demo\n'))
+    expect(get('data/random')).to.include({sha256: image.random.sha256, size: image.random.size})
+    expect(get('data/sparse')).to.include({sha256: image.sparse.sha256, size: image.sparse.size})
+    expect(get('data/empty').size).to.equal(0)
+  })
+
+  it('keeps setuid, setgid, sticky and mode 000', () => {
+    expect(get('bin/su').mode).to.equal(0o4755)
+    expect(get('bin/wall').mode).to.equal(0o2755)
+    expect(get('bin/both').mode).to.equal(0o6755)
+    expect(get('tmp').mode).to.equal(0o1777)
+    expect(get('var/mail').mode).to.equal(0o2775)
+    expect(get('secret').mode).to.equal(0)
+  })
+
+  it('keeps the original owners, not the current user', () => {
+    expect(get('home/user')).to.include({gid: 1000, uid: 1000})
+    expect(get('home/user/notes')).to.include({gid: 1000, uid: 1000})
+    expect(get('data/random')).to.include({gid: 200_000, uid: 100_000})
+    expect(get('data/empty')).to.include({gid: 3_000_001, uid: 3_000_000})
+    expect(get('bin/wall')).to.include({gid: 5, uid: 0})
+  })
+
+  it('keeps mtimes with nanoseconds, before 1970 and after 2038', () => {
+    expect(get('etc/hostname').mtime).to.deep.equal({nsec: 123_456_789, sec: 1_700_000_000})
+    expect(get('data/old').mtime).to.deep.equal({nsec: 0, sec: -1})
+    expect(get('data/future').mtime).to.deep.equal({nsec: 0, sec: 4_102_444_800})
+  })
+
+  it('reports both names of a hard-linked inode with one inode number', () => {
+    expect(get('usr/bin/perl').inode).to.equal(get('usr/bin/perl5.36').inode)
+  })
+
+  it('keeps symlink targets raw and never follows them', () => {
+    expect(get('links/abs').linkTarget?.toString()).to.equal('/etc/hostname')
+    expect(get('links/rel').linkTarget?.toString()).to.equal('../etc/hostname')
+    expect(get('links/dangling').linkTarget?.toString()).to.equal('nowhere')
+    expect(get('links/escape').linkTarget?.toString()).to.equal('../../../../etc/passwd')
+    expect(get('links/long').linkTarget?.toString()).to.equal('x'.repeat(200))
+    expect(get('links/dir')).to.include({type: 'symlink'})
+  })
+
+  it('keeps devices and fifos, skips the socket and lost+found', () => {
+    expect(get('dev/null')).to.include({devMajor: 1, devMinor: 3, mode: 0o666, type: 'char'})
+    expect(get('dev/sda')).to.include({devMajor: 8, devMinor: 0, gid: 6, mode: 0o660, type: 'block'})
+    expect(get('dev/wide')).to.include({devMajor: 4095, devMinor: 1_048_575, type: 'char'})
+    expect(get('run/fifo').type).to.equal('fifo')
+    expect(result.entries.has('run/sock')).to.equal(false)
+    expect(result.entries.has('lost+found')).to.equal(false)
+    expect(result.skips.map((s) => [s.reason, s.path.toString()])).to.deep.include.members([
+      ['lost+found', 'lost+found'],
+      ['socket', 'run/sock'],
+    ])
+  })
+
+  it('keeps xattrs: text, 100-byte binary, file capability, ACL, on a directory', () => {
+    expect(Object.fromEntries(get('etc/hostname').xattrs.map(([k, v]) => [k, v.toString('hex')]))).to.deep.equal({
+      'user.big': BIG_XATTR.toString('hex'),
+      'user.comment': Buffer.from('hello').toString('hex'),
+    })
+    expect(get('bin/ping').xattrs).to.deep.equal([['security.capability', CAPABILITY]])
+    expect(get('data').xattrs).to.deep.equal([['system.posix_acl_access', ACL]])
+    expect(get('tmp').xattrs).to.deep.equal([['user.dirattr', Buffer.from('yes')]])
+  })
+
+  it('leaves out overlayfs bookkeeping xattrs and reports them', () => {
+    expect(get('var').xattrs).to.deep.equal([])
+    expect(result.skips.some((s) => s.reason === 'xattr' && s.detail === 'trusted.overlay.opaque')).to.equal(true)
+  })
+
+  it('keeps long, control-character and non-UTF-8 names as raw bytes', () => {
+    for (const name of Object.values(NAMES)) {
+      expect(get(`names/${name.toString('latin1')}`).sha256).to.equal(sha(name))
+    }
+
+    expect(get(`${DEEP.join('/')}/leaf`).sha256).to.equal(sha('deep'))
+  })
+
+  it('yields .wh.* names as they are (the layer decides)', () => {
+    expect(result.entries.has('.wh.lookalike')).to.equal(true)
+  })
+
+  it('reads an image with 128-byte inodes (no nanoseconds, no extra fields)', async () => {
+    const file = buildExt4(path.join(tempDir(), 'small.ext4'), {
+      commands: ['sif /f mtime 0x6553f100'],
+      mke2fsOptions: ['-I', '128'],
+      tree: (root) => writeFileSync(path.join(root, 'f'), 'x'),
+    })
+    const {entries} = await extractAll(file)
+    expect(entries.get('f')?.mtime).to.deep.equal({nsec: 0, sec: 1_700_000_000})
+  })
+
+  it('never writes to the disk', async () => {
+    const before = sha(readFileSync(image.file))
+    await extractAll(image.file)
+    expect(sha(readFileSync(image.file))).to.equal(before)
+  })
+
+  describe('hostile and broken disks', () => {
+    async function failure(disk: string, extractor?: DebugfsExtractor): Promise<Error & {exitCode?: number}> {
+      try {
+        await extractAll(disk, extractor)
+      } catch (error) {
+        return error as Error & {exitCode?: number}
+      }
+
+      throw new Error('extraction succeeded')
+    }
+
+    it('refuses a directory entry whose name holds "/" (it cannot be parsed safely)', async () => {
+      const file = buildExt4(path.join(tempDir(), 'slash.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x')})
+      // debugfs's mknod takes its argument as a raw name: "/escape" becomes one entry named "/escape".
+      runDebugfsWrite(file, ['mknod /escape p'])
+      expect(debugfsRead(file, 'ls -p /')).to.contain('//escape/')
+      const error = await failure(file)
+      expect(error.message).to.match(/a name holds "\/"/)
+      expect(error.exitCode).to.equal(5)
+    })
+
+    it('refuses a hard-linked directory (a loop in the directory graph)', async () => {
+      const file = buildExt4(path.join(tempDir(), 'loop.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x')})
+      runDebugfsWrite(file, ['mkdir /a', 'mkdir /a/b', 'link /a /a/b/up'])
+      const error = await failure(file)
+      expect(error.message).to.match(/appears twice|loop/)
+    })
+
+    it('refuses two entries with the same name', async () => {
+      const file = buildExt4(path.join(tempDir(), 'dup.ext4'), {
+        mke2fsOptions: ['-b', '1024', '-O', '^metadata_csum,^dir_index'],
+        tree(root) {
+          writeFileSync(path.join(root, 'fa'), 'a')
+          writeFileSync(path.join(root, 'fb'), 'b')
+        },
+      })
+      // Rename "fb" to "fa" in the root directory block itself, as a hostile guest could.
+      const block = Number(debugfsRead(file, 'bmap <2> 0').trim())
+      const disk = readFileSync(file)
+      const dirBlock = disk.subarray(block * 1024, (block + 1) * 1024)
+      dirBlock.write('fa', dirBlock.indexOf('fb'), 'latin1')
+      writeFileSync(file, disk)
+      const error = await failure(file)
+      expect(error.message).to.match(/two entries named "fa"/)
+    })
+
+    it('fails on a file that is not ext4', async () => {
+      const file = path.join(tempDir(), 'junk.img')
+      writeFileSync(file, Buffer.alloc(4 * 1024 * 1024, 0x41))
+      const error = await failure(file)
+      expect(error.exitCode).to.equal(5)
+      expect(error.message).to.match(/debugfs/)
+    })
+
+    it('fails cleanly when debugfs is missing', async () => {
+      const error = await failure(image.file, new DebugfsExtractor({binary: '/nonexistent/debugfs'}))
+      expect(error.message).to.match(/debugfs not found at "\/nonexistent\/debugfs"/)
+      expect(error.exitCode).to.equal(5)
+    })
+
+    it('fails when an inode is damaged (corrupt extent)', async () => {
+      const file = buildExt4(path.join(tempDir(), 'corrupt.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
+      // Zero the extent header's magic: the inode still stats, its content cannot be read.
+      runDebugfsWrite(file, ['sif /f block[0] 0'])
+      const error = await failure(file)
+      expect(error.exitCode).to.equal(5)
+    })
+  })
+
+  it('is usable from a shell pipeline check: e2fsck agrees the fixture is clean', () => {
+    execFileSync('e2fsck', ['-fn', image.file], {stdio: 'ignore'})
+  })
+})
