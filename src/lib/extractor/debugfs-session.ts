@@ -59,6 +59,7 @@ export class DebugfsSession {
   private nextId = 1
   private readonly nonce = randomBytes(16).toString('hex')
   private out: Buffer = Buffer.alloc(0)
+  private outOfStep = false
   private readonly pending: Pending[] = []
   private readonly proc: ResultPromise<{buffer: false; encoding: 'buffer'; reject: false; stdin: 'pipe'}>
   private searchFrom = 0
@@ -210,10 +211,15 @@ export class DebugfsSession {
 
   private onStdout(chunk: Buffer): void {
     this.out = this.out.length === 0 ? chunk : Buffer.concat([this.out, chunk])
+    if (this.outOfStep) return
     try {
       this.pump()
     } catch (error) {
-      this.fail(error as Error)
+      // Out of step usually means a command failed halfway (a short `cat`); its complaint on stderr
+      // explains it better, so give stderr a moment to arrive before failing with the bare symptom.
+      this.outOfStep = true
+      setTimeout(() => this.fail(error as Error), 200).unref()
+      return
     }
 
     this.finishIfDone()

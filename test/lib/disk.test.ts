@@ -1,0 +1,67 @@
+import {expect} from 'chai'
+import {createHash} from 'node:crypto'
+import {existsSync, readFileSync, writeFileSync} from 'node:fs'
+import path from 'node:path'
+
+import {openDiskView, readSuperblock} from '../../src/lib/disk.js'
+import {buildExt4, debugfsRead, dirtyJournal, tempDir} from '../helpers/ext4.js'
+import {requireTools} from '../helpers/tools.js'
+
+const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex')
+
+/** An image whose journal holds a newer version of /f's first block than the filesystem does. */
+export function dirtyImage(): {file: string; journaled: Buffer} {
+  const file = buildExt4(path.join(tempDir(), 'dirty.ext4'), {
+    mke2fsOptions: ['-b', '4096'],
+    tree: (root) => writeFileSync(path.join(root, 'f'), 'x'.repeat(4096)),
+  })
+  const block = Number(debugfsRead(file, 'bmap /f 0').trim())
+  const journaled = Buffer.alloc(4096, 0x4A)
+  dirtyJournal(file, block, journaled)
+  return {file, journaled}
+}
+
+describe('disk', function () {
+  before(function () {
+    requireTools(this, 'debugfs', 'mke2fs')
+  })
+
+  it('reads the superblock facts of a clean disk', async () => {
+    const file = buildExt4(path.join(tempDir(), 'clean.ext4'))
+    expect(await readSuperblock(file)).to.deep.equal({externalJournal: false, hasJournal: true, needsRecovery: false})
+  })
+
+  it('refuses a file that is not ext2/3/4', async () => {
+    const file = path.join(tempDir(), 'junk')
+    writeFileSync(file, Buffer.alloc(8192))
+    try {
+      await readSuperblock(file)
+      expect.fail('accepted')
+    } catch (error) {
+      expect((error as Error).message).to.match(/not an ext2\/3\/4 filesystem/)
+      expect(error).to.include({exitCode: 5})
+    }
+  })
+
+  it('reads a clean disk as it is', async () => {
+    const file = buildExt4(path.join(tempDir(), 'clean.ext4'))
+    const view = await openDiskView(file, {privateCopyPath: path.join(tempDir(), 'copy.ext4')})
+    expect(view).to.include({path: file, replayed: false})
+  })
+
+  it('replays a dirty journal on a private copy and leaves the original byte for byte', async () => {
+    const {file, journaled} = dirtyImage()
+    expect((await readSuperblock(file)).needsRecovery).to.equal(true)
+    const before = sha(file)
+    const copy = path.join(tempDir(), 'copy.ext4')
+    const view = await openDiskView(file, {privateCopyPath: copy})
+    expect(view).to.include({path: copy, replayed: true})
+    expect((await readSuperblock(copy)).needsRecovery).to.equal(false)
+    expect(Buffer.from(debugfsRead(copy, 'cat /f'), 'latin1').equals(journaled)).to.equal(true)
+    // The original still has the stale block: what a reader that ignores the journal would see.
+    expect(debugfsRead(file, 'cat /f')).to.equal('x'.repeat(4096))
+    await view.release()
+    expect(existsSync(copy)).to.equal(false)
+    expect(sha(file)).to.equal(before)
+  })
+})
