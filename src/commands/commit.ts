@@ -11,10 +11,19 @@ import {ARCHITECTURES, normalizeArch} from '../lib/platform.js'
 export default class Commit extends BaseCommand<typeof Commit> {
   static override args = {
     workspace: Args.string({description: 'Name of a stopped workspace.', required: true}),
+    // Positional order, not alphabetical.
 
     'image-ref': Args.string({description: 'Tag for the image, e.g. local/demo:v1 or localhost:5000/team/app:1.0.', required: true}),
   }
-  static override description = 'Reads the workspace\'s ext4 root filesystem with debugfs, unprivileged and read-only, and writes it as a single-layer OCI image into <state-dir>/images/oci, tagged <image-ref>. Owners, modes (setuid/setgid/sticky), mtimes, hard links, devices, fifos and xattrs (file capabilities included) are kept. A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock. A disk whose journal needs recovery is replayed on a private copy; the workspace disk is never modified.'
+  static override description = [
+    "Reads the workspace's ext4 root filesystem with debugfs, unprivileged and read-only, and writes it as a single-layer",
+    'OCI image into <state-dir>/images/oci, tagged <image-ref>. Owners, modes (setuid/setgid/sticky), mtimes, hard links,',
+    'devices, fifos and xattrs (file capabilities and ACLs included) are kept; sockets cannot be, and are counted.',
+    '',
+    'A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock or',
+    'whose recorded pid is alive. A disk whose journal needs recovery is replayed on a private copy: the workspace disk',
+    'is never modified.',
+  ].join('\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> demo local/demo:v1',
     '<%= config.bin %> <%= command.id %> demo local/demo:v1 --created 2026-01-01T00:00:00Z --json',

@@ -106,7 +106,9 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
 /**
  * Turns entries into a deterministic pax tar: one member per name, in the order given; the first name of
  * a multiply-linked inode carries it, later names are tar hard links to it. Directories end in `/`.
- * Yields header blocks and file content as it streams, never holding a whole file in memory.
+ * Never holds a whole file in memory.
+ *
+ * @yields header blocks and file content, as they stream
  */
 export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
   const firstName = new Map<number, Buffer>()

@@ -36,6 +36,15 @@ function badReference(raw: string, why: string): Error {
   )
 }
 
+/** Splits `name[:tag]`; a colon before the last slash belongs to a registry port. */
+function splitTag(raw: string, rest: string): [name: string, tag: string | undefined] {
+  const lastColon = rest.lastIndexOf(':')
+  if (lastColon <= rest.lastIndexOf('/')) return [rest, undefined]
+  const tag = rest.slice(lastColon + 1)
+  if (!TAG_RE.test(tag)) throw badReference(raw, `"${tag}" is not a valid tag`)
+  return [rest.slice(0, lastColon), tag]
+}
+
 /** Parses `[registry/]repository[:tag][@digest]` strictly, as the distribution grammar does. */
 export function parseReference(input: string): Reference {
   const raw = input.trim()
@@ -49,13 +58,8 @@ export function parseReference(input: string): Reference {
     if (!DIGEST_RE.test(digest)) throw badReference(raw, `"${digest}" is not a digest`)
   }
 
-  let tag: string | undefined
-  const lastColon = rest.lastIndexOf(':')
-  if (lastColon > rest.lastIndexOf('/')) {
-    tag = rest.slice(lastColon + 1)
-    rest = rest.slice(0, lastColon)
-    if (!TAG_RE.test(tag)) throw badReference(raw, `"${tag}" is not a valid tag`)
-  }
+  const [name, tag] = splitTag(raw, rest)
+  rest = name
 
   if (rest === '') throw badReference(raw, 'no repository name')
   const slash = rest.indexOf('/')

@@ -34,8 +34,7 @@ export function buildExt4(file: string, spec: Ext4Spec = {}): string {
 export function runDebugfsWrite(file: string, commands: string[]): void {
   const script = path.join(tempDir('plugin-image-cmds-'), 'cmds')
   writeFileSync(script, commands.join('\n') + '\n')
-  const out = execFileSync('debugfs', ['-w', '-f', script, file], {encoding: 'latin1', stdio: ['ignore', 'pipe', 'pipe']})
-  void out
+  execFileSync('debugfs', ['-w', '-f', script, file], {stdio: ['ignore', 'ignore', 'ignore']})
 }
 
 /** debugfs -w reports failures on stderr with exit 0, so check the result by reading back. */
@@ -51,4 +50,16 @@ export function dirtyJournal(file: string, block: number, data: Buffer): void {
   const blob = path.join(tempDir('plugin-image-jblock-'), 'block')
   writeFileSync(blob, data)
   runDebugfsWrite(file, ['jo', `jw -b ${block} ${blob}`, 'jc'])
+}
+
+/** An image whose journal holds a newer version of /f's first block than the filesystem does. */
+export function dirtyImage(): {file: string; journaled: Buffer} {
+  const file = buildExt4(path.join(tempDir(), 'dirty.ext4'), {
+    mke2fsOptions: ['-b', '4096'],
+    tree: root => writeFileSync(path.join(root, 'f'), 'x'.repeat(4096)),
+  })
+  const block = Number(debugfsRead(file, 'bmap /f 0').trim())
+  const journaled = Buffer.alloc(4096, 0x4A)
+  dirtyJournal(file, block, journaled)
+  return {file, journaled}
 }

@@ -1,6 +1,8 @@
 import {execFileSync} from 'node:child_process'
 import {createHash, randomBytes} from 'node:crypto'
-import {chmodSync, closeSync, linkSync, mkdirSync, openSync, symlinkSync, writeFileSync, writeSync} from 'node:fs'
+import {
+  chmodSync, closeSync, linkSync, mkdirSync, openSync, symlinkSync, writeFileSync, writeSync,
+} from 'node:fs'
 import path from 'node:path'
 
 import {buildExt4, tempDir} from './ext4.js'

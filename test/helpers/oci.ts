@@ -33,9 +33,9 @@ export const hex = (text: Buffer | string): string => Buffer.from(text).toString
 export function dumpTar(file: string): TarRecord[] {
   const out = execFileSync('python3', [path.join(here, 'tar_dump.py'), file], {encoding: 'utf8', maxBuffer: 256 * 1024 * 1024})
   return out
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => JSON.parse(line) as TarRecord)
+  .split('\n')
+  .filter(Boolean)
+  .map(line => JSON.parse(line) as TarRecord)
 }
 
 export function readJson<T>(file: string): T {

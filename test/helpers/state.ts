@@ -22,7 +22,7 @@ export function addWorkspace(stateDir: string, name: string, fixture: WorkspaceF
   mkdirSync(workspaceDir, {recursive: true})
   const rootfs = path.join(workspaceDir, 'rootfs.ext4')
   if (fixture.rootfs) copyFileSync(fixture.rootfs, rootfs)
-  else if (fixture.rootfs !== null) buildExt4(rootfs, fixture.spec ?? {tree: (root) => writeFileSync(path.join(root, 'hello'), 'hi\n')})
+  else if (fixture.rootfs !== null) buildExt4(rootfs, fixture.spec ?? {tree: root => writeFileSync(path.join(root, 'hello'), 'hi\n')})
   if (fixture.manifest !== undefined) writeFileSync(path.join(workspaceDir, 'workspace.json'), JSON.stringify(fixture.manifest))
   const runtimeDir = path.join(stateDir, name)
   if (fixture.runtime !== undefined || fixture.event !== undefined) mkdirSync(runtimeDir, {recursive: true})
@@ -38,7 +38,11 @@ export function addWorkspace(stateDir: string, name: string, fixture: WorkspaceF
 export function runtimeRecord(state: string, pid = 0): unknown {
   return {
     config: {cpuCount: 1, memoryMiB: 256},
-    event: {identity: {backend: 'linux-kvm', requestID: 'req-1', role: 'workload', runtimeID: 'demo'}, observedAt: '2026-08-01T12:00:00Z', state},
+    event: {
+      identity: {
+        backend: 'linux-kvm', requestID: 'req-1', role: 'workload', runtimeID: 'demo',
+      }, observedAt: '2026-08-01T12:00:00Z', state,
+    },
     ...(pid ? {pid} : {}),
     updatedAt: '2026-08-01T12:00:00Z',
   }

@@ -1,26 +1,34 @@
 import {expect} from 'chai'
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync} from 'node:fs'
+import {
+  existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
+} from 'node:fs'
 import path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
-import {commitWorkspace, type CommitResult, layoutPath} from '../../src/lib/commit.js'
 import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 import type {ImageIndex} from '../../src/lib/layout.js'
-import {buildExt4, runDebugfsWrite, tempDir} from '../helpers/ext4.js'
-import {ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES} from '../helpers/fidelity.js'
-import {blobFile, dumpTar, hex, readJson, type TarRecord, validateWithClients} from '../helpers/oci.js'
+
+import {type CommitResult, commitWorkspace, layoutPath} from '../../src/lib/commit.js'
+import {
+  buildExt4, dirtyImage, runDebugfsWrite, tempDir,
+} from '../helpers/ext4.js'
+import {
+  ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES,
+} from '../helpers/fidelity.js'
+import {
+  blobFile, dumpTar, hex, readJson, type TarRecord, validateWithClients,
+} from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
-import {dirtyImage} from './disk.test.js'
 
 const CREATED = new Date('2026-01-01T00:00:00Z')
 const sha = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
 
 function layerRecords(result: CommitResult): Map<string, TarRecord> {
   const records = dumpTar(blobFile(result.layout_path, result.layer_digest))
-  return new Map(records.map((r) => [Buffer.from(r.path, 'hex').toString('latin1'), r]))
+  return new Map(records.map(r => [Buffer.from(r.path, 'hex').toString('latin1'), r]))
 }
 
 function layoutSnapshot(layout: string): string {
@@ -39,7 +47,7 @@ async function rejection(promise: Promise<unknown>): Promise<Error & {exitCode?:
   throw new Error('expected a failure')
 }
 
-describe('commit (real debugfs, real ext4, real OCI clients)', function () {
+describe('commit (real debugfs, real ext4, real OCI clients)', () => {
   let image: FidelityImage
   let state: string
   let result: CommitResult
@@ -50,11 +58,17 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     image = buildFidelityImage()
     state = makeStateDir()
     addWorkspace(state, 'demo', {
-      manifest: {image_defaults: {Cmd: ['serve'], Env: ['PATH=/usr/bin:/bin'], User: '1000:1000', WorkingDir: '/srv'}, name: 'demo'},
+      manifest: {
+        image_defaults: {
+          Cmd: ['serve'], Env: ['PATH=/usr/bin:/bin'], User: '1000:1000', WorkingDir: '/srv',
+        }, name: 'demo',
+      },
       rootfs: image.file,
       runtime: runtimeRecord('stopped'),
     })
-    result = await commitWorkspace({arch: 'arm64', created: CREATED, reference: 'local/demo:v1', stateDir: state, workspace: 'demo'})
+    result = await commitWorkspace({
+      arch: 'arm64', created: CREATED, reference: 'local/demo:v1', stateDir: state, workspace: 'demo',
+    })
     records = layerRecords(result)
   })
 
@@ -72,12 +86,14 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     expect(result).to.include({layout_path: layoutPath(state), pushed: false, reference: 'local/demo:v1'})
     expect(result.digest).to.match(/^sha256:[0-9a-f]{64}$/)
     expect(result.size_bytes).to.equal(readFileSync(blobFile(result.layout_path, result.layer_digest)).length)
-    expect(result.stats.skipped).to.deep.equal({lostFound: 1, sockets: 1, whiteoutNames: 1, xattrs: 1})
+    expect(result.stats.skipped).to.deep.equal({
+      lostFound: 1, sockets: 1, whiteoutNames: 1, xattrs: 1,
+    })
   })
 
   it('tags the manifest in index.json with the raw reference', () => {
     const index = readJson<ImageIndex>(path.join(result.layout_path, 'index.json'))
-    const tagged = index.manifests.find((d) => d.annotations?.['org.opencontainers.image.ref.name'] === 'local/demo:v1')
+    const tagged = index.manifests.find(d => d.annotations?.['org.opencontainers.image.ref.name'] === 'local/demo:v1')
     expect(tagged).to.include({digest: result.digest, mediaType: 'application/vnd.oci.image.manifest.v1+json'})
   })
 
@@ -89,7 +105,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     const config = readJson<ImageConfig>(blobFile(result.layout_path, manifest.config.digest))
     expect(config.rootfs.diff_ids).to.deep.equal([`sha256:${sha(tar)}`])
     expect(config).to.include({architecture: 'arm64', created: '2026-01-01T00:00:00Z', os: 'linux'})
-    expect(config.config).to.deep.equal({Cmd: ['serve'], Env: ['PATH=/usr/bin:/bin'], User: '1000:1000', WorkingDir: '/srv'})
+    expect(config.config).to.deep.equal({
+      Cmd: ['serve'], Env: ['PATH=/usr/bin:/bin'], User: '1000:1000', WorkingDir: '/srv',
+    })
     expect(config.history[0]).to.include({created: '2026-01-01T00:00:00Z'})
   })
 
@@ -98,7 +116,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     expect(get('data/random')).to.include({gid: 200_000, sha256: image.random.sha256, uid: 100_000})
     expect(get('data/sparse')).to.include({sha256: image.sparse.sha256, size: image.sparse.size})
     expect(get('data/empty')).to.include({gid: 3_000_001, size: 0, uid: 3_000_000})
-    expect(get('home/user/')).to.include({gid: 1000, mode: 0o700, type: 'directory', uid: 1000})
+    expect(get('home/user/')).to.include({
+      gid: 1000, mode: 0o700, type: 'directory', uid: 1000,
+    })
     expect(get('bin/su').mode).to.equal(0o4755)
     expect(get('bin/wall')).to.include({gid: 5, mode: 0o2755})
     expect(get('bin/both').mode).to.equal(0o6755)
@@ -128,12 +148,14 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
   })
 
   it('keeps character and block devices and fifos; leaves out the socket, lost+found and .wh.* names', () => {
-    expect(get('dev/null')).to.include({devmajor: 1, devminor: 3, mode: 0o666, type: 'char'})
+    expect(get('dev/null')).to.include({
+      devmajor: 1, devminor: 3, mode: 0o666, type: 'char',
+    })
     expect(get('dev/sda')).to.include({devmajor: 8, devminor: 0, type: 'block'})
     expect(get('dev/wide')).to.include({devmajor: 4095, devminor: 1_048_575})
     expect(get('run/fifo').type).to.equal('fifo')
     expect(records.has('run/sock')).to.equal(false)
-    expect([...records.keys()].some((p) => p.startsWith('lost+found'))).to.equal(false)
+    expect([...records.keys()].some(p => p.startsWith('lost+found'))).to.equal(false)
     expect(records.has('.wh.lookalike')).to.equal(false)
   })
 
@@ -161,22 +183,26 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
 
   it('gives the same digests for the same disk and created time, and another ref shares every blob', async () => {
     const blobs = readdirSync(path.join(result.layout_path, 'blobs', 'sha256')).length
-    const again = await commitWorkspace({arch: 'arm64', created: CREATED, reference: 'local/other:v2', stateDir: state, workspace: 'demo'})
+    const again = await commitWorkspace({
+      arch: 'arm64', created: CREATED, reference: 'local/other:v2', stateDir: state, workspace: 'demo',
+    })
     expect(again.digest).to.equal(result.digest)
     expect(again.layer_digest).to.equal(result.layer_digest)
     expect(readdirSync(path.join(result.layout_path, 'blobs', 'sha256'))).to.have.length(blobs)
-    const refs = readJson<ImageIndex>(path.join(result.layout_path, 'index.json')).manifests.map((d) => d.annotations?.['org.opencontainers.image.ref.name'])
+    const refs = readJson<ImageIndex>(path.join(result.layout_path, 'index.json')).manifests.map(d => d.annotations?.['org.opencontainers.image.ref.name'])
     expect(refs).to.include.members(['local/demo:v1', 'local/other:v2'])
     validateWithClients(result.layout_path, 'local/other:v2')
   })
 
   it('moves a tag committed again with another created time', async () => {
-    const moved = await commitWorkspace({arch: 'arm64', created: new Date('2026-06-01T00:00:00Z'), reference: 'local/other:v2', stateDir: state, workspace: 'demo'})
+    const moved = await commitWorkspace({
+      arch: 'arm64', created: new Date('2026-06-01T00:00:00Z'), reference: 'local/other:v2', stateDir: state, workspace: 'demo',
+    })
     expect(moved.digest).not.to.equal(result.digest)
     expect(moved.layer_digest).to.equal(result.layer_digest)
     const index = readJson<ImageIndex>(path.join(result.layout_path, 'index.json'))
-    const tags = index.manifests.filter((d) => d.annotations?.['org.opencontainers.image.ref.name'] === 'local/other:v2')
-    expect(tags.map((d) => d.digest)).to.deep.equal([moved.digest])
+    const tags = index.manifests.filter(d => d.annotations?.['org.opencontainers.image.ref.name'] === 'local/other:v2')
+    expect(tags.map(d => d.digest)).to.deep.equal([moved.digest])
   })
 
   it('replays a dirty journal on a private copy: the image has the journaled data, the disk is untouched', async () => {
@@ -184,7 +210,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     const dirtyState = makeStateDir()
     const rootfs = addWorkspace(dirtyState, 'dirty', {event: {state: 'halted'}, rootfs: file})
     const before = sha(readFileSync(rootfs))
-    const committed = await commitWorkspace({created: CREATED, reference: 'local/dirty:1', stateDir: dirtyState, workspace: 'dirty'})
+    const committed = await commitWorkspace({
+      created: CREATED, reference: 'local/dirty:1', stateDir: dirtyState, workspace: 'dirty',
+    })
     expect(committed.journal_replayed).to.equal(true)
     expect(layerRecords(committed).get('f')?.sha256).to.equal(sha(journaled))
     expect(sha(readFileSync(rootfs))).to.equal(before)
@@ -195,7 +223,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
   it('leaves the workspace disk byte for byte as it was', async () => {
     const rootfs = path.join(state, 'workspaces', 'demo', 'rootfs.ext4')
     const before = sha(readFileSync(rootfs))
-    await commitWorkspace({created: CREATED, reference: 'local/demo:again', stateDir: state, workspace: 'demo'})
+    await commitWorkspace({
+      created: CREATED, reference: 'local/demo:again', stateDir: state, workspace: 'demo',
+    })
     expect(sha(readFileSync(rootfs))).to.equal(before)
   })
 
@@ -203,25 +233,33 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     it('refuses a running workspace before touching the layout', async () => {
       const fresh = makeStateDir()
       addWorkspace(fresh, 'live', {runtime: runtimeRecord('running')})
-      const error = await rejection(commitWorkspace({created: CREATED, reference: 'local/live:1', stateDir: fresh, workspace: 'live'}))
+      const error = await rejection(commitWorkspace({
+        created: CREATED, reference: 'local/live:1', stateDir: fresh, workspace: 'live',
+      }))
       expect(error.exitCode).to.equal(4)
       expect(existsSync(layoutPath(fresh))).to.equal(false)
     })
 
     it('refuses a bad name or reference before reading anything', async () => {
       const fresh = makeStateDir()
-      expect((await rejection(commitWorkspace({created: CREATED, reference: 'local/x:1', stateDir: fresh, workspace: '../../etc'}))).exitCode).to.equal(2)
-      expect((await rejection(commitWorkspace({created: CREATED, reference: 'Bad Ref', stateDir: fresh, workspace: 'ghost'}))).exitCode).to.equal(2)
+      expect((await rejection(commitWorkspace({
+        created: CREATED, reference: 'local/x:1', stateDir: fresh, workspace: '../../etc',
+      }))).exitCode).to.equal(2)
+      expect((await rejection(commitWorkspace({
+        created: CREATED, reference: 'Bad Ref', stateDir: fresh, workspace: 'ghost',
+      }))).exitCode).to.equal(2)
       expect(readdirSync(fresh)).to.deep.equal([])
     })
 
     it('keeps the layout as it was when extraction fails on a broken disk', async () => {
       const layout = result.layout_path
       const snapshot = layoutSnapshot(layout)
-      const broken = buildExt4(path.join(tempDir(), 'broken.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
+      const broken = buildExt4(path.join(tempDir(), 'broken.ext4'), {tree: root => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
       runDebugfsWrite(broken, ['sif /f block[0] 0'])
       addWorkspace(state, 'broken', {rootfs: broken})
-      const error = await rejection(commitWorkspace({created: CREATED, reference: 'local/broken:1', stateDir: state, workspace: 'broken'}))
+      const error = await rejection(commitWorkspace({
+        created: CREATED, reference: 'local/broken:1', stateDir: state, workspace: 'broken',
+      }))
       expect(error.exitCode).to.equal(5)
       expect(error.message).to.match(/debugfs failed on "cat <\d+>"/)
       expect(layoutSnapshot(layout)).to.equal(snapshot)
@@ -233,7 +271,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
       const fresh = makeStateDir()
       addWorkspace(fresh, 'junk', {rootfs: null})
       writeFileSync(path.join(fresh, 'workspaces', 'junk', 'rootfs.ext4'), Buffer.alloc(65_536, 1))
-      const error = await rejection(commitWorkspace({created: CREATED, reference: 'local/junk:1', stateDir: fresh, workspace: 'junk'}))
+      const error = await rejection(commitWorkspace({
+        created: CREATED, reference: 'local/junk:1', stateDir: fresh, workspace: 'junk',
+      }))
       expect(error.message).to.match(/not an ext2\/3\/4 filesystem/)
       expect(error.exitCode).to.equal(5)
     })
@@ -244,7 +284,9 @@ describe('commit (real debugfs, real ext4, real OCI clients)', function () {
     addWorkspace(fresh, 'guest', {manifest: {name: 'guest'}})
     mkdirSync(path.join(fresh, 'workspaces', 'guest', 'artifacts'))
     writeFileSync(path.join(fresh, 'workspaces', 'guest', 'artifacts', 'microagent-guestinit-aarch64'), '')
-    const committed = await commitWorkspace({created: CREATED, reference: 'local/guest:1', stateDir: fresh, workspace: 'guest'})
+    const committed = await commitWorkspace({
+      created: CREATED, reference: 'local/guest:1', stateDir: fresh, workspace: 'guest',
+    })
     expect(committed.architecture).to.equal('arm64')
     expect(execFileSync('skopeo', ['inspect', '--override-arch', 'arm64', `oci:${committed.layout_path}:local/guest:1`], {encoding: 'utf8'})).to.contain('"Architecture": "arm64"')
   })

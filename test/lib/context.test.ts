@@ -1,13 +1,19 @@
 import {expect} from 'chai'
 import path from 'node:path'
 
-import {defaultStateDir, hostBackend, normalizeBackend, resolveContext} from '../../src/lib/context.js'
+import {
+  defaultStateDir, hostBackend, normalizeBackend, resolveContext,
+} from '../../src/lib/context.js'
 
 describe('context', () => {
   it('resolves flag, then env, then default', () => {
-    const env = {HOME: '/home/u', MICROAGENT_BACKEND: 'apple-vf', MICROAGENT_MODE: 'ax', MICROAGENT_STATE_DIR: '/env/state'}
+    const env = {
+      HOME: '/home/u', MICROAGENT_BACKEND: 'apple-vf', MICROAGENT_MODE: 'ax', MICROAGENT_STATE_DIR: '/env/state',
+    }
     expect(resolveContext({env, platform: 'linux'})).to.deep.equal({backend: 'apple-vf', mode: 'ax', stateDir: '/env/state'})
-    expect(resolveContext({backend: 'linux-kvm', env, mode: 'ux', platform: 'linux', stateDir: '/flag'})).to.deep.equal({
+    expect(resolveContext({
+      backend: 'linux-kvm', env, mode: 'ux', platform: 'linux', stateDir: '/flag',
+    })).to.deep.equal({
       backend: 'linux-kvm',
       mode: 'ux',
       stateDir: '/flag',

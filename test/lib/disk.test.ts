@@ -4,24 +4,14 @@ import {existsSync, readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {openDiskView, readSuperblock} from '../../src/lib/disk.js'
-import {buildExt4, debugfsRead, dirtyJournal, tempDir} from '../helpers/ext4.js'
+import {
+  buildExt4, debugfsRead, dirtyImage, tempDir,
+} from '../helpers/ext4.js'
 import {requireTools} from '../helpers/tools.js'
 
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex')
 
-/** An image whose journal holds a newer version of /f's first block than the filesystem does. */
-export function dirtyImage(): {file: string; journaled: Buffer} {
-  const file = buildExt4(path.join(tempDir(), 'dirty.ext4'), {
-    mke2fsOptions: ['-b', '4096'],
-    tree: (root) => writeFileSync(path.join(root, 'f'), 'x'.repeat(4096)),
-  })
-  const block = Number(debugfsRead(file, 'bmap /f 0').trim())
-  const journaled = Buffer.alloc(4096, 0x4A)
-  dirtyJournal(file, block, journaled)
-  return {file, journaled}
-}
-
-describe('disk', function () {
+describe('disk', () => {
   before(function () {
     requireTools(this, 'debugfs', 'mke2fs')
   })

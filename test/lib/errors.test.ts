@@ -1,6 +1,8 @@
 import {expect} from 'chai'
 
-import {asMicroagentError, EXIT_CODES, MicroagentError, toEnvelope, usageError} from '../../src/lib/errors.js'
+import {
+  asMicroagentError, EXIT_CODES, MicroagentError, toEnvelope, usageError,
+} from '../../src/lib/errors.js'
 
 describe('errors', () => {
   it('builds the AX envelope with the documented fields', () => {
@@ -20,7 +22,9 @@ describe('errors', () => {
   })
 
   it('marks transient and resource_exhausted as retryable', () => {
-    const transient = new MicroagentError('x', {code: 'X', exit: 'transient', kind: 'transient', retryAfterMs: 1000})
+    const transient = new MicroagentError('x', {
+      code: 'X', exit: 'transient', kind: 'transient', retryAfterMs: 1000,
+    })
     expect(transient.retryable).to.equal(true)
     expect(toEnvelope(transient).error).to.include({exit_code: 75, retry_after_ms: 1000, retryable: true})
     expect(toEnvelope(transient).error.correlation_id).to.match(/^req-\d+-[0-9a-f]{6}$/)

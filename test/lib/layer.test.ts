@@ -4,13 +4,16 @@ import path from 'node:path'
 import {Readable} from 'node:stream'
 
 import type {Entry} from '../../src/lib/extractor/extractor.js'
-import {FakeExtractor, type FakeEntry} from '../../src/lib/extractor/fake.js'
+
+import {type FakeEntry, FakeExtractor} from '../../src/lib/extractor/fake.js'
 import {checkEntryPath, emptyLayerStats, tarLayer} from '../../src/lib/layer.js'
 import {tempDir} from '../helpers/ext4.js'
 import {dumpTar, hex} from '../helpers/oci.js'
 import {requireTools} from '../helpers/tools.js'
 
-const base = {gid: 0, mtime: {nsec: 0, sec: 1_700_000_000}, size: 0, uid: 0, xattrs: []}
+const base = {
+  gid: 0, mtime: {nsec: 0, sec: 1_700_000_000}, size: 0, uid: 0, xattrs: [],
+}
 
 async function layer(items: FakeEntry[]): Promise<{file: string; stats: ReturnType<typeof emptyLayerStats>}> {
   const stats = emptyLayerStats()
@@ -21,20 +24,28 @@ async function layer(items: FakeEntry[]): Promise<{file: string; stats: ReturnTy
   return {file, stats}
 }
 
-describe('layer', function () {
+describe('layer', () => {
   before(function () {
     requireTools(this, 'python3')
   })
 
   it('writes the first name of an inode with its content and later names as hard links', async () => {
     const {file, stats} = await layer([
-      {...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl', type: 'file'},
-      {...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl5', type: 'file'},
-      {...base, inode: 8, mode: 0o644, path: 'fifo', type: 'fifo'},
-      {...base, inode: 8, mode: 0o644, path: 'fifo2', type: 'fifo'},
+      {
+        ...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl', type: 'file',
+      },
+      {
+        ...base, data: 'perl', inode: 7, mode: 0o755, path: 'perl5', type: 'file',
+      },
+      {
+        ...base, inode: 8, mode: 0o644, path: 'fifo', type: 'fifo',
+      },
+      {
+        ...base, inode: 8, mode: 0o644, path: 'fifo2', type: 'fifo',
+      },
     ])
     const records = dumpTar(file)
-    expect(records.map((r) => [r.type, Buffer.from(r.path, 'hex').toString(), Buffer.from(r.link, 'hex').toString()])).to.deep.equal([
+    expect(records.map(r => [r.type, Buffer.from(r.path, 'hex').toString(), Buffer.from(r.link, 'hex').toString()])).to.deep.equal([
       ['file', 'perl', ''],
       ['hardlink', 'perl5', 'perl'],
       ['fifo', 'fifo', ''],
@@ -45,8 +56,12 @@ describe('layer', function () {
 
   it('keeps directories apart from hard links even when they share an inode number', async () => {
     const {file} = await layer([
-      {...base, inode: 9, mode: 0o755, path: 'd', type: 'directory'},
-      {...base, data: 'x', inode: 10, mode: 0o4755, path: 'd/su', type: 'file', uid: 0},
+      {
+        ...base, inode: 9, mode: 0o755, path: 'd', type: 'directory',
+      },
+      {
+        ...base, data: 'x', inode: 10, mode: 0o4755, path: 'd/su', type: 'file', uid: 0,
+      },
     ])
     const [dir, su] = dumpTar(file)
     expect(dir).to.include({mode: 0o755, path: hex('d/'), type: 'directory'})
@@ -55,18 +70,26 @@ describe('layer', function () {
 
   it('leaves out .wh.* names and their subtrees, counting the top one', async () => {
     const {file, stats} = await layer([
-      {...base, inode: 2, mode: 0o755, path: '.wh.dir', type: 'directory'},
-      {...base, data: 'x', inode: 3, mode: 0o644, path: '.wh.dir/f', type: 'file'},
-      {...base, data: 'y', inode: 4, mode: 0o644, path: 'keep', type: 'file'},
+      {
+        ...base, inode: 2, mode: 0o755, path: '.wh.dir', type: 'directory',
+      },
+      {
+        ...base, data: 'x', inode: 3, mode: 0o644, path: '.wh.dir/f', type: 'file',
+      },
+      {
+        ...base, data: 'y', inode: 4, mode: 0o644, path: 'keep', type: 'file',
+      },
     ])
-    expect(dumpTar(file).map((r) => r.path)).to.deep.equal([hex('keep')])
+    expect(dumpTar(file).map(r => r.path)).to.deep.equal([hex('keep')])
     expect(stats.skipped.whiteoutNames).to.equal(1)
   })
 
   for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a//b', './a', 'a/.', 'a\u0000b', '']) {
     it(`refuses the unsafe path ${JSON.stringify(bad)}`, async () => {
       try {
-        await layer([{...base, data: 'x', inode: 5, mode: 0o644, path: bad, type: 'file'}])
+        await layer([{
+          ...base, data: 'x', inode: 5, mode: 0o644, path: bad, type: 'file',
+        }])
         expect.fail('accepted')
       } catch (error) {
         expect((error as Error).message).to.match(/unsafe path/)
@@ -91,12 +114,12 @@ describe('layer', function () {
       type: 'file',
     }
     const stats = emptyLayerStats()
-    async function* one(): AsyncGenerator<Entry> {
+    async function * one(): AsyncGenerator<Entry> {
       yield entry
     }
 
     try {
-      for await (const chunk of tarLayer(one(), stats)) void chunk
+      for await (const chunk of tarLayer(one(), stats)) expect(chunk).to.be.instanceOf(Buffer)
       expect.fail('accepted')
     } catch (error) {
       expect((error as Error).message).to.match(/gave 2 bytes, 3 expected/)

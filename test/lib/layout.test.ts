@@ -1,6 +1,8 @@
 import {expect} from 'chai'
 import {execFile} from 'node:child_process'
-import {existsSync, readdirSync, readFileSync, statSync, writeFileSync} from 'node:fs'
+import {
+  existsSync, readdirSync, readFileSync, statSync, writeFileSync,
+} from 'node:fs'
 import path from 'node:path'
 import {Readable} from 'node:stream'
 import {promisify} from 'node:util'
@@ -17,6 +19,11 @@ async function layoutWithManifest(): Promise<{descriptor: {digest: string; media
   await layout.init()
   const blob = await layout.writeBlob(Buffer.from('{"schemaVersion":2}'))
   return {descriptor: {...blob, mediaType: MEDIA_TYPES.manifest}, layout}
+}
+
+async function * failing(): AsyncGenerator<Buffer> {
+  yield Buffer.from('partial')
+  throw new Error('source broke')
 }
 
 describe('layout', () => {
@@ -58,11 +65,6 @@ describe('layout', () => {
   it('stores nothing when the stream fails', async () => {
     const {layout} = await layoutWithManifest()
     const before = readdirSync(path.join(layout.root, 'blobs', 'sha256'))
-    async function* failing(): AsyncGenerator<Buffer> {
-      yield Buffer.from('partial')
-      throw new Error('source broke')
-    }
-
     try {
       await layout.writeBlobStream(Readable.from(failing()))
       expect.fail('stored')
@@ -81,7 +83,7 @@ describe('layout', () => {
     const other = {...(await layout.writeBlob(Buffer.from('{"other":1}'))), mediaType: MEDIA_TYPES.manifest}
     await layout.tag('local/a:1', other)
     const index = await layout.readIndex()
-    expect(index.manifests.map((d) => [d.annotations?.[REF_NAME_ANNOTATION], d.digest])).to.deep.equal([
+    expect(index.manifests.map(d => [d.annotations?.[REF_NAME_ANNOTATION], d.digest])).to.deep.equal([
       ['local/a:1', other.digest],
       ['local/b:1', descriptor.digest],
     ])
@@ -117,12 +119,9 @@ describe('layout', () => {
       await layout.init()
       for (let i = 0; i < 10; i++) await layout.tag(process.argv[2] + ':' + i, JSON.parse(process.argv[3]))
     `
-    await Promise.all(
-      ['local/p0', 'local/p1', 'local/p2', 'local/p3'].map((name) =>
-        run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, layout.root, name, JSON.stringify(descriptor)]),
-      ),
-    )
-    const refs = (await layout.readIndex()).manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION])
+    await Promise.all(['local/p0', 'local/p1', 'local/p2', 'local/p3'].map(name =>
+      run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, layout.root, name, JSON.stringify(descriptor)])))
+    const refs = (await layout.readIndex()).manifests.map(d => d.annotations?.[REF_NAME_ANNOTATION])
     expect(refs).to.have.length(40)
     expect(existsSync(path.join(layout.root, 'index.json.lock'))).to.equal(false)
   })

@@ -15,18 +15,15 @@ describe('lock', () => {
     const lock = path.join(tempDir(), 'x.lock')
     let inside = 0
     let most = 0
-    await Promise.all(
-      Array.from({length: 8}, () =>
-        withLock(lock, async () => {
-          inside++
-          most = Math.max(most, inside)
-          await new Promise((resolve) => {
-            setTimeout(resolve, 5)
-          })
-          inside--
-        }),
-      ),
-    )
+    await Promise.all(Array.from({length: 8}, () =>
+      withLock(lock, async () => {
+        inside++
+        most = Math.max(most, inside)
+        await new Promise(resolve => {
+          setTimeout(resolve, 5)
+        })
+        inside--
+      })))
     expect(most).to.equal(1)
     expect(existsSync(lock)).to.equal(false)
   })

@@ -1,7 +1,9 @@
 import {expect} from 'chai'
 
 import {isMicroagentError} from '../../src/lib/errors.js'
-import {isLocalReference, isLoopbackRegistry, parseReference, parseTagReference} from '../../src/lib/reference.js'
+import {
+  isLocalReference, isLoopbackRegistry, parseReference, parseTagReference,
+} from '../../src/lib/reference.js'
 
 describe('reference', () => {
   const good: [string, {registry: string; repository: string; tag?: string}][] = [

@@ -2,12 +2,16 @@ import {expect} from 'chai'
 import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 
-import {BLOCK, encodeHeader, END_OF_ARCHIVE, paxRecord, paxTime, TYPEFLAG} from '../../src/lib/tar.js'
+import {
+  BLOCK, encodeHeader, END_OF_ARCHIVE, paxRecord, paxTime, TYPEFLAG,
+} from '../../src/lib/tar.js'
 import {tempDir} from '../helpers/ext4.js'
 import {dumpTar, hex} from '../helpers/oci.js'
 import {requireTools} from '../helpers/tools.js'
 
-const base = {gid: 0, mode: 0o644, mtime: 1_700_000_000, size: 0, typeflag: TYPEFLAG.file, uid: 0}
+const base = {
+  gid: 0, mode: 0o644, mtime: 1_700_000_000, size: 0, typeflag: TYPEFLAG.file, uid: 0,
+}
 
 function archive(...members: Buffer[]): string {
   const file = path.join(tempDir(), 'a.tar')
@@ -37,12 +41,12 @@ describe('tar', () => {
     expect(header.subarray(257, 263).toString('latin1')).to.equal('ustar\u0000')
   })
 
-  describe('read back by an independent reader', function () {
+  describe('read back by an independent reader', () => {
     before(function () {
       requireTools(this, 'python3')
     })
 
-    const names = [99, 100, 101, 155, 255].map((n) => 'n'.repeat(n))
+    const names = [99, 100, 101, 155, 255].map(n => 'n'.repeat(n))
     for (const name of names) {
       it(`keeps a ${name.length}-byte name`, () => {
         const [record] = dumpTar(archive(encodeHeader({...base, path: Buffer.from(name)})))
@@ -51,18 +55,20 @@ describe('tar', () => {
     }
 
     it('keeps raw non-UTF-8 and control bytes in names and link targets', () => {
-      const name = Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a, 0x1b, 0x22])
-      const target = Buffer.from([0xff, 0xfe, 0x2f, 0x78])
-      const [record] = dumpTar(archive(encodeHeader({...base, linkpath: target, path: name, typeflag: TYPEFLAG.symlink})))
+      const name = Buffer.from([0x63, 0x61, 0x66, 0xE9, 0x0A, 0x1B, 0x22])
+      const target = Buffer.from([0xFF, 0xFE, 0x2F, 0x78])
+      const [record] = dumpTar(archive(encodeHeader({
+        ...base, linkpath: target, path: name, typeflag: TYPEFLAG.symlink,
+      })))
       expect(record.path).to.equal(name.toString('hex'))
       expect(record.link).to.equal(target.toString('hex'))
       expect(record.type).to.equal('symlink')
     })
 
     it('uses pax for ids over 2,097,151, sizes of 8 GiB and times out of range', () => {
-      const [record] = dumpTar(
-        archive(encodeHeader({...base, gid: 4_000_000_000, mtime: -86_400, path: Buffer.from('big'), typeflag: TYPEFLAG.directory, uid: 3_000_000})),
-      )
+      const [record] = dumpTar(archive(encodeHeader({
+        ...base, gid: 4_000_000_000, mtime: -86_400, path: Buffer.from('big'), typeflag: TYPEFLAG.directory, uid: 3_000_000,
+      })))
       expect(record).to.include({gid: 4_000_000_000, mtime: '-86400', uid: 3_000_000})
       const header = encodeHeader({...base, path: Buffer.from('huge'), size: 8 * 1024 ** 3})
       expect(header.toString('latin1')).to.contain('size=8589934592')
@@ -70,28 +76,28 @@ describe('tar', () => {
 
     it('writes nanoseconds, xattrs with binary values, devices, and no user names', () => {
       const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex')
-      const [record] = dumpTar(
-        archive(
-          encodeHeader({
-            ...base,
-            devMajor: 4095,
-            devMinor: 1_048_575,
-            mtimeNsec: 5,
-            path: Buffer.from('dev/x'),
-            typeflag: TYPEFLAG.char,
-            xattrs: [
-              ['security.capability', cap],
-              ['user.bin', Buffer.from([0, 0xff, 0x0a])],
-            ],
-          }),
-        ),
-      )
-      expect(record).to.include({devmajor: 4095, devminor: 1_048_575, gname: '', mtime: '1700000000.000000005', type: 'char', uname: ''})
+      const [record] = dumpTar(archive(encodeHeader({
+        ...base,
+        devMajor: 4095,
+        devMinor: 1_048_575,
+        mtimeNsec: 5,
+        path: Buffer.from('dev/x'),
+        typeflag: TYPEFLAG.char,
+        xattrs: [
+          ['security.capability', cap],
+          ['user.bin', Buffer.from([0, 0xFF, 0x0A])],
+        ],
+      })))
+      expect(record).to.include({
+        devmajor: 4095, devminor: 1_048_575, gname: '', mtime: '1700000000.000000005', type: 'char', uname: '',
+      })
       expect(record.xattrs).to.deep.equal({'security.capability': cap.toString('hex'), 'user.bin': '00ff0a'})
     })
 
     it('is deterministic', () => {
-      const fields = {...base, mtimeNsec: 7, path: Buffer.from('a'.repeat(200)), xattrs: [['user.a', Buffer.from('b')]] as [string, Buffer][]}
+      const fields = {
+        ...base, mtimeNsec: 7, path: Buffer.from('a'.repeat(200)), xattrs: [['user.a', Buffer.from('b')]] as [string, Buffer][],
+      }
       expect(encodeHeader(fields).equals(encodeHeader(fields))).to.equal(true)
     })
   })

@@ -13,8 +13,8 @@ import {
   validateWorkspaceName,
   workspacePaths,
 } from '../../src/lib/workspace.js'
-import {requireTools} from '../helpers/tools.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
+import {requireTools} from '../helpers/tools.js'
 
 async function rejection(promise: Promise<unknown>): Promise<Error & {code?: string; exitCode?: number}> {
   try {
@@ -86,7 +86,7 @@ describe('workspace', () => {
     })
   })
 
-  describe('openStoppedWorkspace', function () {
+  describe('openStoppedWorkspace', () => {
     before(function () {
       requireTools(this, 'mke2fs')
     })
@@ -126,7 +126,7 @@ describe('workspace', () => {
     it('accepts a stopped workspace whose recorded pid is gone', async () => {
       const state = makeStateDir()
       const child = spawn('true')
-      await new Promise((resolve) => {
+      await new Promise(resolve => {
         child.on('exit', resolve)
       })
       addWorkspace(state, 'demo', {runtime: runtimeRecord('stopped', child.pid)})
@@ -135,6 +135,7 @@ describe('workspace', () => {
 
     describe('runtime lock', () => {
       let holder: ChildProcess | undefined
+
       afterEach(() => holder?.kill('SIGKILL'))
 
       it('refuses a workspace whose VM holds .runtime.lock', async function () {
@@ -171,7 +172,9 @@ describe('workspace', () => {
     it('carries image_defaults (Go field names)', () => {
       const defaults = imageDefaultsFrom({
         image_cmd: ['ignored'],
-        image_defaults: {Cmd: ['serve'], Env: ['A=1'], ExposedPorts: ['8080/tcp'], Labels: {a: 'b'}, StopSignal: 'SIGTERM', User: 'app', Volumes: ['/data'], WorkingDir: '/srv'},
+        image_defaults: {
+          Cmd: ['serve'], Env: ['A=1'], ExposedPorts: ['8080/tcp'], Labels: {a: 'b'}, StopSignal: 'SIGTERM', User: 'app', Volumes: ['/data'], WorkingDir: '/srv',
+        },
       })
       expect(defaults).to.deep.equal({
         Cmd: ['serve'],

@@ -4,10 +4,15 @@ import {createHash} from 'node:crypto'
 import {readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
-import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
 import type {Entry, Skip} from '../../../src/lib/extractor/extractor.js'
-import {buildExt4, debugfsRead, runDebugfsWrite, tempDir} from '../../helpers/ext4.js'
-import {ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES} from '../../helpers/fidelity.js'
+
+import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
+import {
+  buildExt4, debugfsRead, runDebugfsWrite, tempDir,
+} from '../../helpers/ext4.js'
+import {
+  ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES,
+} from '../../helpers/fidelity.js'
 import {requireTools} from '../../helpers/tools.js'
 
 interface Seen extends Omit<Entry, 'content'> {
@@ -18,7 +23,7 @@ async function extractAll(disk: string, extractor = new DebugfsExtractor()): Pro
   const entries = new Map<string, Seen>()
   const order: string[] = []
   const skips: Skip[] = []
-  for await (const entry of extractor.entries(disk, {onSkip: (skip) => skips.push(skip)})) {
+  for await (const entry of extractor.entries(disk, {onSkip: skip => skips.push(skip)})) {
     const {content, ...rest} = entry
     const seen: Seen = rest
     if (content) {
@@ -39,7 +44,17 @@ function sha(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-describe('extractor/debugfs (real debugfs, real ext4)', function () {
+async function failure(disk: string, extractor?: DebugfsExtractor): Promise<Error & {exitCode?: number}> {
+  try {
+    await extractAll(disk, extractor)
+  } catch (error) {
+    return error as Error & {exitCode?: number}
+  }
+
+  throw new Error('extraction succeeded')
+}
+
+describe('extractor/debugfs (real debugfs, real ext4)', () => {
   let image: FidelityImage
   let result: Awaited<ReturnType<typeof extractAll>>
 
@@ -59,7 +74,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
     const {order} = result
     expect(order.indexOf('bin')).to.be.below(order.indexOf('bin/both'))
     expect(order.slice(order.indexOf('bin'), order.indexOf('bin') + 5)).to.deep.equal(['bin', 'bin/both', 'bin/ping', 'bin/su', 'bin/wall'])
-    const names = order.filter((p) => !p.includes('/'))
+    const names = order.filter(p => !p.includes('/'))
     expect(names).to.deep.equal([...names].sort((a, b) => Buffer.compare(Buffer.from(a, 'latin1'), Buffer.from(b, 'latin1'))))
   })
 
@@ -107,13 +122,17 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
   })
 
   it('keeps devices and fifos, skips the socket and lost+found', () => {
-    expect(get('dev/null')).to.include({devMajor: 1, devMinor: 3, mode: 0o666, type: 'char'})
-    expect(get('dev/sda')).to.include({devMajor: 8, devMinor: 0, gid: 6, mode: 0o660, type: 'block'})
+    expect(get('dev/null')).to.include({
+      devMajor: 1, devMinor: 3, mode: 0o666, type: 'char',
+    })
+    expect(get('dev/sda')).to.include({
+      devMajor: 8, devMinor: 0, gid: 6, mode: 0o660, type: 'block',
+    })
     expect(get('dev/wide')).to.include({devMajor: 4095, devMinor: 1_048_575, type: 'char'})
     expect(get('run/fifo').type).to.equal('fifo')
     expect(result.entries.has('run/sock')).to.equal(false)
     expect(result.entries.has('lost+found')).to.equal(false)
-    expect(result.skips.map((s) => [s.reason, s.path.toString()])).to.deep.include.members([
+    expect(result.skips.map(s => [s.reason, s.path.toString()])).to.deep.include.members([
       ['lost+found', 'lost+found'],
       ['socket', 'run/sock'],
     ])
@@ -131,7 +150,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
 
   it('leaves out overlayfs bookkeeping xattrs and reports them', () => {
     expect(get('var').xattrs).to.deep.equal([])
-    expect(result.skips.some((s) => s.reason === 'xattr' && s.detail === 'trusted.overlay.opaque')).to.equal(true)
+    expect(result.skips.some(s => s.reason === 'xattr' && s.detail === 'trusted.overlay.opaque')).to.equal(true)
   })
 
   it('keeps long, control-character and non-UTF-8 names as raw bytes', () => {
@@ -150,7 +169,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
     const file = buildExt4(path.join(tempDir(), 'small.ext4'), {
       commands: ['sif /f mtime 0x6553f100'],
       mke2fsOptions: ['-I', '128'],
-      tree: (root) => writeFileSync(path.join(root, 'f'), 'x'),
+      tree: root => writeFileSync(path.join(root, 'f'), 'x'),
     })
     const {entries} = await extractAll(file)
     expect(entries.get('f')?.mtime).to.deep.equal({nsec: 0, sec: 1_700_000_000})
@@ -163,18 +182,8 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
   })
 
   describe('hostile and broken disks', () => {
-    async function failure(disk: string, extractor?: DebugfsExtractor): Promise<Error & {exitCode?: number}> {
-      try {
-        await extractAll(disk, extractor)
-      } catch (error) {
-        return error as Error & {exitCode?: number}
-      }
-
-      throw new Error('extraction succeeded')
-    }
-
     it('refuses a directory entry whose name holds "/" (it cannot be parsed safely)', async () => {
-      const file = buildExt4(path.join(tempDir(), 'slash.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x')})
+      const file = buildExt4(path.join(tempDir(), 'slash.ext4'), {tree: root => writeFileSync(path.join(root, 'f'), 'x')})
       // debugfs's mknod takes its argument as a raw name: "/escape" becomes one entry named "/escape".
       runDebugfsWrite(file, ['mknod /escape p'])
       expect(debugfsRead(file, 'ls -p /')).to.contain('//escape/')
@@ -184,7 +193,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
     })
 
     it('refuses a hard-linked directory (a loop in the directory graph)', async () => {
-      const file = buildExt4(path.join(tempDir(), 'loop.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x')})
+      const file = buildExt4(path.join(tempDir(), 'loop.ext4'), {tree: root => writeFileSync(path.join(root, 'f'), 'x')})
       runDebugfsWrite(file, ['mkdir /a', 'mkdir /a/b', 'link /a /a/b/up'])
       const error = await failure(file)
       expect(error.message).to.match(/appears twice|loop/)
@@ -223,7 +232,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', function () {
     })
 
     it('fails when an inode is damaged (corrupt extent)', async () => {
-      const file = buildExt4(path.join(tempDir(), 'corrupt.ext4'), {tree: (root) => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
+      const file = buildExt4(path.join(tempDir(), 'corrupt.ext4'), {tree: root => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
       // Zero the extent header's magic: the inode still stats, its content cannot be read.
       runDebugfsWrite(file, ['sif /f block[0] 0'])
       const error = await failure(file)

@@ -1,0 +1,176 @@
+import {runCommand} from '@oclif/test'
+import {expect} from 'chai'
+import {readFileSync} from 'node:fs'
+import path from 'node:path'
+
+import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
+
+import Commit from '../../src/commands/commit.js'
+import {FakeExtractor, fakeRootfs} from '../../src/lib/extractor/fake.js'
+import {blobFile, readJson} from '../helpers/oci.js'
+import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
+import {requireTools} from '../helpers/tools.js'
+
+interface Envelope {
+  error: {code: string; correlation_id: string; exit_code: number; kind: string; message: string; remediation?: string; retryable: boolean}
+  ok: false
+}
+
+function exitOf(error: unknown): number | undefined {
+  return (error as undefined | {oclif?: {exit?: number}})?.oclif?.exit
+}
+
+describe('commit command', () => {
+  let state: string
+  let fake: FakeExtractor
+  const saved = {mode: process.env.MICROAGENT_MODE, stateDir: process.env.MICROAGENT_STATE_DIR}
+
+  before(function () {
+    requireTools(this, 'mke2fs')
+  })
+
+  beforeEach(() => {
+    state = makeStateDir()
+    addWorkspace(state, 'demo', {manifest: {image_cmd: ['serve'], name: 'demo'}, runtime: runtimeRecord('stopped')})
+    fake = new FakeExtractor(fakeRootfs())
+    Commit.extractor = fake
+    delete process.env.MICROAGENT_MODE
+    delete process.env.MICROAGENT_STATE_DIR
+    process.exitCode = undefined
+  })
+
+  afterEach(() => {
+    Commit.extractor = undefined
+    process.env.MICROAGENT_MODE = saved.mode
+    if (saved.mode === undefined) delete process.env.MICROAGENT_MODE
+    if (saved.stateDir === undefined) delete process.env.MICROAGENT_STATE_DIR
+    process.exitCode = undefined
+  })
+
+  it('commits and prints the reference, digest, size and layout', async () => {
+    const {error, stdout} = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--created', '2026-01-01T00:00:00Z'])
+    expect(error).to.equal(undefined)
+    const lines = stdout.trim().split('\n')
+    expect(lines[0]).to.equal('Committed local/demo:v1')
+    expect(lines[1]).to.match(/^ {2}digest: sha256:[0-9a-f]{64}$/)
+    expect(lines[2]).to.match(/^ {2}layer: {2}\d+ bytes \(tar \d+ bytes, 3 entries\)$/)
+    expect(lines[3]).to.equal(`  layout: ${path.join(state, 'images', 'oci')}`)
+    expect(lines[4]).to.match(/image push local\/demo:v1$/)
+    expect(fake.disks).to.deep.equal([path.join(state, 'workspaces', 'demo', 'rootfs.ext4')])
+  })
+
+  it('prints the documented JSON with --json', async () => {
+    const {stdout} = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--json', '--created', '2026-01-01T00:00:00Z'])
+    const result = JSON.parse(stdout) as Record<string, unknown>
+    expect(result).to.include({layout_path: path.join(state, 'images', 'oci'), pushed: false, reference: 'local/demo:v1'})
+    expect(result.digest).to.match(/^sha256:/)
+    expect(result.size_bytes).to.be.a('number')
+    expect(result.stats).to.include({entries: 3, files: 1})
+    const manifest = readJson<ImageManifest>(blobFile(result.layout_path as string, result.digest as string))
+    const config = readJson<ImageConfig>(blobFile(result.layout_path as string, manifest.config.digest))
+    expect(config.config).to.deep.equal({Cmd: ['serve']})
+  })
+
+  it('takes the state dir from MICROAGENT_STATE_DIR', async () => {
+    process.env.MICROAGENT_STATE_DIR = state
+    const {error, stdout} = await runCommand(['commit', 'demo', 'local/demo:v1'])
+    expect(error).to.equal(undefined)
+    expect(stdout).to.contain(path.join(state, 'images', 'oci'))
+  })
+
+  it('normalises --arch', async () => {
+    const {stdout} = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--arch', 'x86_64', '--json'])
+    expect(JSON.parse(stdout)).to.include({architecture: 'amd64'})
+  })
+
+  it('is reproducible with SOURCE_DATE_EPOCH', async () => {
+    process.env.SOURCE_DATE_EPOCH = '1700000000'
+    try {
+      const first = JSON.parse((await runCommand(['commit', 'demo', 'local/a:1', '--state-dir', state, '--json'])).stdout) as {created: string; digest: string}
+      const second = JSON.parse((await runCommand(['commit', 'demo', 'local/b:1', '--state-dir', state, '--json'])).stdout) as {digest: string}
+      expect(first.created).to.equal('2023-11-14T22:13:20Z')
+      expect(second.digest).to.equal(first.digest)
+    } finally {
+      delete process.env.SOURCE_DATE_EPOCH
+    }
+  })
+
+  describe('errors and exit codes', () => {
+    it('refuses a running workspace with exit 4 and a hint', async () => {
+      addWorkspace(state, 'live', {runtime: runtimeRecord('running')})
+      const {error, stderr, stdout} = await runCommand(['commit', 'live', 'local/live:1', '--state-dir', state])
+      expect(exitOf(error)).to.equal(4)
+      expect(stderr).to.contain('Error: workspace "live" is running; halt or stop it before committing')
+      expect(stderr).to.contain('Hint: Run `microagent stop live`')
+      expect(stdout).to.equal('')
+      expect(fake.disks).to.deep.equal([])
+    })
+
+    it('writes one AX envelope on stderr in agent mode (env or flag)', async () => {
+      addWorkspace(state, 'live', {runtime: runtimeRecord('paused')})
+      process.env.MICROAGENT_MODE = 'ax'
+      const viaEnv = await runCommand(['commit', 'live', 'local/live:1', '--state-dir', state])
+      delete process.env.MICROAGENT_MODE
+      const viaFlag = await runCommand(['commit', 'live', 'local/live:1', '--state-dir', state, '--mode', 'ax'])
+      for (const {error, stderr, stdout} of [viaEnv, viaFlag]) {
+        expect(exitOf(error)).to.equal(4)
+        expect(stdout).to.equal('')
+        const envelope = JSON.parse(stderr) as Envelope
+        expect(envelope.ok).to.equal(false)
+        expect(envelope.error).to.include({
+          code: 'WORKSPACE_IN_USE', exit_code: 4, kind: 'conflict', retryable: false,
+        })
+        expect(envelope.error.message).to.equal('workspace "live" is paused; halt or stop it before committing')
+        expect(envelope.error.correlation_id).to.match(/^req-/)
+        expect(envelope.error.remediation).to.be.a('string')
+      }
+    })
+
+    it('answers --json failures with the envelope too', async () => {
+      const {error, stderr} = await runCommand(['commit', 'ghost', 'local/x:1', '--state-dir', state, '--json'])
+      expect(exitOf(error)).to.equal(3)
+      expect((JSON.parse(stderr) as Envelope).error).to.include({kind: 'not_found'})
+    })
+
+    const usage: [string, string[], RegExp][] = [
+      ['a bad workspace name', ['commit', '../etc', 'local/x:1'], /invalid workspace name "..\/etc"/],
+      ['a reserved workspace name', ['commit', 'images', 'local/x:1'], /reserved for microagent state/],
+      ['a bad reference', ['commit', 'demo', 'Local/Demo:v1'], /invalid image reference/],
+      ['an unknown backend', ['commit', 'demo', 'local/x:1', '--backend', 'qemu'], /valid backends are linux-kvm, apple-vf/],
+      ['an unknown architecture', ['commit', 'demo', 'local/x:1', '--arch', 'sparc'], /valid architectures are/],
+      ['a malformed --created', ['commit', 'demo', 'local/x:1', '--created', 'soon'], /RFC 3339/],
+      ['--push before push exists', ['commit', 'demo', 'local/x:1', '--push'], /--push is not supported yet/],
+      ['a missing argument', ['commit', 'demo'], /Missing 1 required arg/],
+      ['an unknown flag', ['commit', 'demo', 'local/x:1', '--bogus'], /Nonexistent flag/],
+    ]
+    for (const [what, argv, message] of usage) {
+      it(`exits 2 on ${what}, before touching anything`, async () => {
+        const {error, stderr} = await runCommand([...argv, '--state-dir', state])
+        expect(exitOf(error)).to.equal(2)
+        expect(stderr).to.match(message)
+        expect(fake.disks).to.deep.equal([])
+      })
+    }
+
+    it('accepts firecracker as the backend', async () => {
+      const {error} = await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--backend', 'firecracker'])
+      expect(error).to.equal(undefined)
+    })
+
+    it('exits 3 for a missing workspace and 5 for a missing debugfs', async () => {
+      expect(exitOf((await runCommand(['commit', 'ghost', 'local/x:1', '--state-dir', state])).error)).to.equal(3)
+      Commit.extractor = undefined
+      const {error, stderr} = await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--debugfs', '/nonexistent/debugfs'])
+      expect(exitOf(error)).to.equal(5)
+      expect(stderr).to.contain('debugfs not found at "/nonexistent/debugfs"')
+      expect(stderr).to.contain('apt-get install e2fsprogs')
+    })
+
+    it('keeps the workspace disk untouched on failure', async () => {
+      const rootfs = path.join(state, 'workspaces', 'demo', 'rootfs.ext4')
+      const before = readFileSync(rootfs)
+      await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--push'])
+      expect(readFileSync(rootfs).equals(before)).to.equal(true)
+    })
+  })
+})
