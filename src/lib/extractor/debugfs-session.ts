@@ -150,6 +150,14 @@ export class DebugfsSession {
   private finishIfDone(): void {
     while (this.pending.length > 0) {
       const head = this.pending[0]
+      if (head.errDone && head.errText !== '') {
+        // Earlier requests have completed; this one failed. Any complaint makes the whole extraction
+        // untrustworthy: stop rather than write a partial layer, and do not wait for stdout, which a
+        // failed `cat` leaves short.
+        this.fail(extractionError(`debugfs failed on "${head.command}": ${head.errText}`))
+        return
+      }
+
       if (!head.outDone || !head.errDone) return
       this.pending.shift()
       if (head.kind === 'delimited') head.resolve(head.reply ?? Buffer.alloc(0))
@@ -198,12 +206,6 @@ export class DebugfsSession {
       head.errText = complaints(this.stderrBuf.slice(0, at))
       head.errDone = true
       this.stderrBuf = this.stderrBuf.slice(at + marker.length).replace(/^\n/, '')
-      if (head.errText !== '') {
-        // Any complaint makes the whole extraction untrustworthy: stop rather than write a partial
-        // layer, and do not wait for stdout, which a failed `cat` leaves short.
-        this.fail(extractionError(`debugfs failed on "${head.command}": ${head.errText}`))
-        return
-      }
     }
 
     this.finishIfDone()
