@@ -26,4 +26,9 @@ export default [
       'max-nested-callbacks': 'off',
     },
   },
+  {
+    files: ['**/*.cjs'],
+    languageOptions: {globals: {module: 'writable', process: 'readonly', require: 'readonly'}, sourceType: 'commonjs'},
+    rules: {'@typescript-eslint/no-require-imports': 'off'},
+  },
 ]

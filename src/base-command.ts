@@ -1,4 +1,6 @@
-import {Command, Flags, type Interfaces} from '@oclif/core'
+import {
+  Command, Errors, Flags, type Interfaces,
+} from '@oclif/core'
 
 import {
   type Context, currentContext, resolveContext, setCurrentContext,
@@ -81,7 +83,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     }
 
     process.exitCode = failure.exitCode
-    return this.exit(failure.exitCode)
+    // A host may load another copy of @oclif/core, whose handler does not recognise our ExitError class
+    // and would print it; this flag and `oclif.exit` are what every copy reads.
+    throw Object.assign(new Errors.ExitError(failure.exitCode), {skipOclifErrorHandling: true})
   }
 
   protected override async finally(error: Error | undefined): Promise<unknown> {

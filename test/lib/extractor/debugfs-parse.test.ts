@@ -33,7 +33,7 @@ describe('extractor/debugfs-parse', () => {
         Buffer.from('/0/\n\n'),
       ])
       const records = parseDirListing(listing)
-      expect(records.map((r) => [r.inode, r.mode.toString(8), r.name.toString('latin1')])).to.deep.equal([
+      expect(records.map(r => [r.inode, r.mode.toString(8), r.name.toString('latin1')])).to.deep.equal([
         [2, '40755', '.'],
         [2, '40755', '..'],
         [0, '0', ''],

@@ -25,7 +25,7 @@ async function rejection(promise: Promise<unknown>): Promise<Error & {exitCode?:
 }
 
 describe('extractor/debugfs-session', () => {
-  describe('with real debugfs', function () {
+  describe('with real debugfs', () => {
     let disk: string
 
     before(function () {
