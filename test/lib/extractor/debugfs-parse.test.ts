@@ -76,7 +76,13 @@ describe('extractor/debugfs-parse', () => {
 
     it('takes exactly size bytes of a fast symlink target, quotes and newlines included', () => {
       const target = 'a"b\nc'
-      const text = `Inode: 15   Type: symlink    Mode:  0777   Flags: 0x0\nUser:     0   Group:     0   Project:     0   Size: ${target.length}\nLinks: 1   Blockcount: 0\nFast link dest: "${target}"\n`
+      const text = [
+        'Inode: 15   Type: symlink    Mode:  0777   Flags: 0x0',
+        `User:     0   Group:     0   Project:     0   Size: ${target.length}`,
+        'Links: 1   Blockcount: 0',
+        `Fast link dest: "${target}"`,
+        '',
+      ].join('\n')
       expect(parseStat(Buffer.from(text)).fastLink?.toString()).to.equal(target)
     })
 
