@@ -6,7 +6,7 @@ import {
   type Context, currentContext, resolveContext, setCurrentContext,
 } from './lib/context.js'
 import {
-  asMicroagentError, isMicroagentError, MicroagentError, toEnvelope, usageError,
+  asMicroagentError, EXIT_CODES, isMicroagentError, MicroagentError, toEnvelope, usageError,
 } from './lib/errors.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
@@ -59,7 +59,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected flags!: BaseFlags<T>
   /** Aborted on SIGINT/SIGTERM; long operations take it as their signal. */
   protected readonly interrupt = new AbortController()
-  private readonly onSignal = (): void => this.interrupt.abort()
+  private readonly onSignal = (): void => {
+    // A second Ctrl-C means "now": cleanup is already under way, do not wait for it.
+    if (this.interrupt.signal.aborted) process.exit(EXIT_CODES.interrupted)
+    this.interrupt.abort()
+  }
 
   override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
     const {oclif} = (error as OclifError)
@@ -96,8 +100,10 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   override async init(): Promise<void> {
     await super.init()
-    process.once('SIGINT', this.onSignal)
-    process.once('SIGTERM', this.onSignal)
+    // `on`, not `once`: signal-exit (execa's child cleanup) re-raises a signal that no other listener is
+    // left to handle, which would kill the process before its temp files are removed.
+    process.on('SIGINT', this.onSignal)
+    process.on('SIGTERM', this.onSignal)
     const {args, flags} = await this.parse({
       args: this.ctor.args,
       baseFlags: (this.ctor as typeof BaseCommand).baseFlags,

@@ -78,6 +78,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
 
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
+  options.signal?.throwIfAborted()
   const view = await openDiskView(workspace.paths.rootfs, {
     debugfs: options.debugfs,
     privateCopyPath: layout.ingestPath('.ext4'),
@@ -100,10 +101,13 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     diffId: diffCounter.digest(),
     workspace: workspace.name,
   })
+  // Past this point nothing is visible until the tag moves; stop here if the user asked to.
+  options.signal?.throwIfAborted()
   const configBlob = await layout.writeBlob(canonicalJson(config))
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
   const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [layerDescriptor])
   const manifestBlob = await layout.writeBlob(canonicalJson(manifest))
+  options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
     ...manifestBlob,
     mediaType: MEDIA_TYPES.manifest,

@@ -62,6 +62,17 @@ async function fsync(file: string): Promise<void> {
   }
 }
 
+async function nearestOwner(dir: string): Promise<undefined | {gid: number; uid: number}> {
+  for (let current = dir; ; current = path.dirname(current)) {
+    try {
+      const info = await stat(current)
+      return info.uid === 0 ? undefined : {gid: info.gid, uid: info.uid}
+    } catch {
+      if (path.dirname(current) === current) return undefined
+    }
+  }
+}
+
 /** Makes a rename durable: a crash after this cannot bring back the old name. */
 async function syncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r')
@@ -116,12 +127,16 @@ export class OciLayout {
    * are removed. Safe to run concurrently.
    */
   async init(): Promise<void> {
-    await mkdir(path.join(this.root, 'blobs', 'sha256'), {recursive: true})
+    // Root committing into a user's state dir must not leave files the user cannot remove: everything
+    // new is given to the owner of the nearest folder that already exists.
+    if (process.getuid?.() === 0) this.owner = await nearestOwner(this.root)
+    const blobs = path.join(this.root, 'blobs', 'sha256')
+    const firstCreated = await mkdir(blobs, {recursive: true})
     await mkdir(this.ingestDir(), {recursive: true})
-    if (process.getuid?.() === 0) {
-      // Root committing into a user's state dir must not leave files the user cannot remove.
-      const parent = await stat(path.dirname(this.root))
-      this.owner = {gid: parent.gid, uid: parent.uid}
+    if (this.owner) {
+      const created = firstCreated === undefined ? [] : [blobs, path.dirname(blobs), this.root, path.dirname(this.root)]
+      const upTo = firstCreated === undefined ? 0 : created.indexOf(firstCreated) + 1
+      for (const dir of [...created.slice(0, upTo), this.ingestDir()]) await chown(dir, this.owner.uid, this.owner.gid)
     }
 
     const marker = path.join(this.root, 'oci-layout')

@@ -135,3 +135,25 @@ describe('layout', () => {
     expect(existsSync(stale)).to.equal(false)
   })
 })
+
+describe('layout ownership', () => {
+  it('gives new files to the owner of the state dir when root writes them', async function () {
+    if (process.getuid?.() !== 0) {
+      // Only root can create files for another user; CI runs as root.
+      this.skip()
+    }
+
+    const {chownSync, lstatSync} = await import('node:fs')
+    const state = tempDir()
+    chownSync(state, 1234, 5678)
+    const layout = new OciLayout(path.join(state, 'images', 'oci'))
+    await layout.init()
+    const blob = await layout.writeBlob(Buffer.from('{"schemaVersion":2}'))
+    await layout.tag('local/x:1', {...blob, mediaType: MEDIA_TYPES.manifest})
+    for (const file of ['images', 'images/oci', 'images/oci/blobs', 'images/oci/blobs/sha256', 'images/oci/ingest', 'images/oci/index.json', 'images/oci/oci-layout']) {
+      expect(lstatSync(path.join(state, file)), file).to.include({gid: 5678, uid: 1234})
+    }
+
+    expect(lstatSync(layout.blobPath(blob.digest))).to.include({gid: 5678, uid: 1234})
+  })
+})

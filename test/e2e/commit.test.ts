@@ -1,0 +1,72 @@
+import {expect} from 'chai'
+import {execFile, spawn} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {
+  existsSync, readdirSync, readFileSync, writeFileSync,
+} from 'node:fs'
+import path from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {fileURLToPath} from 'node:url'
+import {promisify} from 'node:util'
+
+import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
+import {requireTools} from '../helpers/tools.js'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+const dev = path.join(root, 'bin', 'dev.js')
+const run = promisify(execFile)
+
+/** Runs the plugin as a user types it, through bin/dev.js, and never throws. */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{code: number; stderr: string; stdout: string}> {
+  try {
+    const {stderr, stdout} = await run(dev, args, {env: {...process.env, ...env, NODE_ENV: 'development'}})
+    return {code: 0, stderr, stdout}
+  } catch (error) {
+    const failed = error as {code: number; stderr: string; stdout: string}
+    return {code: failed.code, stderr: failed.stderr, stdout: failed.stdout}
+  }
+}
+
+describe('commit end to end (bin/dev.js)', () => {
+  before(function () {
+    requireTools(this, 'debugfs', 'mke2fs')
+  })
+
+  it('commits, then prints JSON and the AX envelope as documented', async () => {
+    const state = makeStateDir()
+    addWorkspace(state, 'demo', {runtime: runtimeRecord('stopped')})
+    const ok = await cli(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--json'])
+    expect(ok.code).to.equal(0)
+    expect(JSON.parse(ok.stdout)).to.include({pushed: false, reference: 'local/demo:v1'})
+    addWorkspace(state, 'live', {runtime: runtimeRecord('running')})
+    const refused = await cli(['commit', 'live', 'local/live:v1', '--state-dir', state], {MICROAGENT_MODE: 'ax'})
+    expect(refused.code).to.equal(4)
+    expect(refused.stdout).to.equal('')
+    expect(JSON.parse(refused.stderr)).to.deep.include({ok: false})
+  })
+
+  it('stops on SIGINT with exit 130, leaving no temp file and no tag', async () => {
+    const state = makeStateDir()
+    // Incompressible content keeps gzip busy long enough to interrupt it mid-layer.
+    addWorkspace(state, 'big', {
+      runtime: runtimeRecord('stopped'),
+      spec: {sizeMiB: 256, tree: dir => writeFileSync(path.join(dir, 'random'), randomBytes(160 * 1024 * 1024))},
+    })
+    const child = spawn(dev, ['commit', 'big', 'local/big:v1', '--state-dir', state], {env: {...process.env, NODE_ENV: 'development'}, stdio: 'pipe'})
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString()
+    })
+    const ingest = path.join(state, 'images', 'oci', 'ingest')
+    for (let i = 0; i < 600 && !(existsSync(ingest) && readdirSync(ingest).length > 0); i++) await sleep(25)
+    expect(readdirSync(ingest).length, 'a layer was being written').to.be.greaterThan(0)
+    child.kill('SIGINT')
+    const code = await new Promise<null | number>(resolve => {
+      child.on('exit', resolve)
+    })
+    expect(code).to.equal(130)
+    expect(stderr).to.contain('interrupted; nothing was committed')
+    expect(readdirSync(ingest)).to.deep.equal([])
+    expect(readFileSync(path.join(state, 'images', 'oci', 'index.json'), 'utf8')).not.to.contain('local/big')
+  })
+})
