@@ -61,6 +61,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected readonly interrupt = new AbortController()
   private readonly onSignal = (): void => {
     // A second Ctrl-C means "now": cleanup is already under way, do not wait for it.
+    // eslint-disable-next-line n/no-process-exit, unicorn/no-process-exit -- the user asked twice to stop now
     if (this.interrupt.signal.aborted) process.exit(EXIT_CODES.interrupted)
     this.interrupt.abort()
   }

@@ -134,9 +134,7 @@ describe('layout', () => {
     await new OciLayout(layout.root).init()
     expect(existsSync(stale)).to.equal(false)
   })
-})
 
-describe('layout ownership', () => {
   it('gives new files to the owner of the state dir when root writes them', async function () {
     if (process.getuid?.() !== 0) {
       // Only root can create files for another user; CI runs as root.
