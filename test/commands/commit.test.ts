@@ -1,13 +1,13 @@
 import {runCommand} from '@oclif/test'
 import {expect} from 'chai'
-import {readFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import path from 'node:path'
 
 import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 
 import Commit from '../../src/commands/commit.js'
 import {FakeExtractor, fakeRootfs} from '../../src/lib/extractor/fake.js'
-import {blobFile, readJson} from '../helpers/oci.js'
+import {blobFile, readJson, validateLayout} from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
 
@@ -26,7 +26,7 @@ describe('commit command', () => {
   const saved = {mode: process.env.MICROAGENT_MODE, stateDir: process.env.MICROAGENT_STATE_DIR}
 
   before(function () {
-    requireTools(this, 'mke2fs')
+    requireTools(this, 'mke2fs', 'skopeo', 'umoci', 'oci-image-tool')
   })
 
   beforeEach(() => {
@@ -40,6 +40,9 @@ describe('commit command', () => {
   })
 
   afterEach(() => {
+    // Every image a test wrote must open in the real clients.
+    const layout = path.join(state, 'images', 'oci')
+    if (existsSync(path.join(layout, 'index.json'))) validateLayout(layout)
     Commit.extractor = undefined
     process.env.MICROAGENT_MODE = saved.mode
     if (saved.mode === undefined) delete process.env.MICROAGENT_MODE

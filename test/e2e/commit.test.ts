@@ -9,6 +9,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {fileURLToPath} from 'node:url'
 import {promisify} from 'node:util'
 
+import {validateLayout} from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
 
@@ -29,7 +30,7 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{code: 
 
 describe('commit end to end (bin/dev.js)', () => {
   before(function () {
-    requireTools(this, 'debugfs', 'mke2fs')
+    requireTools(this, 'debugfs', 'mke2fs', 'skopeo', 'umoci', 'oci-image-tool')
   })
 
   it('commits, then prints JSON and the AX envelope as documented', async () => {
@@ -38,6 +39,7 @@ describe('commit end to end (bin/dev.js)', () => {
     const ok = await cli(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--json'])
     expect(ok.code).to.equal(0)
     expect(JSON.parse(ok.stdout)).to.include({pushed: false, reference: 'local/demo:v1'})
+    expect(validateLayout(path.join(state, 'images', 'oci'))).to.deep.equal(['local/demo:v1'])
     addWorkspace(state, 'live', {runtime: runtimeRecord('running')})
     const refused = await cli(['commit', 'live', 'local/live:v1', '--state-dir', state], {MICROAGENT_MODE: 'ax'})
     expect(refused.code).to.equal(4)
@@ -68,5 +70,6 @@ describe('commit end to end (bin/dev.js)', () => {
     expect(stderr).to.contain('interrupted; nothing was committed')
     expect(readdirSync(ingest)).to.deep.equal([])
     expect(readFileSync(path.join(state, 'images', 'oci', 'index.json'), 'utf8')).not.to.contain('local/big')
+    expect(validateLayout(path.join(state, 'images', 'oci'))).to.deep.equal([])
   })
 })

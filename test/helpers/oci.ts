@@ -57,3 +57,11 @@ export function validateWithClients(layout: string, ref: string): void {
   execFileSync('umoci', ['unpack', '--rootless', '--image', `${layout}:${ref}`, bundle], {stdio: 'pipe'})
   execFileSync('oci-image-tool', ['validate', '--type', 'image', '--ref', `name=${ref}`, layout], {stdio: 'pipe'})
 }
+
+/** Validates every tagged image of a layout with the real clients (see validateWithClients). */
+export function validateLayout(layout: string): string[] {
+  const index = readJson<{manifests: {annotations?: Record<string, string>}[]}>(path.join(layout, 'index.json'))
+  const refs = index.manifests.map(d => d.annotations?.['org.opencontainers.image.ref.name']).filter((r): r is string => r !== undefined)
+  for (const ref of refs) validateWithClients(layout, ref)
+  return refs
+}
