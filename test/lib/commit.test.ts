@@ -11,6 +11,7 @@ import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 import type {ImageIndex} from '../../src/lib/layout.js'
 
 import {type CommitResult, commitWorkspace, layoutPath} from '../../src/lib/commit.js'
+import {rejection} from '../helpers/assert.js'
 import {
   buildExt4, dirtyImage, runDebugfsWrite, tempDir,
 } from '../helpers/ext4.js'
@@ -35,16 +36,6 @@ function layoutSnapshot(layout: string): string {
   const blobs = existsSync(path.join(layout, 'blobs', 'sha256')) ? readdirSync(path.join(layout, 'blobs', 'sha256')).sort() : []
   const index = existsSync(path.join(layout, 'index.json')) ? readFileSync(path.join(layout, 'index.json'), 'utf8') : ''
   return JSON.stringify({blobs, index})
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error & {exitCode?: number}> {
-  try {
-    await promise
-  } catch (error) {
-    return error as Error & {exitCode?: number}
-  }
-
-  throw new Error('expected a failure')
 }
 
 describe('commit (real debugfs, real ext4, real OCI clients)', () => {

@@ -13,18 +13,9 @@ import {
   validateWorkspaceName,
   workspacePaths,
 } from '../../src/lib/workspace.js'
+import {rejection} from '../helpers/assert.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
-
-async function rejection(promise: Promise<unknown>): Promise<Error & {code?: string; exitCode?: number}> {
-  try {
-    await promise
-  } catch (error) {
-    return error as Error & {code?: string; exitCode?: number}
-  }
-
-  throw new Error('expected a rejection')
-}
 
 describe('workspace', () => {
   describe('names', () => {

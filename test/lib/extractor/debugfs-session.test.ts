@@ -3,6 +3,7 @@ import {chmodSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {DebugfsSession} from '../../../src/lib/extractor/debugfs-session.js'
+import {rejection} from '../../helpers/assert.js'
 import {buildExt4, tempDir} from '../../helpers/ext4.js'
 import {requireTools} from '../../helpers/tools.js'
 
@@ -12,16 +13,6 @@ function fakeDebugfs(body: string): string {
   writeFileSync(file, `#!/bin/sh\necho "debugfs 1.47.0 (5-Feb-2023)" >&2\n${body}\n`)
   chmodSync(file, 0o755)
   return file
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error & {exitCode?: number}> {
-  try {
-    await promise
-  } catch (error) {
-    return error as Error & {exitCode?: number}
-  }
-
-  throw new Error('expected a failure')
 }
 
 describe('extractor/debugfs-session', () => {

@@ -7,6 +7,7 @@ import path from 'node:path'
 import type {Entry, Skip} from '../../../src/lib/extractor/extractor.js'
 
 import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
+import {rejection} from '../../helpers/assert.js'
 import {
   buildExt4, debugfsRead, runDebugfsWrite, tempDir,
 } from '../../helpers/ext4.js'
@@ -44,15 +45,7 @@ function sha(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-async function failure(disk: string, extractor?: DebugfsExtractor): Promise<Error & {exitCode?: number}> {
-  try {
-    await extractAll(disk, extractor)
-  } catch (error) {
-    return error as Error & {exitCode?: number}
-  }
-
-  throw new Error('extraction succeeded')
-}
+const failure = (disk: string, extractor?: DebugfsExtractor) => rejection(extractAll(disk, extractor))
 
 describe('extractor/debugfs (real debugfs, real ext4)', () => {
   let image: FidelityImage

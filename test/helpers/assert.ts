@@ -1,0 +1,10 @@
+/** The error a promise rejects with; fails the test if it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<Error & {code?: string; exitCode?: number; kind?: string}> {
+  try {
+    await promise
+  } catch (error) {
+    return error as Error & {code?: string; exitCode?: number; kind?: string}
+  }
+
+  throw new Error('expected a rejection, but the promise resolved')
+}
