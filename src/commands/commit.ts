@@ -4,9 +4,9 @@ import type {Extractor} from '../lib/extractor/extractor.js'
 
 import {BaseCommand} from '../base-command.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
-import {usageError} from '../lib/errors.js'
 import {resolveCreated} from '../lib/image.js'
 import {ARCHITECTURES, normalizeArch} from '../lib/platform.js'
+import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
   static override args = {
@@ -46,17 +46,15 @@ export default class Commit extends BaseCommand<typeof Commit> {
     }),
     push: Flags.boolean({
       default: false,
-      description: 'Push the image to its registry right after committing. Not available yet.',
+      description: 'Push the image to its registry right after committing (as `image push <image-ref>` does); the ref must name a registry, not local/.',
       summary: 'Push to the registry after committing.',
     }),
   }
   static override summary = "Commit a stopped workspace's rootfs as an OCI image."
 
-  async run(): Promise<CommitResult> {
-    if (this.flags.push) {
-      throw usageError('--push is not supported yet', 'Commit without --push; pushing arrives with `microagent image push`.')
-    }
-
+  async run(): Promise<CommitResult & {push?: PushResult}> {
+    // Refuse a push that cannot happen before committing, not after.
+    if (this.flags.push) pushDestination(this.args['image-ref'])
     const result = await commitWorkspace({
       arch: this.flags.arch === undefined ? undefined : normalizeArch(this.flags.arch),
       created: resolveCreated(this.flags.created),
@@ -79,7 +77,13 @@ export default class Commit extends BaseCommand<typeof Commit> {
       [stats.skipped.xattrs, 'extended attributes outside user.*, security.*, trusted.* and ACLs'],
     ] as const
     for (const [count, what] of skipped) if (count > 0) this.logToStderr(`note: left out ${count} ${what}`)
-    this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
-    return result
+    if (!this.flags.push) {
+      this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
+      return result
+    }
+
+    const pushed = await pushImage({layoutPath: result.layout_path, signal: this.interrupt.signal, source: result.reference})
+    this.log(`Pushed ${result.reference} to ${pushed.destination}`)
+    return {...result, push: pushed, pushed: true}
   }
 }

@@ -142,7 +142,7 @@ describe('commit command', () => {
       ['an unknown backend', ['commit', 'demo', 'local/x:1', '--backend', 'qemu'], /valid backends are linux-kvm, apple-vf/],
       ['an unknown architecture', ['commit', 'demo', 'local/x:1', '--arch', 'sparc'], /valid architectures are/],
       ['a malformed --created', ['commit', 'demo', 'local/x:1', '--created', 'soon'], /RFC 3339/],
-      ['--push before push exists', ['commit', 'demo', 'local/x:1', '--push'], /--push is not supported yet/],
+      ['--push to the local/ pseudo-registry', ['commit', 'demo', 'local/x:1', '--push'], /"local\/x:1" names the local\/ pseudo-registry/],
       ['a missing argument', ['commit', 'demo'], /Missing 1 required arg/],
       ['an unknown flag', ['commit', 'demo', 'local/x:1', '--bogus'], /Nonexistent flag/],
     ]

@@ -1,0 +1,368 @@
+import is from '@sindresorhus/is'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {MicroagentError} from '../errors.js'
+import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
+import {type Credential, describeCredential} from './auth.js'
+
+/** A request body that can be produced again for a retry: never a consumed stream. */
+export type BodyFactory = () => {body: Buffer | ReadableStream<Uint8Array>; length: number}
+
+export interface RegistryRequest {
+  body?: BodyFactory
+  headers?: Record<string, string>
+  method: 'DELETE' | 'GET' | 'HEAD' | 'PATCH' | 'POST' | 'PUT'
+  /** Statuses that mean success; anything else is retried (if transient) or an error. */
+  ok: number[]
+  /** Token scopes the request needs, e.g. `repository:team/app:pull,push`. */
+  scopes: string[]
+  /** Absolute, or a path on the registry (`/v2/...`). */
+  url: string | URL
+  /** What the request is for, in error messages ("upload blob sha256:…"). */
+  what: string
+}
+
+export interface RegistryClientOptions {
+  credential?: Credential
+  fetch?: typeof fetch
+  /** Wait before the first retry; doubles after each, with jitter. */
+  initialBackoffMs?: number
+  maxBackoffMs?: number
+  /** Speak HTTP instead of HTTPS; loopback hosts always do. */
+  plainHttp?: boolean
+  registry: string
+  /** Retries after the first try, for 408, 429, 5xx and connection errors. */
+  retries?: number
+  signal?: AbortSignal
+}
+
+interface Challenge {
+  realm?: string
+  scheme: 'basic' | 'bearer'
+  scope?: string
+  service?: string
+}
+
+const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504])
+const MAX_REDIRECTS = 5
+/** How much of an error body is read: enough for the spec's error JSON, bounded against hostile servers. */
+const MAX_ERROR_BODY = 64 * 1024
+
+/** The API host of a registry name: Docker Hub's API is not at docker.io. */
+export function apiHost(registry: string): string {
+  return registry === DEFAULT_REGISTRY ? 'registry-1.docker.io' : registry
+}
+
+/** A URL fit for messages: no query (upload state, signatures) and no user info. */
+export function redactUrl(url: string | URL): string {
+  const parsed = new URL(url)
+  return `${parsed.origin}${parsed.pathname}`
+}
+
+/** Parses `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` (or Basic). */
+export function parseChallenge(header: null | string): Challenge | undefined {
+  if (!header) return undefined
+  const match = /^\s*(basic|bearer)\b(.*)$/i.exec(header)
+  if (!match) return undefined
+  const challenge: Challenge = {scheme: match[1].toLowerCase() as Challenge['scheme']}
+  for (const param of match[2].matchAll(/([a-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/gi)) {
+    const value = (param[2] ?? param[3]).replaceAll(/\\(.)/g, '$1')
+    const key = param[1].toLowerCase()
+    if (key === 'realm' || key === 'service' || key === 'scope') challenge[key] = value
+  }
+
+  return challenge
+}
+
+function retryAfterMs(response: Response): number | undefined {
+  const header = response.headers.get('retry-after')
+  if (!header) return undefined
+  const seconds = Number(header)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const date = Date.parse(header)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
+}
+
+async function drain(response: Response): Promise<void> {
+  try {
+    await response.body?.cancel()
+  } catch {
+    // Nothing to read is fine.
+  }
+}
+
+async function readBounded(response: Response): Promise<string> {
+  if (!response.body) return ''
+  const reader = response.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  try {
+    while (size < MAX_ERROR_BODY) {
+      const {done, value} = await reader.read()
+      if (done) break
+      chunks.push(value)
+      size += value.length
+    }
+  } finally {
+    await reader.cancel().catch(() => {})
+  }
+
+  return Buffer.concat(chunks).subarray(0, MAX_ERROR_BODY).toString('utf8')
+}
+
+/** The distribution spec's error codes in a body, e.g. `BLOB_UNKNOWN: blob unknown to registry`. */
+function specErrors(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as unknown
+    if (is.plainObject(parsed) && is.array(parsed.errors)) {
+      return parsed.errors
+        .map((e) => (is.plainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
+        .filter(Boolean)
+        .join('; ')
+    }
+  } catch {
+    // Not JSON: fall through to a short excerpt.
+  }
+
+  return body.replaceAll(/\s+/g, ' ').trim().slice(0, 200)
+}
+
+function isNetworkError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  const code = (error.cause as NodeJS.ErrnoException | undefined)?.code ?? (error as NodeJS.ErrnoException).code
+  return (
+    error.name === 'TypeError' ||
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT'].includes(code ?? '')
+  )
+}
+
+/**
+ * HTTP to one registry, as the distribution spec and the best clients do it: a `/v2/` ping to learn the
+ * challenge, Basic or Bearer auth with tokens cached per scope set and refreshed once on a 401, retries
+ * with backoff (and `Retry-After`) on 408/429/5xx and connection errors, bodies re-opened for every try,
+ * redirects followed by hand so that `Authorization` never leaves the registry's origin.
+ */
+export class RegistryClient {
+  readonly origin: string
+  private challenge: Challenge | null | undefined
+  private readonly fetchImpl: typeof fetch
+  private readonly tokens = new Map<string, {expiresAt: number; token: string}>()
+
+  constructor(private readonly options: RegistryClientOptions) {
+    const host = apiHost(options.registry)
+    const plain = options.plainHttp === true || isLoopbackRegistry(host)
+    this.origin = `${plain ? 'http' : 'https'}://${host}`
+    this.fetchImpl = options.fetch ?? fetch
+  }
+
+  /** Sends a request, with auth, redirects and retries; returns a response whose status is in `ok`. */
+  async send(request: RegistryRequest): Promise<Response> {
+    const retries = this.options.retries ?? 5
+    let backoff = this.options.initialBackoffMs ?? 250
+    for (let attempt = 0; ; attempt++) {
+      let response: Response
+      try {
+        response = await this.sendOnce(request)
+      } catch (error) {
+        if (error instanceof MicroagentError || this.options.signal?.aborted || !isNetworkError(error)) throw error
+        if (attempt >= retries) throw this.transient(`${request.what}: ${this.describeNetworkError(error)}`, error)
+        await this.wait(backoff)
+        backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)
+        continue
+      }
+
+      if (request.ok.includes(response.status)) return response
+      if (RETRYABLE_STATUS.has(response.status) && attempt < retries) {
+        await drain(response)
+        await this.wait(Math.min(retryAfterMs(response) ?? backoff, 60_000))
+        backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)
+        continue
+      }
+
+      throw await this.responseError(request, response)
+    }
+  }
+
+  private async authorization(scopes: string[], force = false): Promise<string | undefined> {
+    const challenge = await this.ping()
+    const {credential} = this.options
+    if (!challenge) return undefined
+    if (challenge.scheme === 'basic') {
+      if (!credential?.username) return undefined
+      return `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
+    }
+
+    if (credential?.registryToken) return `Bearer ${credential.registryToken}`
+    const key = [...scopes].sort().join(' ')
+    const cached = this.tokens.get(key)
+    if (cached && !force && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`
+    const token = await this.fetchToken(challenge, scopes)
+    this.tokens.set(key, token)
+    return `Bearer ${token.token}`
+  }
+
+  private describeNetworkError(error: unknown): string {
+    const cause = (error as Error).cause as NodeJS.ErrnoException | undefined
+    return `cannot reach ${this.origin}: ${cause?.code ?? cause?.message ?? (error as Error).message}`
+  }
+
+  private async fetchToken(challenge: Challenge, scopes: string[]): Promise<{expiresAt: number; token: string}> {
+    if (!challenge.realm) throw this.failure(`${this.origin} asked for a bearer token without saying where to get one`, 'permanent')
+    const realm = new URL(challenge.realm)
+    const {credential} = this.options
+    const realmIsSafe = realm.protocol === 'https:' || isLoopbackRegistry(realm.host) || this.options.plainHttp === true
+    if (credential && !realmIsSafe) {
+      throw this.failure(`refusing to send credentials to the token service ${redactUrl(realm)} over plain HTTP`, 'policy_denied')
+    }
+
+    let response: Response
+    const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image'}
+    if (credential?.identityToken) {
+      // The OAuth2 refresh-token flow that identity tokens (docker login to some registries) need.
+      const form = new URLSearchParams({
+        client_id: 'microagent',
+        grant_type: 'refresh_token',
+        refresh_token: credential.identityToken,
+        scope: scopes.join(' '),
+        service: challenge.service ?? '',
+      })
+      response = await this.fetchImpl(realm, {
+        body: form,
+        headers: {...headers, 'content-type': 'application/x-www-form-urlencoded'},
+        method: 'POST',
+        redirect: 'error',
+        signal: this.options.signal,
+      })
+    } else {
+      if (challenge.service) realm.searchParams.set('service', challenge.service)
+      for (const scope of scopes) realm.searchParams.append('scope', scope)
+      if (credential?.username) {
+        realm.searchParams.set('account', credential.username)
+        headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
+      }
+
+      response = await this.fetchImpl(realm, {headers, redirect: 'error', signal: this.options.signal})
+    }
+
+    if (!response.ok) {
+      const detail = specErrors(await readBounded(response))
+      const kind = response.status === 401 || response.status === 403 ? 'policy_denied' : RETRYABLE_STATUS.has(response.status) ? 'transient' : 'permanent'
+      throw this.failure(
+        `the token service ${redactUrl(realm)} refused ${describeCredential(credential)} (${response.status}${detail ? `: ${detail}` : ''})`,
+        kind,
+      )
+    }
+
+    const body = (await response.json()) as Record<string, unknown>
+    const token = is.nonEmptyString(body.token) ? body.token : is.nonEmptyString(body.access_token) ? body.access_token : undefined
+    if (!token) throw this.failure(`the token service ${redactUrl(realm)} returned no token`, 'permanent')
+    // The token spec's default lifetime is 60 s; renew a little early so a request never carries a dead token.
+    const lifetime = Math.max(is.number(body.expires_in) ? body.expires_in : 60, 60)
+    return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
+  }
+
+  private failure(message: string, kind: 'permanent' | 'policy_denied' | 'transient'): MicroagentError {
+    if (kind === 'transient') return this.transient(message)
+    return new MicroagentError(message, {
+      code: kind === 'policy_denied' ? 'REGISTRY_DENIED' : 'PUSH_FAILED',
+      exit: 'push',
+      kind,
+      remediation:
+        kind === 'policy_denied'
+          ? `Log in to ${this.options.registry} (docker login, podman login) or check the credentials file, then retry.`
+          : 'See the message; fix the registry or the reference, then retry.',
+    })
+  }
+
+  /** GET /v2/ once, to learn how the registry wants to be spoken to (no auth, Basic or Bearer). */
+  private async ping(): Promise<Challenge | null> {
+    if (this.challenge !== undefined) return this.challenge
+    const response = await this.fetchImpl(`${this.origin}/v2/`, {headers: {'user-agent': 'microagent-plugin-image'}, redirect: 'manual', signal: this.options.signal})
+    await drain(response)
+    if (response.status === 401) {
+      this.challenge = parseChallenge(response.headers.get('www-authenticate')) ?? null
+    } else if (response.ok) {
+      this.challenge = null
+    } else if (RETRYABLE_STATUS.has(response.status)) {
+      throw this.transient(`${this.origin}/v2/ answered ${response.status}`)
+    } else {
+      throw this.failure(`${this.origin} does not look like a registry: GET /v2/ answered ${response.status}`, 'permanent')
+    }
+
+    return this.challenge
+  }
+
+  private async responseError(request: RegistryRequest, response: Response): Promise<MicroagentError> {
+    const detail = specErrors(await readBounded(response))
+    const message = `${request.what}: ${request.method} ${redactUrl(response.url || new URL(request.url, this.origin))} answered ${response.status}${detail ? ` (${detail})` : ''}`
+    if (RETRYABLE_STATUS.has(response.status)) return this.transient(message, undefined, retryAfterMs(response))
+    if (response.status === 401 || response.status === 403) {
+      return this.failure(`${message}; authenticated as ${describeCredential(this.options.credential)}`, 'policy_denied')
+    }
+
+    return this.failure(message, 'permanent')
+  }
+
+  /** One try: auth, the request, one token refresh on a 401, redirects. Bodies are re-opened each time. */
+  private async sendOnce(request: RegistryRequest): Promise<Response> {
+    let url = new URL(request.url, this.origin)
+    let method: string = request.method
+    let withBody = request.body !== undefined
+    let refreshed = false
+    for (let hop = 0; ; ) {
+      const sameOrigin = url.origin === this.origin
+      const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image', ...request.headers}
+      // Credentials go to the registry's own origin only: never to a redirect or Location elsewhere.
+      const authorization = sameOrigin ? await this.authorization(request.scopes, refreshed) : undefined
+      if (authorization) headers.authorization = authorization
+      const init: RequestInit & {duplex?: 'half'} = {headers, method, redirect: 'manual', signal: this.options.signal}
+      if (withBody && request.body) {
+        const {body, length} = request.body()
+        init.body = body as RequestInit['body']
+        init.duplex = 'half'
+        headers['content-length'] = String(length)
+      } else if (method === 'PUT' || method === 'POST' || method === 'PATCH') {
+        headers['content-length'] = '0'
+      }
+
+      const response = await this.fetchImpl(url, init)
+      if (response.status === 401 && sameOrigin && !refreshed) {
+        const challenge = parseChallenge(response.headers.get('www-authenticate'))
+        await drain(response)
+        if (challenge) this.challenge = {...challenge, scope: undefined}
+        refreshed = true
+        continue
+      }
+
+      const location = response.headers.get('location')
+      if ([301, 302, 303, 307, 308].includes(response.status) && location) {
+        await drain(response)
+        if (++hop > MAX_REDIRECTS) throw this.failure(`${request.what}: too many redirects`, 'permanent')
+        url = new URL(location, url)
+        if (response.status === 303) {
+          method = 'GET'
+          withBody = false
+        }
+
+        continue
+      }
+
+      return response
+    }
+  }
+
+  private transient(message: string, cause?: unknown, retryAfter = 1000): MicroagentError {
+    return new MicroagentError(message, {
+      cause,
+      code: 'REGISTRY_UNAVAILABLE',
+      exit: 'transient',
+      kind: 'transient',
+      remediation: `The registry or the network failed repeatedly; retry later. The push resumes: blobs already uploaded are skipped.`,
+      retryAfterMs: retryAfter,
+    })
+  }
+
+  private async wait(ms: number): Promise<void> {
+    await sleep(ms * (0.9 + Math.random() * 0.2), undefined, {signal: this.options.signal})
+  }
+}

@@ -1,0 +1,50 @@
+import is from '@sindresorhus/is'
+import {randomBytes} from 'node:crypto'
+import {readFile, rename, writeFile} from 'node:fs/promises'
+
+import {withLock} from '../lock.js'
+
+/** How many blobs per registry are remembered; the oldest are forgotten first. */
+const MAX_BLOBS = 10_000
+
+type Records = Record<string, Record<string, string>>
+
+/**
+ * Which repository of which registry last received each blob, so a push to another repository of the
+ * same registry can mount instead of uploading. Only a hint: a failed mount falls back to an upload.
+ */
+export class PushHistory {
+  constructor(readonly file: string) {}
+
+  /** Blob digest → repository, for one registry. */
+  async read(registry: string): Promise<Record<string, string>> {
+    return (await this.readAll())[registry] ?? {}
+  }
+
+  async record(registry: string, repository: string, digests: string[]): Promise<void> {
+    await withLock(`${this.file}.lock`, async () => {
+      const all = await this.readAll()
+      const known = {...all[registry]}
+      for (const digest of digests) {
+        delete known[digest]
+        known[digest] = repository
+      }
+
+      const entries = Object.entries(known)
+      all[registry] = Object.fromEntries(entries.slice(Math.max(0, entries.length - MAX_BLOBS)))
+      const temp = `${this.file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+      await writeFile(temp, JSON.stringify(all), {mode: 0o600})
+      await rename(temp, this.file)
+    })
+  }
+
+  private async readAll(): Promise<Records> {
+    try {
+      const parsed = JSON.parse(await readFile(this.file, 'utf8')) as unknown
+      return is.plainObject(parsed) ? (parsed as Records) : {}
+    } catch {
+      // Missing or damaged: it is only a hint.
+      return {}
+    }
+  }
+}

@@ -1,0 +1,234 @@
+import is from '@sindresorhus/is'
+import {createHash} from 'node:crypto'
+import {createReadStream} from 'node:fs'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {Readable} from 'node:stream'
+
+import {sha256Digest} from '../digest.js'
+import {MicroagentError, usageError} from '../errors.js'
+import type {Descriptor} from '../image.js'
+import {OciLayout} from '../layout.js'
+import {isLocalReference, parseReference, type Reference} from '../reference.js'
+import {type Credential, resolveCredential} from './auth.js'
+import {type BodyFactory, RegistryClient, type RegistryClientOptions} from './client.js'
+import {PushHistory} from './history.js'
+
+export interface PushOptions extends Pick<RegistryClientOptions, 'fetch' | 'initialBackoffMs' | 'maxBackoffMs' | 'plainHttp' | 'retries' | 'signal'> {
+  /** Blobs uploaded at once. */
+  concurrency?: number
+  /** Use this credential instead of looking one up; `null` for anonymous. */
+  credential?: Credential | null
+  /** Where to push; defaults to the source reference itself. */
+  destination?: string
+  env?: NodeJS.ProcessEnv
+  /** The layout holding the image (`<state>/images/oci`). */
+  layoutPath: string
+  /** The image's tag in the layout. */
+  source: string
+}
+
+export interface PushResult {
+  blobs: {existing: number; mounted: number; uploaded: number}
+  bytes_uploaded: number
+  /** Where the image went: `registry/repository:tag`. */
+  destination: string
+  /** Manifest digest, as the registry confirmed it. */
+  digest: string
+  pushed: true
+  /** The layout tag that was pushed. */
+  reference: string
+  registry: string
+  repository: string
+  tag: string
+}
+
+/** Chunks for the chunked fallback: big enough to be quick, small enough for proxies that refused the whole blob. */
+const DEFAULT_CHUNK = 8 * 1024 * 1024
+
+type BlobOutcome = 'existing' | 'mounted' | 'uploaded'
+
+function pushFailed(message: string, remediation: string): MicroagentError {
+  return new MicroagentError(message, {code: 'PUSH_FAILED', exit: 'push', kind: 'permanent', remediation})
+}
+
+/** Where a push goes: never the `local/` pseudo-registry, always a tag. */
+export function pushDestination(source: string, destination?: string): Reference & {tag: string} {
+  const ref = parseReference(destination ?? source)
+  if (isLocalReference(ref)) {
+    throw usageError(
+      `"${ref.raw}" names the local/ pseudo-registry, which exists only on this machine`,
+      `Give a destination: microagent image push ${source} <registry>/<repository>:<tag> (e.g. localhost:5000/demo:v1).`,
+    )
+  }
+
+  if (ref.digest !== undefined) throw usageError(`cannot push to "${ref.raw}": give a tag, not a digest`)
+  return {...ref, tag: ref.tag ?? 'latest'}
+}
+
+/** Runs `task` over `items`, at most `limit` at a time; the first failure stops new work and is thrown. */
+async function pool<T, R>(items: T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = []
+  let next = 0
+  let failed = false
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const index = next++
+      try {
+        results[index] = await task(items[index])
+      } catch (error) {
+        failed = true
+        throw error
+      }
+    }
+  }
+
+  await Promise.all(Array.from({length: Math.min(limit, items.length)}, () => worker()))
+  return results
+}
+
+async function fileDigest(file: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
+  return `sha256:${hash.digest('hex')}`
+}
+
+function fileBody(file: string, start: number, length: number): BodyFactory {
+  return () => ({
+    body: length === 0 ? Buffer.alloc(0) : (Readable.toWeb(createReadStream(file, {end: start + length - 1, start})) as ReadableStream<Uint8Array>),
+    length,
+  })
+}
+
+function withDigest(location: string, digest: string): URL {
+  const url = new URL(location)
+  url.searchParams.set('digest', digest)
+  return url
+}
+
+/**
+ * Copies one image from the layout to a registry: blobs first (each at most once, skipped when the
+ * registry has it, mounted from another repository of the same registry when one is known to hold it),
+ * in a small pool; the manifest last, with its media type, and its digest checked against the one the
+ * registry reports. A push that fails part-way leaves no manifest, and a retry skips what arrived.
+ */
+export async function pushImage(options: PushOptions): Promise<PushResult> {
+  const dest = pushDestination(options.source, options.destination)
+  const layout = new OciLayout(options.layoutPath)
+  const descriptor = await layout.resolve(options.source)
+  const manifestBytes = await readFile(layout.blobPath(descriptor.digest))
+  if (sha256Digest(manifestBytes) !== descriptor.digest) {
+    throw pushFailed(`the manifest of "${options.source}" in ${layout.root} is damaged (digest mismatch)`, 'Commit the image again.')
+  }
+
+  const manifest = JSON.parse(manifestBytes.toString('utf8')) as {config?: Descriptor; layers?: Descriptor[]}
+  if (!is.plainObject(manifest.config) || !is.array(manifest.layers)) {
+    throw pushFailed(`"${options.source}" is not a single-platform OCI image manifest`, 'Commit the image again.')
+  }
+
+  const credential = options.credential === null ? undefined : (options.credential ?? (await resolveCredential(dest.registry, options.env)))
+  const client = new RegistryClient({...options, credential, registry: dest.registry})
+  const history = new PushHistory(path.join(path.dirname(layout.root), 'push-history.json'))
+  const known = await history.read(dest.registry)
+  const push = `repository:${dest.repository}:pull,push`
+  let bytesUploaded = 0
+
+  const uploadBlob = async (blob: Descriptor): Promise<BlobOutcome> => {
+    const blobUrl = `/v2/${dest.repository}/blobs/${blob.digest}`
+    const head = await client.send({method: 'HEAD', ok: [200, 404], scopes: [push], url: blobUrl, what: `check blob ${blob.digest}`})
+    if (head.status === 200) return 'existing'
+    const file = layout.blobPath(blob.digest)
+    if ((await fileDigest(file)) !== blob.digest) {
+      throw pushFailed(`blob ${blob.digest} in ${layout.root} is damaged (digest mismatch)`, 'Commit the image again.')
+    }
+
+    const from = known[blob.digest]
+    const mountFrom = from && from !== dest.repository ? from : undefined
+    const start = await client.send({
+      method: 'POST',
+      ok: [201, 202],
+      scopes: mountFrom ? [push, `repository:${mountFrom}:pull`] : [push],
+      url: mountFrom ? `/v2/${dest.repository}/blobs/uploads/?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : `/v2/${dest.repository}/blobs/uploads/`,
+      what: mountFrom ? `mount blob ${blob.digest} from ${mountFrom}` : `start upload of blob ${blob.digest}`,
+    })
+    await start.body?.cancel()
+    if (start.status === 201) return 'mounted'
+    // 202 on a mount request: the registry did not mount, but opened an upload session to use instead.
+    let location = new URL(start.headers.get('location') ?? '', start.url).toString()
+    const minChunk = Number(start.headers.get('oci-chunk-min-length') ?? 0)
+    const put = await client.send({
+      body: fileBody(file, 0, blob.size),
+      headers: {'content-type': 'application/octet-stream'},
+      method: 'PUT',
+      ok: [201, 413],
+      scopes: [push],
+      url: withDigest(location, blob.digest),
+      what: `upload blob ${blob.digest}`,
+    })
+    await put.body?.cancel()
+    if (put.status === 201) {
+      bytesUploaded += blob.size
+      return 'uploaded'
+    }
+
+    // 413: something in the way (a proxy) refused the whole blob in one request; send it in chunks.
+    const session = await client.send({method: 'POST', ok: [202], scopes: [push], url: `/v2/${dest.repository}/blobs/uploads/`, what: `restart upload of blob ${blob.digest}`})
+    await session.body?.cancel()
+    location = new URL(session.headers.get('location') ?? '', session.url).toString()
+    const chunk = Math.max(DEFAULT_CHUNK, minChunk, Number(session.headers.get('oci-chunk-min-length') ?? 0))
+    for (let offset = 0; offset < blob.size; offset += chunk) {
+      const length = Math.min(chunk, blob.size - offset)
+      const patch = await client.send({
+        body: fileBody(file, offset, length),
+        headers: {'content-range': `${offset}-${offset + length - 1}`, 'content-type': 'application/octet-stream'},
+        method: 'PATCH',
+        ok: [202, 204],
+        scopes: [push],
+        url: location,
+        what: `upload blob ${blob.digest} (bytes ${offset}-${offset + length - 1})`,
+      })
+      await patch.body?.cancel()
+      location = new URL(patch.headers.get('location') ?? location, patch.url).toString()
+    }
+
+    const done = await client.send({method: 'PUT', ok: [201], scopes: [push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`})
+    await done.body?.cancel()
+    bytesUploaded += blob.size
+    return 'uploaded'
+  }
+
+  const blobs = [manifest.config, ...manifest.layers]
+  const unique = blobs.filter((blob, i) => blobs.findIndex((b) => b.digest === blob.digest) === i)
+  const outcomes = await pool(unique, options.concurrency ?? 3, uploadBlob)
+  const response = await client.send({
+    body: () => ({body: manifestBytes, length: manifestBytes.length}),
+    headers: {'content-type': descriptor.mediaType},
+    method: 'PUT',
+    ok: [200, 201, 202],
+    scopes: [push],
+    url: `/v2/${dest.repository}/manifests/${dest.tag}`,
+    what: `push manifest ${descriptor.digest}`,
+  })
+  await response.body?.cancel()
+  const confirmed = response.headers.get('docker-content-digest')
+  if (confirmed && confirmed !== descriptor.digest) {
+    throw pushFailed(
+      `the registry stored the manifest as ${confirmed}, not ${descriptor.digest}: it altered the image`,
+      'Check the registry (it must store manifests byte for byte), or push elsewhere.',
+    )
+  }
+
+  await history.record(dest.registry, dest.repository, unique.map((b) => b.digest))
+  const count = (outcome: BlobOutcome): number => outcomes.filter((o) => o === outcome).length
+  return {
+    blobs: {existing: count('existing'), mounted: count('mounted'), uploaded: count('uploaded')},
+    bytes_uploaded: bytesUploaded,
+    destination: `${dest.registry}/${dest.repository}:${dest.tag}`,
+    digest: descriptor.digest,
+    pushed: true,
+    reference: options.source,
+    registry: dest.registry,
+    repository: dest.repository,
+    tag: dest.tag,
+  }
+}
