@@ -56,6 +56,17 @@ export {
   isLocalReference, isLoopbackRegistry, parseReference, type Reference,
 } from './lib/reference.js'
 export {
+  authFiles,
+  type Credential,
+  describeCredential,
+  normalizeRegistryKey,
+  resolveCredential,
+} from './lib/registry/auth.js'
+export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from './lib/registry/client.js'
+export {
+  pushDestination, pushImage, type PushOptions, type PushResult,
+} from './lib/registry/push.js'
+export {
   type ImageDefaults,
   openStoppedWorkspace,
   readRuntimeState,

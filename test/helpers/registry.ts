@@ -1,6 +1,10 @@
 import {type ChildProcess, execFileSync, spawn} from 'node:child_process'
-import {createHash, createPrivateKey, randomUUID, sign, X509Certificate} from 'node:crypto'
-import {closeSync, mkdirSync, openSync, readFileSync, writeFileSync} from 'node:fs'
+import {
+  createHash, createPrivateKey, randomUUID, sign, X509Certificate,
+} from 'node:crypto'
+import {
+  closeSync, mkdirSync, openSync, readFileSync, writeFileSync,
+} from 'node:fs'
 import {createServer, type Server} from 'node:http'
 import {createServer as createNetServer} from 'node:net'
 import path from 'node:path'
@@ -24,11 +28,11 @@ export interface TestRegistry {
 
 export async function freePort(): Promise<number> {
   const server = createNetServer()
-  await new Promise<void>((resolve) => {
+  await new Promise<void>(resolve => {
     server.listen(0, '127.0.0.1', resolve)
   })
   const {port} = server.address() as {port: number}
-  await new Promise((resolve) => {
+  await new Promise(resolve => {
     server.close(resolve)
   })
   return port
@@ -53,7 +57,9 @@ export async function startTokenServer(keyFile: string, certFile: string, issuer
   const key = createPrivateKey(readFileSync(keyFile))
   const cert = new X509Certificate(readFileSync(certFile))
   const port = await freePort()
-  const state: TokenServer = {expireNext: 0, issued: 0, realm: `http://127.0.0.1:${port}/token`, stop: async () => {}}
+  const state: TokenServer = {
+    expireNext: 0, issued: 0, realm: `http://127.0.0.1:${port}/token`, async stop() {},
+  }
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', state.realm)
     let user = ''
@@ -68,13 +74,12 @@ export async function startTokenServer(keyFile: string, certFile: string, issuer
       user = name
     }
 
-    const access = url.searchParams.getAll('scope').flatMap((scope) =>
-      scope.split(' ').map((entry) => {
+    const access = url.searchParams.getAll('scope').flatMap(scope =>
+      scope.split(' ').map(entry => {
         const parts = entry.split(':')
         const actions = parts.pop()!.split(',')
-        return {actions: user ? actions : actions.filter((a) => a === 'pull'), name: parts.slice(1).join(':'), type: parts[0]}
-      }),
-    )
+        return {actions: user ? actions : actions.filter(a => a === 'pull'), name: parts.slice(1).join(':'), type: parts[0]}
+      }))
     const now = Math.floor(Date.now() / 1000)
     const expired = state.expireNext > 0
     if (expired) state.expireNext--
@@ -92,13 +97,15 @@ export async function startTokenServer(keyFile: string, certFile: string, issuer
     const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`
     const token = `${signingInput}.${b64url(sign('sha256', Buffer.from(signingInput), key))}`
     state.issued++
-    res.writeHead(200, {'content-type': 'application/json'}).end(JSON.stringify({access_token: token, expires_in: 300, issued_at: new Date().toISOString(), token}))
+    res.writeHead(200, {'content-type': 'application/json'}).end(JSON.stringify({
+      access_token: token, expires_in: 300, issued_at: new Date().toISOString(), token,
+    }))
   })
-  await new Promise<void>((resolve) => {
+  await new Promise<void>(resolve => {
     server.listen(port, '127.0.0.1', resolve)
   })
   state.stop = () =>
-    new Promise((resolve) => {
+    new Promise(resolve => {
       server.close(() => resolve())
       server.closeAllConnections()
     })
@@ -158,17 +165,17 @@ export async function startRegistry(mode: AuthMode, options: {relativeUrls?: boo
     requests() {
       // One "response completed" line per request; other lines (auth decisions) repeat the request fields.
       return readFileSync(logFile, 'utf8')
-        .split('\n')
-        .filter((line) => line.includes('msg="response completed"'))
-        .map((line) => /http\.request\.method=([A-Z]+) .*?http\.request\.uri="([^"?]*)/.exec(line))
-        .filter((m): m is RegExpExecArray => m !== null)
-        .map((m) => ({method: m[1], path: m[2]}))
+      .split('\n')
+      .filter(line => line.includes('msg="response completed"'))
+      .map(line => /http\.request\.method=([A-Z]+) .*?http\.request\.uri="([^"?]*)/.exec(line))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map(m => ({method: m[1], path: m[2]}))
     },
     async stop() {
       await token?.stop()
       if (child.exitCode === null) {
         child.kill('SIGTERM')
-        await new Promise((resolve) => {
+        await new Promise(resolve => {
           child.once('exit', resolve)
           setTimeout(() => child.kill('SIGKILL'), 5000).unref()
         })
@@ -179,7 +186,8 @@ export async function startRegistry(mode: AuthMode, options: {relativeUrls?: boo
 }
 
 /** Writes a Docker config.json holding a credential for `host`, and returns its folder (for DOCKER_CONFIG). */
-export function dockerConfig(host: string, entry: Record<string, unknown> = {auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}): string {
+export function dockerConfig(host: string, entry?: Record<string, unknown>): string {
+  entry ??= {auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}
   const dir = tempDir('plugin-image-dockercfg-')
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify({auths: {[host]: entry}}))
   return dir

@@ -52,10 +52,10 @@ export function authFiles(env: NodeJS.ProcessEnv = process.env): AuthFile[] {
 /** `https://host:port/v1/` → `host:port`; Docker Hub's aliases → `docker.io`. */
 export function normalizeRegistryKey(key: string): string {
   const host = key
-    .trim()
-    .replace(/^[a-z]+:\/\//i, '')
-    .replace(/\/.*$/, '')
-    .toLowerCase()
+  .trim()
+  .replace(/^[a-z]+:\/\//i, '')
+  .replace(/\/.*$/, '')
+  .toLowerCase()
   return DOCKER_HUB.has(host) ? DEFAULT_REGISTRY : host
 }
 
@@ -191,7 +191,7 @@ export async function resolveCredential(registry: string, env: NodeJS.ProcessEnv
 }
 
 /** A safe description of a credential for messages: the user name and the source, never a secret. */
-export function describeCredential(credential: Credential | undefined): string {
+export function describeCredential(credential?: Credential): string {
   if (!credential) return 'anonymous'
   if (credential.username) return `user "${credential.username}" from ${credential.source}`
   return `a token from ${credential.source}`

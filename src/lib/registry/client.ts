@@ -116,9 +116,9 @@ function specErrors(body: string): string {
     const parsed = JSON.parse(body) as unknown
     if (is.plainObject(parsed) && is.array(parsed.errors)) {
       return parsed.errors
-        .map((e) => (is.plainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
-        .filter(Boolean)
-        .join('; ')
+      .map(e => (is.plainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
+      .filter(Boolean)
+      .join('; ')
     }
   } catch {
     // Not JSON: fall through to a short excerpt.
@@ -127,13 +127,13 @@ function specErrors(body: string): string {
   return body.replaceAll(/\s+/g, ' ').trim().slice(0, 200)
 }
 
+const NETWORK_ERRORS = new Set(['EAI_AGAIN', 'ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])
+
+/** A failure of the connection rather than an answer: fetch's TypeError, or a socket error code. */
 function isNetworkError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false
-  const code = (error.cause as NodeJS.ErrnoException | undefined)?.code ?? (error as NodeJS.ErrnoException).code
-  return (
-    error.name === 'TypeError' ||
-    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT'].includes(code ?? '')
-  )
+  if (!is.object(error)) return false
+  const {cause, code, message, name} = error as {cause?: {code?: string}; code?: string; message?: string; name?: string}
+  return (name === 'TypeError' && message === 'fetch failed') || NETWORK_ERRORS.has(code ?? '') || NETWORK_ERRORS.has(cause?.code ?? '')
 }
 
 /**
@@ -206,61 +206,6 @@ export class RegistryClient {
     return `cannot reach ${this.origin}: ${cause?.code ?? cause?.message ?? (error as Error).message}`
   }
 
-  private async fetchToken(challenge: Challenge, scopes: string[]): Promise<{expiresAt: number; token: string}> {
-    if (!challenge.realm) throw this.failure(`${this.origin} asked for a bearer token without saying where to get one`, 'permanent')
-    const realm = new URL(challenge.realm)
-    const {credential} = this.options
-    const realmIsSafe = realm.protocol === 'https:' || isLoopbackRegistry(realm.host) || this.options.plainHttp === true
-    if (credential && !realmIsSafe) {
-      throw this.failure(`refusing to send credentials to the token service ${redactUrl(realm)} over plain HTTP`, 'policy_denied')
-    }
-
-    let response: Response
-    const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image'}
-    if (credential?.identityToken) {
-      // The OAuth2 refresh-token flow that identity tokens (docker login to some registries) need.
-      const form = new URLSearchParams({
-        client_id: 'microagent',
-        grant_type: 'refresh_token',
-        refresh_token: credential.identityToken,
-        scope: scopes.join(' '),
-        service: challenge.service ?? '',
-      })
-      response = await this.fetchImpl(realm, {
-        body: form,
-        headers: {...headers, 'content-type': 'application/x-www-form-urlencoded'},
-        method: 'POST',
-        redirect: 'error',
-        signal: this.options.signal,
-      })
-    } else {
-      if (challenge.service) realm.searchParams.set('service', challenge.service)
-      for (const scope of scopes) realm.searchParams.append('scope', scope)
-      if (credential?.username) {
-        realm.searchParams.set('account', credential.username)
-        headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
-      }
-
-      response = await this.fetchImpl(realm, {headers, redirect: 'error', signal: this.options.signal})
-    }
-
-    if (!response.ok) {
-      const detail = specErrors(await readBounded(response))
-      const kind = response.status === 401 || response.status === 403 ? 'policy_denied' : RETRYABLE_STATUS.has(response.status) ? 'transient' : 'permanent'
-      throw this.failure(
-        `the token service ${redactUrl(realm)} refused ${describeCredential(credential)} (${response.status}${detail ? `: ${detail}` : ''})`,
-        kind,
-      )
-    }
-
-    const body = (await response.json()) as Record<string, unknown>
-    const token = is.nonEmptyString(body.token) ? body.token : is.nonEmptyString(body.access_token) ? body.access_token : undefined
-    if (!token) throw this.failure(`the token service ${redactUrl(realm)} returned no token`, 'permanent')
-    // The token spec's default lifetime is 60 s; renew a little early so a request never carries a dead token.
-    const lifetime = Math.max(is.number(body.expires_in) ? body.expires_in : 60, 60)
-    return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
-  }
-
   private failure(message: string, kind: 'permanent' | 'policy_denied' | 'transient'): MicroagentError {
     if (kind === 'transient') return this.transient(message)
     return new MicroagentError(message, {
@@ -272,6 +217,33 @@ export class RegistryClient {
           ? `Log in to ${this.options.registry} (docker login, podman login) or check the credentials file, then retry.`
           : 'See the message; fix the registry or the reference, then retry.',
     })
+  }
+
+  private async fetchToken(challenge: Challenge, scopes: string[]): Promise<{expiresAt: number; token: string}> {
+    if (!challenge.realm) throw this.failure(`${this.origin} asked for a bearer token without saying where to get one`, 'permanent')
+    const realm = new URL(challenge.realm)
+    const {credential} = this.options
+    const realmIsSafe = realm.protocol === 'https:' || isLoopbackRegistry(realm.host) || this.options.plainHttp === true
+    if (credential && !realmIsSafe) {
+      throw this.failure(`refusing to send credentials to the token service ${redactUrl(realm)} over plain HTTP`, 'policy_denied')
+    }
+
+    const response = await this.requestToken(realm, challenge, scopes)
+    if (!response.ok) {
+      const detail = specErrors(await readBounded(response))
+      const kind = response.status === 401 || response.status === 403 ? 'policy_denied' : (RETRYABLE_STATUS.has(response.status) ? 'transient' : 'permanent')
+      throw this.failure(
+        `the token service ${redactUrl(realm)} refused ${describeCredential(credential)} (${response.status}${detail ? `: ${detail}` : ''})`,
+        kind,
+      )
+    }
+
+    const body = (await response.json()) as Record<string, unknown>
+    const token = is.nonEmptyString(body.token) ? body.token : (is.nonEmptyString(body.access_token) ? body.access_token : undefined)
+    if (!token) throw this.failure(`the token service ${redactUrl(realm)} returned no token`, 'permanent')
+    // The token spec's default lifetime is 60 s; renew a little early so a request never carries a dead token.
+    const lifetime = Math.max(is.number(body.expires_in) ? body.expires_in : 60, 60)
+    return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
   }
 
   /** GET /v2/ once, to learn how the registry wants to be spoken to (no auth, Basic or Bearer). */
@@ -292,6 +264,40 @@ export class RegistryClient {
     return this.challenge
   }
 
+  /**
+   * Asks the token realm: the OAuth2 refresh-token flow for identity tokens, else the distribution token
+   * GET, with Basic credentials when there are some (anonymous otherwise).
+   */
+  private async requestToken(realm: URL, challenge: Challenge, scopes: string[]): Promise<Response> {
+    const {credential} = this.options
+    const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image'}
+    if (credential?.identityToken) {
+      const form = new URLSearchParams({
+        client_id: 'microagent',
+        grant_type: 'refresh_token',
+        refresh_token: credential.identityToken,
+        scope: scopes.join(' '),
+        service: challenge.service ?? '',
+      })
+      return this.fetchImpl(realm, {
+        body: form,
+        headers: {...headers, 'content-type': 'application/x-www-form-urlencoded'},
+        method: 'POST',
+        redirect: 'error',
+        signal: this.options.signal,
+      })
+    }
+
+    if (challenge.service) realm.searchParams.set('service', challenge.service)
+    for (const scope of scopes) realm.searchParams.append('scope', scope)
+    if (credential?.username) {
+      realm.searchParams.set('account', credential.username)
+      headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
+    }
+
+    return this.fetchImpl(realm, {headers, redirect: 'error', signal: this.options.signal})
+  }
+
   private async responseError(request: RegistryRequest, response: Response): Promise<MicroagentError> {
     const detail = specErrors(await readBounded(response))
     const message = `${request.what}: ${request.method} ${redactUrl(response.url || new URL(request.url, this.origin))} answered ${response.status}${detail ? ` (${detail})` : ''}`
@@ -306,16 +312,18 @@ export class RegistryClient {
   /** One try: auth, the request, one token refresh on a 401, redirects. Bodies are re-opened each time. */
   private async sendOnce(request: RegistryRequest): Promise<Response> {
     let url = new URL(request.url, this.origin)
-    let method: string = request.method
+    let {method} = request
     let withBody = request.body !== undefined
     let refreshed = false
-    for (let hop = 0; ; ) {
+    for (let hop = 0; ;) {
       const sameOrigin = url.origin === this.origin
       const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image', ...request.headers}
       // Credentials go to the registry's own origin only: never to a redirect or Location elsewhere.
       const authorization = sameOrigin ? await this.authorization(request.scopes, refreshed) : undefined
       if (authorization) headers.authorization = authorization
-      const init: RequestInit & {duplex?: 'half'} = {headers, method, redirect: 'manual', signal: this.options.signal}
+      const init: RequestInit & {duplex?: 'half'} = {
+        headers, method, redirect: 'manual', signal: this.options.signal,
+      }
       if (withBody && request.body) {
         const {body, length} = request.body()
         init.body = body as RequestInit['body']
@@ -357,7 +365,7 @@ export class RegistryClient {
       code: 'REGISTRY_UNAVAILABLE',
       exit: 'transient',
       kind: 'transient',
-      remediation: `The registry or the network failed repeatedly; retry later. The push resumes: blobs already uploaded are skipped.`,
+      remediation: 'The registry or the network failed repeatedly; retry later. The push resumes: blobs already uploaded are skipped.',
       retryAfterMs: retryAfter,
     })
   }

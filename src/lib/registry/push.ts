@@ -5,9 +5,10 @@ import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {Readable} from 'node:stream'
 
+import type {Descriptor} from '../image.js'
+
 import {sha256Digest} from '../digest.js'
 import {MicroagentError, usageError} from '../errors.js'
-import type {Descriptor} from '../image.js'
 import {OciLayout} from '../layout.js'
 import {isLocalReference, parseReference, type Reference} from '../reference.js'
 import {type Credential, resolveCredential} from './auth.js'
@@ -49,7 +50,9 @@ const DEFAULT_CHUNK = 8 * 1024 * 1024
 type BlobOutcome = 'existing' | 'mounted' | 'uploaded'
 
 function pushFailed(message: string, remediation: string): MicroagentError {
-  return new MicroagentError(message, {code: 'PUSH_FAILED', exit: 'push', kind: 'permanent', remediation})
+  return new MicroagentError(message, {
+    code: 'PUSH_FAILED', exit: 'push', kind: 'permanent', remediation,
+  })
 }
 
 /** Where a push goes: never the `local/` pseudo-registry, always a tag. */
@@ -106,6 +109,98 @@ function withDigest(location: string, digest: string): URL {
   return url
 }
 
+interface UploadSession {
+  location: string
+  minChunk: number
+}
+
+function sessionOf(response: Response, fallback?: string): UploadSession {
+  return {
+    location: new URL(response.headers.get('location') ?? fallback ?? '', response.url).toString(),
+    minChunk: Number(response.headers.get('oci-chunk-min-length') ?? 0),
+  }
+}
+
+/** The blob steps of the distribution protocol, one request each (HEAD, POST or mount, PUT, PATCH). */
+class UploadSteps {
+  private readonly push: string
+
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly repository: string,
+  ) {
+    this.push = `repository:${repository}:pull,push`
+  }
+
+  async exists(blob: Descriptor): Promise<boolean> {
+    const response = await this.client.send({
+      method: 'HEAD', ok: [200, 404], scopes: [this.push], url: `/v2/${this.repository}/blobs/${blob.digest}`, what: `check blob ${blob.digest}`,
+    })
+    return response.status === 200
+  }
+
+  /** Sends the blob in chunks of at least the registry's minimum, then closes the upload. */
+  async putChunked(blob: Descriptor, file: string): Promise<void> {
+    const session = await this.start(blob)
+    if (session === 'mounted') return
+    let {location} = session
+    const chunk = Math.max(DEFAULT_CHUNK, session.minChunk)
+    for (let offset = 0; offset < blob.size; offset += chunk) {
+      const length = Math.min(chunk, blob.size - offset)
+      const end = offset + length - 1
+      const patch = await this.client.send({
+        body: fileBody(file, offset, length),
+        headers: {'content-range': `${offset}-${end}`, 'content-type': 'application/octet-stream'},
+        method: 'PATCH',
+        ok: [202, 204],
+        scopes: [this.push],
+        url: location,
+        what: `upload blob ${blob.digest} (bytes ${offset}-${end})`,
+      })
+      await patch.body?.cancel()
+      // Always the newest Location: a stale one is refused (BLOB_UPLOAD_INVALID).
+      location = sessionOf(patch, location).location
+    }
+
+    const done = await this.client.send({
+      method: 'PUT', ok: [201], scopes: [this.push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`,
+    })
+    await done.body?.cancel()
+  }
+
+  /**
+   * The whole blob in one PUT with its Content-Length. False on 413: something in the way (a proxy)
+   * refused a body that big, and the caller falls back to chunks.
+   */
+  async putWhole(session: UploadSession, blob: Descriptor, file: string): Promise<boolean> {
+    const response = await this.client.send({
+      body: fileBody(file, 0, blob.size),
+      headers: {'content-type': 'application/octet-stream'},
+      method: 'PUT',
+      ok: [201, 413],
+      scopes: [this.push],
+      url: withDigest(session.location, blob.digest),
+      what: `upload blob ${blob.digest}`,
+    })
+    await response.body?.cancel()
+    return response.status === 201
+  }
+
+  /** Opens an upload session, or mounts the blob from `mountFrom` (a 202 there means "upload instead"). */
+  async start(blob: Descriptor, mountFrom?: string): Promise<'mounted' | UploadSession> {
+    const base = `/v2/${this.repository}/blobs/uploads/`
+    const response = await this.client.send({
+      method: 'POST',
+      ok: mountFrom ? [201, 202] : [202],
+      scopes: mountFrom ? [this.push, `repository:${mountFrom}:pull`] : [this.push],
+      url: mountFrom ? `${base}?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : base,
+      what: mountFrom ? `mount blob ${blob.digest} from ${mountFrom}` : `start upload of blob ${blob.digest}`,
+    })
+    await response.body?.cancel()
+    return response.status === 201 ? 'mounted' : sessionOf(response)
+  }
+}
+
 /**
  * Copies one image from the layout to a registry: blobs first (each at most once, skipped when the
  * registry has it, mounted from another repository of the same registry when one is known to hold it),
@@ -130,82 +225,33 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const client = new RegistryClient({...options, credential, registry: dest.registry})
   const history = new PushHistory(path.join(path.dirname(layout.root), 'push-history.json'))
   const known = await history.read(dest.registry)
-  const push = `repository:${dest.repository}:pull,push`
   let bytesUploaded = 0
 
+  const steps = new UploadSteps(client, dest.repository)
   const uploadBlob = async (blob: Descriptor): Promise<BlobOutcome> => {
-    const blobUrl = `/v2/${dest.repository}/blobs/${blob.digest}`
-    const head = await client.send({method: 'HEAD', ok: [200, 404], scopes: [push], url: blobUrl, what: `check blob ${blob.digest}`})
-    if (head.status === 200) return 'existing'
+    if (await steps.exists(blob)) return 'existing'
     const file = layout.blobPath(blob.digest)
     if ((await fileDigest(file)) !== blob.digest) {
       throw pushFailed(`blob ${blob.digest} in ${layout.root} is damaged (digest mismatch)`, 'Commit the image again.')
     }
 
     const from = known[blob.digest]
-    const mountFrom = from && from !== dest.repository ? from : undefined
-    const start = await client.send({
-      method: 'POST',
-      ok: [201, 202],
-      scopes: mountFrom ? [push, `repository:${mountFrom}:pull`] : [push],
-      url: mountFrom ? `/v2/${dest.repository}/blobs/uploads/?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : `/v2/${dest.repository}/blobs/uploads/`,
-      what: mountFrom ? `mount blob ${blob.digest} from ${mountFrom}` : `start upload of blob ${blob.digest}`,
-    })
-    await start.body?.cancel()
-    if (start.status === 201) return 'mounted'
-    // 202 on a mount request: the registry did not mount, but opened an upload session to use instead.
-    let location = new URL(start.headers.get('location') ?? '', start.url).toString()
-    const minChunk = Number(start.headers.get('oci-chunk-min-length') ?? 0)
-    const put = await client.send({
-      body: fileBody(file, 0, blob.size),
-      headers: {'content-type': 'application/octet-stream'},
-      method: 'PUT',
-      ok: [201, 413],
-      scopes: [push],
-      url: withDigest(location, blob.digest),
-      what: `upload blob ${blob.digest}`,
-    })
-    await put.body?.cancel()
-    if (put.status === 201) {
-      bytesUploaded += blob.size
-      return 'uploaded'
-    }
-
-    // 413: something in the way (a proxy) refused the whole blob in one request; send it in chunks.
-    const session = await client.send({method: 'POST', ok: [202], scopes: [push], url: `/v2/${dest.repository}/blobs/uploads/`, what: `restart upload of blob ${blob.digest}`})
-    await session.body?.cancel()
-    location = new URL(session.headers.get('location') ?? '', session.url).toString()
-    const chunk = Math.max(DEFAULT_CHUNK, minChunk, Number(session.headers.get('oci-chunk-min-length') ?? 0))
-    for (let offset = 0; offset < blob.size; offset += chunk) {
-      const length = Math.min(chunk, blob.size - offset)
-      const patch = await client.send({
-        body: fileBody(file, offset, length),
-        headers: {'content-range': `${offset}-${offset + length - 1}`, 'content-type': 'application/octet-stream'},
-        method: 'PATCH',
-        ok: [202, 204],
-        scopes: [push],
-        url: location,
-        what: `upload blob ${blob.digest} (bytes ${offset}-${offset + length - 1})`,
-      })
-      await patch.body?.cancel()
-      location = new URL(patch.headers.get('location') ?? location, patch.url).toString()
-    }
-
-    const done = await client.send({method: 'PUT', ok: [201], scopes: [push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`})
-    await done.body?.cancel()
+    const session = await steps.start(blob, from && from !== dest.repository ? from : undefined)
+    if (session === 'mounted') return 'mounted'
+    if (!(await steps.putWhole(session, blob, file))) await steps.putChunked(blob, file)
     bytesUploaded += blob.size
     return 'uploaded'
   }
 
   const blobs = [manifest.config, ...manifest.layers]
-  const unique = blobs.filter((blob, i) => blobs.findIndex((b) => b.digest === blob.digest) === i)
+  const unique = blobs.filter((blob, i) => blobs.findIndex(b => b.digest === blob.digest) === i)
   const outcomes = await pool(unique, options.concurrency ?? 3, uploadBlob)
   const response = await client.send({
     body: () => ({body: manifestBytes, length: manifestBytes.length}),
     headers: {'content-type': descriptor.mediaType},
     method: 'PUT',
     ok: [200, 201, 202],
-    scopes: [push],
+    scopes: [`repository:${dest.repository}:pull,push`],
     url: `/v2/${dest.repository}/manifests/${dest.tag}`,
     what: `push manifest ${descriptor.digest}`,
   })
@@ -218,8 +264,8 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
     )
   }
 
-  await history.record(dest.registry, dest.repository, unique.map((b) => b.digest))
-  const count = (outcome: BlobOutcome): number => outcomes.filter((o) => o === outcome).length
+  await history.record(dest.registry, dest.repository, unique.map(b => b.digest))
+  const count = (outcome: BlobOutcome): number => outcomes.filter(o => o === outcome).length
   return {
     blobs: {existing: count('existing'), mounted: count('mounted'), uploaded: count('uploaded')},
     bytes_uploaded: bytesUploaded,

@@ -4,11 +4,13 @@ import {readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {promisify} from 'node:util'
 
-import {commitWorkspace, type CommitResult} from '../../../src/lib/commit.js'
+import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
 import {pushImage, type PushResult} from '../../../src/lib/registry/push.js'
 import {rejection} from '../../helpers/assert.js'
 import {tempDir} from '../../helpers/ext4.js'
-import {type AuthMode, dockerConfig, PASSWORD, startRegistry, type TestRegistry, USER} from '../../helpers/registry.js'
+import {
+  type AuthMode, dockerConfig, PASSWORD, startRegistry, type TestRegistry, USER,
+} from '../../helpers/registry.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../../helpers/state.js'
 import {requireTools} from '../../helpers/tools.js'
 
@@ -28,9 +30,9 @@ async function pullDigest(registry: TestRegistry, ref: string): Promise<string> 
 const run = promisify(execFile)
 
 const uploads = (registry: TestRegistry): number =>
-  registry.requests().filter((r) => (r.method === 'PUT' || r.method === 'PATCH') && r.path.includes('/blobs/uploads/')).length
+  registry.requests().filter(r => (r.method === 'PUT' || r.method === 'PATCH') && r.path.includes('/blobs/uploads/')).length
 
-describe('registry push against a real registry (docker-registry on 127.0.0.1)', function () {
+describe('registry push against a real registry (docker-registry on 127.0.0.1)', () => {
   let state: string
   let committed: CommitResult
 
@@ -39,9 +41,11 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
     state = makeStateDir()
     addWorkspace(state, 'demo', {
       runtime: runtimeRecord('stopped'),
-      spec: {tree: (root) => writeFileSync(path.join(root, 'hello'), 'hello from the registry test\n')},
+      spec: {tree: root => writeFileSync(path.join(root, 'hello'), 'hello from the registry test\n')},
     })
-    committed = await commitWorkspace({created: new Date('2026-01-01T00:00:00Z'), reference: 'local/demo:v1', stateDir: state, workspace: 'demo'})
+    committed = await commitWorkspace({
+      created: new Date('2026-01-01T00:00:00Z'), reference: 'local/demo:v1', stateDir: state, workspace: 'demo',
+    })
   })
 
   for (const mode of ['none', 'basic', 'token'] as AuthMode[]) {
@@ -59,11 +63,15 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
       })
 
       const push = (destination: string, extra: Partial<Parameters<typeof pushImage>[0]> = {}): Promise<PushResult> =>
-        pushImage({destination, env, layoutPath: committed.layout_path, source: 'local/demo:v1', ...extra})
+        pushImage({
+          destination, env, layoutPath: committed.layout_path, source: 'local/demo:v1', ...extra,
+        })
 
       it('pushes, and skopeo pulls back the same manifest digest', async () => {
         const result = await push(`${registry.host}/team/demo:v1`)
-        expect(result).to.include({digest: committed.digest, pushed: true, registry: registry.host, repository: 'team/demo', tag: 'v1'})
+        expect(result).to.include({
+          digest: committed.digest, pushed: true, registry: registry.host, repository: 'team/demo', tag: 'v1',
+        })
         expect(result.blobs).to.deep.equal({existing: 0, mounted: 0, uploaded: 2})
         expect(result.bytes_uploaded).to.be.greaterThan(committed.size_bytes)
         expect(await pullDigest(registry, 'team/demo:v1')).to.equal(committed.digest)
@@ -81,7 +89,7 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
         const other = await push(`${registry.host}/team/other:v2`)
         expect(other.blobs).to.deep.equal({existing: 0, mounted: 2, uploaded: 0})
         expect(uploads(registry)).to.equal(before)
-        expect(registry.requests().filter((r) => r.method === 'POST' && r.path === '/v2/team/other/blobs/uploads/')).to.have.length(2)
+        expect(registry.requests().filter(r => r.method === 'POST' && r.path === '/v2/team/other/blobs/uploads/')).to.have.length(2)
         expect(await pullDigest(registry, 'team/other:v2')).to.equal(committed.digest)
       })
 
@@ -105,7 +113,7 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
       if (mode === 'token') {
         it('fetches a new token when the registry rejects an expired one mid-push', async () => {
           registry.token!.expireNext = 1
-          const issued = registry.token!.issued
+          const {issued} = (registry.token!)
           const result = await push(`${registry.host}/team/expiry:v1`)
           expect(result.pushed).to.equal(true)
           expect(registry.token!.issued).to.be.greaterThan(issued + 1)
@@ -118,7 +126,9 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
   it('follows relative upload Locations', async () => {
     const registry = await startRegistry('none', {relativeUrls: true})
     try {
-      const result = await pushImage({destination: `${registry.host}/rel/demo:v1`, env: {HOME: tempDir()}, layoutPath: committed.layout_path, source: 'local/demo:v1'})
+      const result = await pushImage({
+        destination: `${registry.host}/rel/demo:v1`, env: {HOME: tempDir()}, layoutPath: committed.layout_path, source: 'local/demo:v1',
+      })
       expect(result.blobs.uploaded).to.equal(2)
       expect(await pullDigest(registry, 'rel/demo:v1')).to.equal(committed.digest)
     } finally {
@@ -139,9 +149,9 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
   })
 
   it('gives the retryable exit code when the registry cannot be reached', async () => {
-    const error = await rejection(
-      pushImage({destination: '127.0.0.1:1/x:1', env: {HOME: tempDir()}, initialBackoffMs: 1, layoutPath: committed.layout_path, retries: 2, source: 'local/demo:v1'}),
-    )
+    const error = await rejection(pushImage({
+      destination: '127.0.0.1:1/x:1', env: {HOME: tempDir()}, initialBackoffMs: 1, layoutPath: committed.layout_path, retries: 2, source: 'local/demo:v1',
+    }))
     expect(error.exitCode).to.equal(75)
     expect(error.kind).to.equal('transient')
   })
