@@ -1,4 +1,4 @@
-import type {Readable, Transform} from 'node:stream'
+import type {Duplex, Readable} from 'node:stream'
 
 import is from '@sindresorhus/is'
 import {randomBytes} from 'node:crypto'
@@ -242,7 +242,7 @@ export class OciLayout {
    * the bytes go to a temp file that is renamed into place once flushed. An error anywhere in the chain
    * removes the temp file and stores nothing.
    */
-  async writeBlobStream(source: Readable, transforms: Transform[] = []): Promise<{digest: string; size: number}> {
+  async writeBlobStream(source: Readable, transforms: Duplex[] = []): Promise<{digest: string; size: number}> {
     const temp = this.ingestPath()
     const counter = new DigestCounter()
     try {

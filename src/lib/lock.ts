@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {
-  link, open, readFile, rename, stat, unlink,
+  open, readFile, stat, unlink,
 } from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -16,36 +16,44 @@ export interface LockOptions {
 /** A lock file left with no content this long is from a process that died while creating it. */
 const EMPTY_LOCK_GRACE_MS = 10_000
 
+/** Unique per acquisition, so a release or a break can tell this lock from a later one of the same process. */
 function owner(): string {
-  return `${process.pid} ${hostname()}\n`
+  return `${process.pid} ${hostname()} ${randomBytes(6).toString('hex')}\n`
 }
 
 /** Whether a lock's recorded owner is gone: its pid is dead on this host, or it never wrote its name. */
 async function isStale(lockPath: string, content: string): Promise<boolean> {
-  const match = /^(\d+) (\S+)\n$/.exec(content)
+  const match = /^(\d+) (\S+) [0-9a-f]+\n$/.exec(content)
   if (match) return match[2] === hostname() && !isPidAlive(Number(match[1]))
   try {
     return Date.now() - (await stat(lockPath)).mtimeMs > EMPTY_LOCK_GRACE_MS
   } catch {
-    return true
+    // Gone already: not stale, just released.
+    return false
   }
 }
 
 /**
- * Takes over a stale lock without racing another taker: the stale file is renamed away (only one renamer
- * wins), and if what was renamed turns out to be a fresh lock, it is linked back.
+ * Removes a stale lock. Breakers take turns through a second lock file and re-read the lock under it,
+ * so a lock that was replaced since it was judged stale is never removed; a breaker that died is
+ * detected by the age of its file.
  */
 async function breakStale(lockPath: string, seen: string): Promise<void> {
-  const aside = `${lockPath}.stale-${randomBytes(6).toString('hex')}`
+  const breaker = `${lockPath}.break`
   try {
-    await rename(lockPath, aside)
+    await (await open(breaker, 'wx', 0o644)).close()
   } catch {
+    const age = await stat(breaker).then(info => Date.now() - info.mtimeMs, () => 0)
+    if (age > EMPTY_LOCK_GRACE_MS) await unlink(breaker).catch(() => {})
     return
   }
 
-  const moved = await readFile(aside, 'utf8').catch(() => '')
-  if (moved !== seen) await link(aside, lockPath).catch(() => {})
-  await unlink(aside).catch(() => {})
+  try {
+    const current = await readFile(lockPath, 'utf8').catch(() => {})
+    if (current === seen) await unlink(lockPath).catch(() => {})
+  } finally {
+    await unlink(breaker).catch(() => {})
+  }
 }
 
 /**
@@ -70,8 +78,9 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T>, option
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
     }
 
-    const content = await readFile(lockPath, 'utf8').catch(() => '')
-
+    const content = await readFile(lockPath, 'utf8').catch(() => {})
+    // Released between our attempt and the read: try again at once.
+    if (content === undefined) continue
     if (await isStale(lockPath, content)) {
       await breakStale(lockPath, content)
       continue

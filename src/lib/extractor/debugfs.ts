@@ -1,4 +1,5 @@
-import type {Readable} from 'node:stream'
+import {Readable} from 'node:stream'
+import {finished} from 'node:stream/promises'
 
 import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
@@ -12,6 +13,8 @@ import {DebugfsSession} from './debugfs-session.js'
 const ROOT_INODE = 2
 /** Stats requested together: enough to hide round trips, few enough to bound memory on huge dirs. */
 const STAT_BATCH = 256
+/** `cat`s queued ahead of the consumer: enough to hide the round trips, bounded by the pipe's back-pressure. */
+const PREFETCH = 64
 /** Deeper trees are refused: no real root filesystem nests this deep, a crafted one may. */
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
@@ -116,30 +119,36 @@ class Walk {
     const children = this.children(parseDirListing(await this.session.request(`ls -p <${inode}>`)), prefix)
     for (let i = 0; i < children.length; i += STAT_BATCH) {
       const batch = children.slice(i, i + STAT_BATCH)
-
       const stats = await Promise.all(batch.map(child => this.session.request(`stat <${child.inode}>`)))
       const parsed = stats.map((reply, j) => this.checkStat(parseStat(reply), batch[j], prefix))
-
-      const xattrs = await Promise.all(parsed.map((stat, j) => this.xattrs(stat, join(prefix, batch[j].name))))
+      const paths = batch.map(child => join(prefix, child.name))
+      // Everything a batch needs besides file content, fetched together before any `cat` is queued.
+      const [xattrs, targets] = await Promise.all([
+        Promise.all(parsed.map((stat, j) => this.xattrs(stat, paths[j]))),
+        Promise.all(parsed.map((stat, j) => (stat.type === 'symlink' ? this.linkTarget(stat, paths[j]) : undefined))),
+      ])
+      const prefetched = new Map<number, Readable>()
       for (const [j, stat] of parsed.entries()) {
-        const entryPath = join(prefix, batch[j].name)
         if (stat.type === 'socket') {
-          this.options.onSkip?.({path: entryPath, reason: 'socket'})
+          this.options.onSkip?.({path: paths[j], reason: 'socket'})
           continue
         }
 
-        const entry = await this.entry(stat, entryPath, xattrs[j])
-        yield entry
+        if (stat.type === 'file' && !prefetched.has(j)) this.prefetch(parsed, j, prefetched)
+        const content = prefetched.get(j)
+        yield this.entry(stat, paths[j], xattrs[j], {content, linkTarget: targets[j]})
+        prefetched.delete(j)
+        if (content) await this.settle(content)
         if (stat.type === 'directory') {
           if (this.visitedDirs.has(stat.inode)) {
             throw extractionError(
-              `directory inode ${stat.inode} appears twice (at "/${entryPath.toString('latin1')}"): a hard-linked directory or a loop`,
+              `directory inode ${stat.inode} appears twice (at "/${paths[j].toString('latin1')}"): a hard-linked directory or a loop`,
               {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
             )
           }
 
           this.visitedDirs.add(stat.inode)
-          yield * this.directory(stat.inode, entryPath, depth + 1)
+          yield * this.directory(stat.inode, paths[j], depth + 1)
         }
       }
     }
@@ -185,7 +194,9 @@ class Walk {
     return children
   }
 
-  private async entry(stat: InodeStat, entryPath: Buffer, xattrs: [string, Buffer][]): Promise<Entry> {
+  /** `content` is the file's `cat`, already in flight (none for an empty file). */
+  private entry(stat: InodeStat, entryPath: Buffer, xattrs: [string, Buffer][], extra: {content?: Readable; linkTarget?: Buffer}): Entry {
+    const {content, linkTarget} = extra
     const base = {
       gid: stat.gid,
       inode: stat.inode,
@@ -210,14 +221,13 @@ class Walk {
     }
 
     case 'file': {
-      const {session} = this
       return {
-        ...base, content: (): Readable => session.stream(`cat <${stat.inode}>`, stat.size), size: stat.size, type: 'file',
+        ...base, content: (): Readable => content ?? Readable.from([]), size: stat.size, type: 'file',
       }
     }
 
     case 'symlink': {
-      return {...base, linkTarget: await this.linkTarget(stat, entryPath), type: 'symlink'}
+      return {...base, linkTarget, type: 'symlink'}
     }
 
     default: {
@@ -240,6 +250,29 @@ class Walk {
     }
 
     return target
+  }
+
+  /**
+   * Queues `cat` for the regular files from `start` up to the next directory (at most PREFETCH), so
+   * debugfs reads ahead while the consumer compresses. Never past a directory: its `ls` would queue behind
+   * content nobody reads until the recursion returns. Every file gets its `cat` in order, later names of
+   * a hard-linked inode too, since a `cat` sent later would queue behind content not yet read.
+   */
+  private prefetch(stats: InodeStat[], start: number, into: Map<number, Readable>): void {
+    for (let j = start, queued = 0; j < stats.length && queued < PREFETCH; j++) {
+      const stat = stats[j]
+      if (stat.type === 'directory') return
+      if (stat.type !== 'file' || stat.size === 0) continue
+      into.set(j, this.session.stream(`cat <${stat.inode}>`, stat.size))
+      queued++
+    }
+  }
+
+  /** Content the consumer did not read (a hard link, a name it left out) is drained, so the replies behind it flow. */
+  private async settle(content: Readable): Promise<void> {
+    if (content.readableEnded) return
+    content.resume()
+    await finished(content)
   }
 
   private async xattrs(stat: InodeStat, entryPath: Buffer): Promise<[string, Buffer][]> {
