@@ -185,6 +185,25 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     validateWithClients(result.layout_path, 'local/other:v2')
   })
 
+  it('writes tar+zstd layers with --compression zstd: skopeo verifies them, the tar is the same', async function () {
+    requireTools(this, 'zstd')
+    const zstd = await commitWorkspace({
+      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd', stateDir: state, workspace: 'demo',
+    })
+    const manifest = readJson<ImageManifest>(blobFile(zstd.layout_path, zstd.digest))
+    expect(manifest.layers[0].mediaType).to.equal('application/vnd.oci.image.layer.v1.tar+zstd')
+    // The same tar as the gzip image: only the compression differs.
+    expect(zstd.diff_id).to.equal(result.diff_id)
+    const tar = execFileSync('zstd', ['-d', '-c', blobFile(zstd.layout_path, zstd.layer_digest)], {maxBuffer: 1024 * 1024 * 1024})
+    expect(`sha256:${sha(tar)}`).to.equal(zstd.diff_id)
+    // umoci 0.4.7 and oci-image-tool 1.0.0-rc predate zstd layers; skopeo reads and digest-checks them.
+    execFileSync('skopeo', ['copy', '--quiet', `oci:${zstd.layout_path}:local/demo:zstd`, `dir:${path.join(tempDir(), 'out')}`])
+    const again = await commitWorkspace({
+      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd2', stateDir: state, workspace: 'demo',
+    })
+    expect(again.digest).to.equal(zstd.digest)
+  })
+
   it('moves a tag committed again with another created time', async () => {
     const moved = await commitWorkspace({
       arch: 'arm64', created: new Date('2026-06-01T00:00:00Z'), reference: 'local/other:v2', stateDir: state, workspace: 'demo',
