@@ -187,8 +187,11 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
 
   it('writes tar+zstd layers with --compression zstd: skopeo verifies them, the tar is the same', async function () {
     requireTools(this, 'zstd')
+    // A layout of its own: oci-image-tool 1.0.0-rc rejects every ref of a layout that holds a zstd image.
+    const zstdState = makeStateDir()
+    addWorkspace(zstdState, 'demo', {rootfs: image.file})
     const zstd = await commitWorkspace({
-      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd', stateDir: state, workspace: 'demo',
+      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd', stateDir: zstdState, workspace: 'demo',
     })
     const manifest = readJson<ImageManifest>(blobFile(zstd.layout_path, zstd.digest))
     expect(manifest.layers[0].mediaType).to.equal('application/vnd.oci.image.layer.v1.tar+zstd')
@@ -199,7 +202,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     // umoci 0.4.7 and oci-image-tool 1.0.0-rc predate zstd layers; skopeo reads and digest-checks them.
     execFileSync('skopeo', ['copy', '--quiet', `oci:${zstd.layout_path}:local/demo:zstd`, `dir:${path.join(tempDir(), 'out')}`])
     const again = await commitWorkspace({
-      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd2', stateDir: state, workspace: 'demo',
+      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd2', stateDir: zstdState, workspace: 'demo',
     })
     expect(again.digest).to.equal(zstd.digest)
   })
