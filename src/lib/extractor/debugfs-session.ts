@@ -11,12 +11,8 @@ interface PendingBase {
   command: string
   /** `debugfs: <command>\n`, the echo that opens the stdout reply. */
   echo: Buffer
-  /** `debugfs: Command not found x<nonce>-<id>`, the marker's complaint that closes the stderr reply. */
-  endErr: Buffer
-  /** `debugfs: x<nonce>-<id>\n`, the echo of the marker command that closes it. */
+  /** `# <nonce>-<id>\n`: a comment line, which debugfs echoes verbatim after the reply. */
   endOut: Buffer
-  errDone: boolean
-  errText: string
   outDone: boolean
   started: boolean
 }
@@ -47,23 +43,29 @@ function complaints(stderr: string): string {
 /**
  * One long-lived `debugfs -f - <disk>` process, opened read-only, driven over pipes.
  *
- * Every command is followed by a marker command, `x<nonce>-<id>`, that debugfs does not know: it echoes
- * `debugfs: x<nonce>-<id>` on stdout and complains `Command not found x<nonce>-<id>` on stderr, which
- * frames each reply on *both* streams, so an error message is tied to the command that caused it. The
- * nonce is random per session; the disk's contents cannot contain it except by chance (2^-128), so guest
- * bytes can never forge a frame. Replies come back in request order; several can be in flight.
+ * Every command is followed by a comment line, `# <nonce>-<id>`, which debugfs echoes verbatim on stdout
+ * once the command is done: it closes the reply. The nonce is random per session; the disk's contents
+ * cannot contain it except by chance (2^-128), so guest bytes can never forge a frame. Replies come back in
+ * request order; many can be in flight. debugfs reports errors on stderr (with exit status 0): any such
+ * complaint fails the session, at once if it arrives while requests are pending, and at `close()` at the
+ * latest, so an extraction can never finish on a reply that debugfs complained about.
  */
 export class DebugfsSession {
   private closed = false
+  private complaintScheduled = false
   private failure: Error | undefined
+  private flushScheduled = false
   private nextId = 1
   private readonly nonce = randomBytes(16).toString('hex')
   private out: Buffer = Buffer.alloc(0)
+  private outgoing = ''
   private outOfStep = false
   private readonly pending: Pending[] = []
   private readonly proc: ResultPromise<{buffer: false; encoding: 'buffer'; reject: false; stdin: 'pipe'}>
   private searchFrom = 0
   private stderrBuf = ''
+  /** The command at the head of the queue when debugfs first complained: almost always the culprit. */
+  private suspect: string | undefined
 
   private constructor(
     readonly binary: string,
@@ -89,19 +91,27 @@ export class DebugfsSession {
     return new DebugfsSession(binary, disk)
   }
 
-  /** Ends the session: debugfs exits when stdin closes. Safe to call twice. */
+  /**
+   * Ends the session: debugfs exits when stdin closes. Throws if debugfs complained about anything that no
+   * request has failed with yet, so a caller that finishes cleanly knows every reply was good.
+   */
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true
+      // After any batched commands: the microtask that writes them runs before this one ends stdin.
+      await Promise.resolve()
       this.proc.stdin.end()
     }
 
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000)
     await this.proc
     clearTimeout(timer)
+    // A failure was already delivered to the requests; a complaint nobody heard yet must not be lost.
+    const text = complaints(this.stderrBuf)
+    if (!this.failure && text !== '') throw this.complaint(text)
   }
 
-  /** Sends a command whose reply ends at the marker, and resolves with the reply bytes. */
+  /** Sends a command that prints something when it succeeds, and resolves with the reply bytes. */
   request(command: string): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       this.send({
@@ -132,6 +142,10 @@ export class DebugfsSession {
     this.fail(reason)
   }
 
+  private complaint(text: string): Error {
+    return extractionError(`debugfs failed${this.suspect ? ` on "${this.suspect}"` : ''}: ${text}`)
+  }
+
   private desync(what: string): never {
     throw extractionError(`debugfs output is out of step (${what}); the disk may be corrupt or hostile`)
   }
@@ -148,33 +162,32 @@ export class DebugfsSession {
   }
 
   private finishIfDone(): void {
-    while (this.pending.length > 0) {
+    while (this.pending.length > 0 && this.pending[0].outDone) {
       const head = this.pending[0]
-      if (head.errDone && head.errText !== '') {
-        // Earlier requests have completed; this one failed. Any complaint makes the whole extraction
-        // untrustworthy: stop rather than write a partial layer, and do not wait for stdout, which a
-        // failed `cat` leaves short.
-        this.fail(extractionError(`debugfs failed on "${head.command}": ${head.errText}`))
+      if (head.kind === 'delimited' && (head.reply?.length ?? 0) === 0) {
+        // Every command sent as a delimited request prints something when it succeeds: an empty reply is
+        // a failure whose explanation is on its way to stderr. Blame this command, and fail.
+        this.suspect = head.command
+        if (!this.complaintScheduled) {
+          this.complaintScheduled = true
+          setTimeout(() => this.fail(this.complaint(complaints(this.stderrBuf) || 'no output')), 20).unref()
+        }
+
         return
       }
 
-      if (!head.outDone || !head.errDone) return
       this.pending.shift()
-      if (head.kind === 'delimited') head.resolve(head.reply ?? Buffer.alloc(0))
+      if (head.kind === 'delimited') head.resolve(head.reply!)
       else head.readable.push(null)
     }
   }
 
   private frame(command: string): PendingBase {
     if (/[\n\r\0]/.test(command)) throw new Error(`refusing to send a debugfs command with a line break: ${JSON.stringify(command)}`)
-    const marker = `x${this.nonce}-${this.nextId++}`
     return {
       command,
       echo: Buffer.from(`debugfs: ${command}\n`),
-      endErr: Buffer.from(`debugfs: Command not found ${marker}`),
-      endOut: Buffer.from(`debugfs: ${marker}\n`),
-      errDone: false,
-      errText: '',
+      endOut: Buffer.from(`# ${this.nonce}-${this.nextId++}\n`),
       outDone: false,
       started: false,
     }
@@ -197,18 +210,11 @@ export class DebugfsSession {
 
   private onStderr(chunk: Buffer): void {
     this.stderrBuf += chunk.toString('latin1')
-    for (;;) {
-      const head = this.pending.find(p => !p.errDone)
-      if (!head) break
-      const marker = head.endErr.toString('latin1')
-      const at = this.stderrBuf.indexOf(marker)
-      if (at === -1) break
-      head.errText = complaints(this.stderrBuf.slice(0, at))
-      head.errDone = true
-      this.stderrBuf = this.stderrBuf.slice(at + marker.length).replace(/^\n/, '')
-    }
-
-    this.finishIfDone()
+    if (this.complaintScheduled || complaints(this.stderrBuf) === '') return
+    this.complaintScheduled = true
+    this.suspect ??= this.pending[0]?.command
+    // A moment for the rest of the message; the stdout of a failed `cat` is short, so do not wait for it.
+    setTimeout(() => this.fail(this.complaint(complaints(this.stderrBuf))), 20).unref()
   }
 
   private onStdout(chunk: Buffer): void {
@@ -285,7 +291,16 @@ export class DebugfsSession {
 
     if (this.closed) throw new Error('debugfs session is closed')
     this.pending.push(request)
-    const marker = request.endOut.subarray('debugfs: '.length, -1).toString('latin1')
-    this.proc.stdin.write(`${request.command}\n${marker}\n`)
+    // Commands sent in the same tick go out in one write: a batch of stats is one syscall, not hundreds.
+    this.outgoing += `${request.command}\n${request.endOut.toString('latin1')}`
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(() => {
+        this.flushScheduled = false
+        const text = this.outgoing
+        this.outgoing = ''
+        if (!this.failure) this.proc.stdin.write(text)
+      })
+    }
   }
 }

@@ -1,0 +1,250 @@
+#!/usr/bin/env node
+// npm run bench: our commit and push against the classic pipeline, pigz and skopeo, side by side, on the same
+// images, several runs each, medians. Fixtures are built once into BENCH_DIR (default /tmp/microagent-bench):
+// a Debian minbase rootfs and a larger one (debootstrap; /usr/share instead when debootstrap is unavailable),
+// and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
+// Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1.
+import {execFileSync, spawn} from 'node:child_process'
+import {
+  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+} from 'node:fs'
+import {createServer} from 'node:net'
+import {availableParallelism, tmpdir} from 'node:os'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const bin = path.join(root, 'bin', 'run.js')
+const benchDir = process.env.BENCH_DIR ?? path.join(tmpdir(), 'microagent-bench')
+const runs = Number(process.env.BENCH_RUNS ?? 3)
+const only = process.env.BENCH_ONLY?.split(',')
+const created = '2026-01-01T00:00:00Z'
+mkdirSync(benchDir, {recursive: true})
+
+const sh = (command, options = {}) => execFileSync('sh', ['-c', command], {encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...options})
+const have = tool => {
+  try {
+    sh(`command -v ${tool}`, {stdio: 'ignore'})
+    return true
+  } catch {
+    return false
+  }
+}
+
+const median = values => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
+const duBytes = dir => (existsSync(dir) ? Number(sh(`du -sb ${JSON.stringify(dir)}`).split('\t')[0]) : 0)
+
+/** Runs a shell command under /usr/bin/time; returns wall seconds and peak RSS (KiB). */
+function timed(command) {
+  const out = path.join(benchDir, 'time.out')
+  const start = process.hrtime.bigint()
+  execFileSync('/usr/bin/time', ['-f', '%M', '-o', out, 'sh', '-c', command], {stdio: ['ignore', 'ignore', 'inherit']})
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9
+  return {rssKiB: Number(readFileSync(out, 'utf8').trim().split('\n').pop()), seconds}
+}
+
+/** Builds a root filesystem tree once; returns its folder. */
+function tree(name, build) {
+  const dir = path.join(benchDir, `${name}.tree`)
+  if (!existsSync(path.join(dir, '.complete'))) {
+    rmSync(dir, {force: true, recursive: true})
+    console.error(`building fixture ${name} ...`)
+    build(dir)
+    writeFileSync(path.join(dir, '.complete'), '')
+  }
+
+  return dir
+}
+
+function mirror() {
+  try {
+    const sources = sh('cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true')
+    return /URIs:\s*(\S+\/debian)\b/.exec(sources)?.[1] ?? /^deb\s+(\S+\/debian)\s/m.exec(sources)?.[1] ?? 'http://deb.debian.org/debian'
+  } catch {
+    return 'http://deb.debian.org/debian'
+  }
+}
+
+function fixtures() {
+  const list = []
+  const canDebootstrap = have('debootstrap') && process.getuid?.() === 0
+  if (canDebootstrap) {
+    const minbase = tree('minbase', dir => sh(`debootstrap --variant=minbase bookworm ${dir} ${mirror()} > ${dir}.log 2>&1`))
+    list.push({name: 'minbase', tree: minbase})
+    list.push({
+      name: 'large',
+      tree: tree('large', dir => {
+        sh(`cp -a ${minbase} ${dir} && rm -f ${dir}/.complete`)
+        sh(`mount -t proc proc ${dir}/proc && (chroot ${dir} sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 build-essential git perl' > ${dir}.log 2>&1; rc=$?; umount ${dir}/proc; exit $rc)`)
+        sh(`chroot ${dir} apt-get clean`)
+      }),
+    })
+  } else {
+    console.error('debootstrap unavailable (or not root): using /usr/share as the realistic tree')
+    list.push({name: 'usr-share', tree: '/usr/share'})
+  }
+
+  list.push({
+    name: 'small-files',
+    tree: tree('small-files', dir => {
+      for (let d = 0; d < 200; d++) {
+        mkdirSync(path.join(dir, `d${d}`), {recursive: true})
+        for (let f = 0; f < 100; f++) writeFileSync(path.join(dir, `d${d}`, `f${f}.txt`), `file ${d}/${f}\n`.repeat(1 + ((d * f) % 40)))
+      }
+    }),
+  })
+  return list.filter(f => !only || only.includes(f.name))
+}
+
+/** An ext4 image of a tree, and a state dir whose stopped workspace uses it. */
+function workspace(fixture) {
+  const state = path.join(benchDir, `${fixture.name}.state`)
+  const image = path.join(state, 'workspaces', 'bench', 'rootfs.ext4')
+  if (!existsSync(image)) {
+    mkdirSync(path.dirname(image), {recursive: true})
+    const bytes = duBytes(fixture.tree)
+    const size = Math.ceil((2 * bytes) / 1024 / 1024) + 256
+    console.error(`mke2fs -d ${fixture.name} (${size} MiB) ...`)
+    sh(`mke2fs -q -F -t ext4 -d ${fixture.tree} ${image} ${size}M`)
+  }
+
+  return {image, state}
+}
+
+async function freePort() {
+  const server = createServer()
+  await new Promise(resolve => {
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  const {port} = server.address()
+  await new Promise(resolve => {
+    server.close(resolve)
+  })
+  return port
+}
+
+async function startRegistry() {
+  const dir = mkdtempSync(path.join(benchDir, 'registry-'))
+  const port = await freePort()
+  writeFileSync(
+    path.join(dir, 'config.yml'),
+    `version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: ${dir}/data}}\nhttp: {addr: 127.0.0.1:${port}, secret: bench}\n`,
+  )
+  const child = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], {stdio: 'ignore'})
+  for (let i = 0; i < 250; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/v2/`)
+      break
+    } catch {
+      await new Promise(resolve => {
+        setTimeout(resolve, 20)
+      })
+    }
+  }
+
+  return {host: `127.0.0.1:${port}`, stop: () => child.kill('SIGKILL')}
+}
+
+const rows = []
+function row(fixture, what, ours, theirs, extra = '') {
+  const ratio = theirs ? (ours.seconds / theirs.seconds).toFixed(2) : '-'
+  rows.push([fixture, what, ours.seconds.toFixed(2), theirs ? theirs.seconds.toFixed(2) : '-', ratio, String(Math.round(ours.rssKiB / 1024)), extra])
+  console.error(`  ${fixture} ${what}: ${ours.seconds.toFixed(2)} s vs ${theirs ? theirs.seconds.toFixed(2) : '-'} s (${ratio}x)`)
+}
+
+/** Medians over the runs of several commands (strings, or functions giving one) measured in turn, so drift hits them all alike. */
+function sideBySide(commands, before = () => {}) {
+  const results = commands.map(() => [])
+  for (let r = 0; r < runs; r++) {
+    for (const [i, command] of commands.entries()) {
+      before(i)
+      results[i].push(timed(typeof command === 'function' ? command() : command))
+    }
+  }
+
+  return results.map(list => ({rssKiB: Math.max(...list.map(x => x.rssKiB)), seconds: median(list.map(x => x.seconds))}))
+}
+
+async function main() {
+  for (const tool of ['debugfs', 'mke2fs', 'gzip', 'pigz', 'zstd', 'sha256sum']) if (!have(tool)) throw new Error(`bench needs ${tool} (bash .ci/run installs it)`)
+  execFileSync('npm', ['run', 'build', '--silent'], {cwd: root, stdio: 'inherit'})
+  console.error(`bench: ${runs} runs each, medians; ${availableParallelism()} cores; fixtures in ${benchDir}`)
+  const pushing = !process.env.BENCH_SKIP_PUSH && have('docker-registry') && have('skopeo')
+  try {
+    for (const fixture of fixtures()) {
+      const {image, state} = workspace(fixture)
+      const layout = path.join(state, 'images', 'oci')
+      const staging = path.join(benchDir, 'rdump')
+      const classicOut = path.join(benchDir, 'classic.tar.gz')
+      const commit = compression =>
+        `node ${bin} commit bench local/bench:${compression} --state-dir ${state} --created ${created} --compression ${compression} > /dev/null`
+      const classic = `debugfs -R 'rdump / ${staging}' ${image} 2>/dev/null && tar -C ${staging} -cf - . | gzip -6 | tee ${classicOut} | sha256sum > /dev/null`
+      const clean = () => {
+        rmSync(staging, {force: true, recursive: true})
+        mkdirSync(staging)
+        rmSync(layout, {force: true, recursive: true})
+      }
+
+      const rootfsBytes = duBytes(fixture.tree)
+      console.error(`${fixture.name}: tree ${(rootfsBytes / 1e6).toFixed(0)} MB`)
+      const [ours, theirs, zstd] = sideBySide([commit('gzip'), classic, commit('zstd')], clean)
+      // Disk beyond the output: the classic pipeline stages the whole tree; commit streams (its temp blob is the output).
+      clean()
+      sh(classic)
+      const stagingBytes = duBytes(staging)
+      row(fixture.name, 'commit gzip vs rdump+tar+gzip -6+sha256sum', ours, theirs, `staging: ours 0 B, classic ${(stagingBytes / 1e6).toFixed(0)} MB (${((100 * stagingBytes) / rootfsBytes).toFixed(0)} % of the rootfs)`)
+      row(fixture.name, 'commit zstd vs rdump+tar+gzip -6+sha256sum', zstd, theirs)
+
+      // Compression alone, on the same tar: our parallel gzip vs pigz on both cores.
+      sh(`node ${bin} commit bench local/bench:tar --state-dir ${state} --created ${created} --compression none > /dev/null`)
+      const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8'))
+      const tarDescriptor = index.manifests.find(m => m.annotations['org.opencontainers.image.ref.name'] === 'local/bench:tar')
+      const manifest = JSON.parse(readFileSync(path.join(layout, 'blobs', 'sha256', tarDescriptor.digest.slice(7)), 'utf8'))
+      const tar = path.join(layout, 'blobs', 'sha256', manifest.layers[0].digest.slice(7))
+      const gzipScript = path.join(benchDir, 'gzip.mjs')
+      writeFileSync(
+        gzipScript,
+        `import {createReadStream, createWriteStream} from 'node:fs'\nimport {pipeline} from 'node:stream/promises'\nimport {createCompressor} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'compress.js'))}\nawait pipeline(createReadStream(process.argv[2]), createCompressor('gzip'), createWriteStream('/dev/null'))\n`,
+      )
+      const [ourGzip, pigz] = sideBySide([`node ${gzipScript} ${tar}`, `pigz -6 -p 2 -c ${tar} > /dev/null`])
+      row(fixture.name, 'gzip -6 of the tar vs pigz -6 -p 2', ourGzip, pigz, `tar ${(statSync(tar).size / 1e6).toFixed(0)} MB`)
+
+      if (pushing) {
+        sh(commit('gzip'))
+        // A fresh registry for every push, so that neither tool can skip or mount a blob it saw before
+        // (skopeo keeps a blob-info cache, we keep a push history).
+        const registries = []
+        const fresh = async () => {
+          const registry = await startRegistry()
+          registries.push(registry)
+          return registry.host
+        }
+
+        const targets = []
+        for (let r = 0; r < runs * 2; r++) targets.push(await fresh())
+        let t = 0
+        const [ourPush, skopeo] = sideBySide([
+          () => `node ${bin} image push local/bench:gzip ${targets[t++]}/bench:v1 --state-dir ${state} > /dev/null`,
+          () => `skopeo copy --quiet --dest-tls-verify=false oci:${layout}:local/bench:gzip docker://${targets[t++]}/bench:v1`,
+        ])
+        row(fixture.name, 'push to an empty registry vs skopeo copy', ourPush, skopeo)
+        const repush = JSON.parse(sh(`node ${bin} image push local/bench:gzip ${targets[0]}/bench:v1 --state-dir ${state} --json`))
+        const [noop] = sideBySide([`node ${bin} image push local/bench:gzip ${targets[0]}/bench:v1 --state-dir ${state} > /dev/null`])
+        row(fixture.name, 'no-op re-push', noop, undefined, `blob bytes sent: ${repush.bytes_uploaded}`)
+        for (const registry of registries) registry.stop()
+      }
+
+      rmSync(staging, {force: true, recursive: true})
+      rmSync(classicOut, {force: true})
+      rmSync(layout, {force: true, recursive: true})
+    }
+  } finally {
+    for (const entry of readdirSync(benchDir)) if (entry.startsWith('registry-')) rmSync(path.join(benchDir, entry), {force: true, recursive: true})
+  }
+
+  const header = ['fixture', 'what (ours vs theirs)', 'ours s', 'theirs s', 'ratio', 'our peak RSS MiB', 'notes']
+  const table = [header, header.map(() => '---'), ...rows]
+  console.log(table.map(r => `| ${r.join(' | ')} |`).join('\n'))
+}
+
+await main()
