@@ -1,7 +1,7 @@
 import is from '@sindresorhus/is'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {MicroagentError} from '../errors.js'
+import {isMicroagentError, MicroagentError} from '../errors.js'
 import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
 import {type Credential, describeCredential} from './auth.js'
 
@@ -164,7 +164,10 @@ export class RegistryClient {
       try {
         response = await this.sendOnce(request)
       } catch (error) {
-        if (error instanceof MicroagentError || this.options.signal?.aborted || !isNetworkError(error)) throw error
+        // Our own failure inside a request body (a damaged blob) surfaces as fetch's cause: never retried.
+        const {cause} = (error as Error)
+        if (isMicroagentError(cause)) throw cause
+        if (isMicroagentError(error) || this.options.signal?.aborted || !isNetworkError(error)) throw error
         if (attempt >= retries) throw this.transient(`${request.what}: ${this.describeNetworkError(error)}`, error)
         await this.wait(backoff)
         backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)

@@ -3,7 +3,7 @@ import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
-import {Readable} from 'node:stream'
+import {Readable, Transform} from 'node:stream'
 
 import type {Descriptor} from '../image.js'
 
@@ -90,17 +90,30 @@ async function pool<T, R>(items: T[], limit: number, task: (item: T) => Promise<
   return results
 }
 
-async function fileDigest(file: string): Promise<string> {
+/** Hashes what passes and fails at the end if it is not `digest`: a damaged blob is never sent as good. */
+function verifier(digest: string, file: string): Transform {
   const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
-  return `sha256:${hash.digest('hex')}`
+  return new Transform({
+    flush(callback) {
+      const actual = `sha256:${hash.digest('hex')}`
+      callback(actual === digest ? null : pushFailed(`blob ${digest} in ${path.dirname(file)} is damaged (its content hashes to ${actual})`, 'Commit the image again.'))
+    },
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk)
+      callback(null, chunk)
+    },
+  })
 }
 
-function fileBody(file: string, start: number, length: number): BodyFactory {
-  return () => ({
-    body: length === 0 ? Buffer.alloc(0) : (Readable.toWeb(createReadStream(file, {end: start + length - 1, start})) as ReadableStream<Uint8Array>),
-    length,
-  })
+/** A blob range read from its file for every try (never a consumed stream), in 1 MiB reads. */
+function fileBody(file: string, start: number, length: number, verifyDigest?: string): BodyFactory {
+  return () => {
+    if (length === 0) return {body: Buffer.alloc(0), length}
+    const source = createReadStream(file, {end: start + length - 1, highWaterMark: 1024 * 1024, start})
+    const stream = verifyDigest ? source.pipe(verifier(verifyDigest, file)) : source
+    if (verifyDigest) source.on('error', error => stream.destroy(error))
+    return {body: Readable.toWeb(stream) as ReadableStream<Uint8Array>, length}
+  }
 }
 
 function withDigest(location: string, digest: string): URL {
@@ -174,7 +187,7 @@ class UploadSteps {
    */
   async putWhole(session: UploadSession, blob: Descriptor, file: string): Promise<boolean> {
     const response = await this.client.send({
-      body: fileBody(file, 0, blob.size),
+      body: fileBody(file, 0, blob.size, blob.digest),
       headers: {'content-type': 'application/octet-stream'},
       method: 'PUT',
       ok: [201, 413],
@@ -231,10 +244,6 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const uploadBlob = async (blob: Descriptor): Promise<BlobOutcome> => {
     if (await steps.exists(blob)) return 'existing'
     const file = layout.blobPath(blob.digest)
-    if ((await fileDigest(file)) !== blob.digest) {
-      throw pushFailed(`blob ${blob.digest} in ${layout.root} is damaged (digest mismatch)`, 'Commit the image again.')
-    }
-
     const from = known[blob.digest]
     const session = await steps.start(blob, from && from !== dest.repository ? from : undefined)
     if (session === 'mounted') return 'mounted'

@@ -1,5 +1,6 @@
 import {expect} from 'chai'
 import nock from 'nock'
+import {chmodSync, readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {PushHistory} from '../../../src/lib/registry/history.js'
@@ -237,5 +238,24 @@ describe('registry protocol edge cases (nock)', () => {
     const error = await rejection(push())
     expect(error.message).to.match(/refusing to send credentials to the token service http:\/\/auth\.example\.com\/token over plain HTTP/)
     expect(error.exitCode).to.equal(6)
+  })
+
+  it('never sends a damaged blob as good: the upload fails, nothing is retried, no manifest is sent', async () => {
+    const damaged = await tinyImage('local/damaged:v1')
+    const file = path.join(damaged.layout, 'blobs', 'sha256', damaged.layer.digest.slice('sha256:'.length))
+    chmodSync(file, 0o644)
+    const bytes = readFileSync(file)
+    bytes[bytes.length - 1] ^= 0xFF
+    writeFileSync(file, bytes)
+    const scope = nock(REGISTRY).get('/v2/').reply(200)
+    scope.head(`/v2/team/app/blobs/${damaged.config.digest}`).reply(200)
+    scope.head(`/v2/team/app/blobs/${damaged.layer.digest}`).reply(404)
+    scope.post('/v2/team/app/blobs/uploads/').reply(202, '', {location: '/up/1'})
+    scope.put('/up/1').query(true).optionally().reply(400, '{"errors":[{"code":"DIGEST_INVALID"}]}')
+    const manifest = nock(REGISTRY).put('/v2/team/app/manifests/v1').reply(201)
+    const error = await rejection(push({layoutPath: damaged.layout, source: damaged.ref}))
+    expect(error.exitCode).to.equal(6)
+    expect(error.message).to.match(/damaged|DIGEST_INVALID/)
+    expect(manifest.isDone()).to.equal(false)
   })
 })
