@@ -72,4 +72,16 @@ describe('commit end to end (bin/dev.js)', () => {
     expect(readFileSync(path.join(state, 'images', 'oci', 'index.json'), 'utf8')).not.to.contain('local/big')
     expect(validateLayout(path.join(state, 'images', 'oci'))).to.deep.equal([])
   })
+
+  it('loses no tag when eight commits write one layout at once', async () => {
+    const state = makeStateDir()
+    addWorkspace(state, 'demo', {runtime: runtimeRecord('stopped')})
+    addWorkspace(state, 'other', {runtime: runtimeRecord('stopped'), spec: {tree: dir => writeFileSync(path.join(dir, 'other'), 'other\n')}})
+    const refs = ['local/a:1', 'local/a:1', 'local/b:1', 'local/c:1', 'local/d:1', 'local/e:1', 'local/f:1', 'local/f:2']
+    const results = await Promise.all(refs.map((ref, i) => cli(['commit', i % 2 === 0 ? 'demo' : 'other', ref, '--state-dir', state, '--json'])))
+    expect(results.map(r => r.code)).to.deep.equal(refs.map(() => 0))
+    const tagged = validateLayout(path.join(state, 'images', 'oci'))
+    expect([...tagged].sort()).to.deep.equal([...new Set(refs)].sort())
+    expect(readdirSync(path.join(state, 'images', 'oci', 'ingest'))).to.deep.equal([])
+  })
 })

@@ -1,5 +1,7 @@
 import {execFileSync} from 'node:child_process'
-import {readFileSync} from 'node:fs'
+import {
+  copyFileSync, linkSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
+} from 'node:fs'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -55,7 +57,26 @@ export function validateWithClients(layout: string, ref: string): void {
   execFileSync('skopeo', ['copy', '--quiet', `oci:${layout}:${ref}`, `dir:${path.join(tempDir('plugin-image-skopeo-'), 'out')}`], {stdio: 'pipe'})
   const bundle = path.join(tempDir('plugin-image-umoci-'), 'bundle')
   execFileSync('umoci', ['unpack', '--rootless', '--image', `${layout}:${ref}`, bundle], {stdio: 'pipe'})
-  execFileSync('oci-image-tool', ['validate', '--type', 'image', '--ref', `name=${ref}`, layout], {stdio: 'pipe'})
+  execFileSync('oci-image-tool', ['validate', '--type', 'image', '--ref', `name=${ref}`, singleRefView(layout, ref)], {stdio: 'pipe'})
+}
+
+/**
+ * The layout as oci-image-tool 1.0.0-rc can read it: its ref filter deletes from a slice while walking it
+ * with i++, so with three or more tags a non-matching descriptor survives and it reports "not unique". The
+ * view holds the same oci-layout and blobs (hard links) and an index.json with just the ref's descriptor.
+ */
+function singleRefView(layout: string, ref: string): string {
+  const view = path.join(tempDir('plugin-image-view-'), 'oci')
+  mkdirSync(path.join(view, 'blobs', 'sha256'), {recursive: true})
+  copyFileSync(path.join(layout, 'oci-layout'), path.join(view, 'oci-layout'))
+  for (const blob of readdirSync(path.join(layout, 'blobs', 'sha256'))) {
+    linkSync(path.join(layout, 'blobs', 'sha256', blob), path.join(view, 'blobs', 'sha256', blob))
+  }
+
+  const index = readJson<{manifests: {annotations?: Record<string, string>}[]}>(path.join(layout, 'index.json'))
+  index.manifests = index.manifests.filter(d => d.annotations?.['org.opencontainers.image.ref.name'] === ref)
+  writeFileSync(path.join(view, 'index.json'), JSON.stringify(index))
+  return view
 }
 
 /** Validates every tagged image of a layout with the real clients (see validateWithClients). */

@@ -187,7 +187,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
 
   it('writes tar+zstd layers with --compression zstd: skopeo verifies them, the tar is the same', async function () {
     requireTools(this, 'zstd')
-    // A layout of its own: oci-image-tool 1.0.0-rc rejects every ref of a layout that holds a zstd image.
+    // A layout of its own, so that the shared one keeps only images every validator reads.
     const zstdState = makeStateDir()
     addWorkspace(zstdState, 'demo', {rootfs: image.file})
     const zstd = await commitWorkspace({
