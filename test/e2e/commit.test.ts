@@ -62,10 +62,11 @@ describe('commit end to end (bin/dev.js)', () => {
     const ingest = path.join(state, 'images', 'oci', 'ingest')
     for (let i = 0; i < 600 && !(existsSync(ingest) && readdirSync(ingest).length > 0); i++) await sleep(25)
     expect(readdirSync(ingest).length, 'a layer was being written').to.be.greaterThan(0)
-    child.kill('SIGINT')
-    const code = await new Promise<null | number>(resolve => {
+    const exited = new Promise<null | number>(resolve => {
       child.on('exit', resolve)
     })
+    child.kill('SIGINT')
+    const code = await exited
     expect(code).to.equal(130)
     expect(stderr).to.contain('interrupted; nothing was committed')
     expect(readdirSync(ingest)).to.deep.equal([])
@@ -83,5 +84,34 @@ describe('commit end to end (bin/dev.js)', () => {
     const tagged = validateLayout(path.join(state, 'images', 'oci'))
     expect([...tagged].sort()).to.deep.equal([...new Set(refs)].sort())
     expect(readdirSync(path.join(state, 'images', 'oci', 'ingest'))).to.deep.equal([])
+  })
+
+  it('survives commits killed with SIGKILL at random points: the layout stays valid, the next run cleans up', async () => {
+    const state = makeStateDir()
+    addWorkspace(state, 'big', {
+      runtime: runtimeRecord('stopped'),
+      spec: {sizeMiB: 128, tree: dir => writeFileSync(path.join(dir, 'random'), randomBytes(48 * 1024 * 1024))},
+    })
+    const layout = path.join(state, 'images', 'oci')
+    const killedAt: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const child = spawn(dev, ['commit', 'big', `local/killed:${i}`, '--state-dir', state], {env: {...process.env, NODE_ENV: 'development'}, stdio: 'ignore'})
+      // Listen before killing: a run may finish before its kill comes.
+      const exited = new Promise(resolve => {
+        child.on('exit', resolve)
+      })
+      const delay = Math.floor(Math.random() * 2500)
+      killedAt.push(delay)
+      await sleep(delay)
+      child.kill('SIGKILL')
+      await exited
+      // Whatever the moment, what is tagged is whole.
+      if (existsSync(path.join(layout, 'index.json'))) validateLayout(layout)
+    }
+
+    const after = await cli(['commit', 'big', 'local/after:1', '--state-dir', state])
+    expect(after.code, `killed at ${killedAt.join(', ')} ms`).to.equal(0)
+    expect(readdirSync(path.join(layout, 'ingest')), 'leftovers of killed runs are removed').to.deep.equal([])
+    expect(validateLayout(layout)).to.include('local/after:1')
   })
 })
