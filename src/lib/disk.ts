@@ -3,7 +3,7 @@ import {
   constants, copyFile, open, rm,
 } from 'node:fs/promises'
 
-import {findDebugfs} from './e2fsprogs.js'
+import {debugfsComplaints, findDebugfs} from './e2fsprogs.js'
 import {extractionError, MicroagentError} from './errors.js'
 
 /** Where the ext2/3/4 superblock starts, and the offsets of the fields read from it (ext4 `struct ext4_super_block`). */
@@ -99,10 +99,7 @@ export async function openDiskView(disk: string, options: DiskViewOptions): Prom
   try {
     await privateCopy(disk, copy)
     const result = await execa(options.debugfs ?? (await findDebugfs()), ['-w', '-R', 'journal_run', copy], {env: {LANG: 'C', LC_ALL: 'C'}, reject: false})
-    const complaints = result.stderr
-    .split('\n')
-    .filter(line => line.trim() !== '' && !/^debugfs \d/.test(line))
-    .join('\n')
+    const complaints = debugfsComplaints(result.stderr)
     if (result.failed || complaints !== '' || (await readSuperblock(copy)).needsRecovery) {
       throw extractionError(`replaying the journal of a private copy of ${disk} failed: ${complaints || result.shortMessage || 'the journal still needs recovery'}`)
     }

@@ -25,3 +25,11 @@ export async function findDebugfs(env: NodeJS.ProcessEnv = process.env): Promise
     remediation: 'Install e2fsprogs (Debian: apt-get install e2fsprogs; macOS: brew install e2fsprogs) or pass --debugfs <path>.',
   })
 }
+
+/** What debugfs wrote to stderr, less its version banner and blank lines: debugfs exits 0 on errors, so this is the verdict. */
+export function debugfsComplaints(stderr: string): string {
+  return stderr
+  .split('\n')
+  .filter(line => line.trim() !== '' && !/^debugfs \d+\.\d+\S* \(.*\)$/.test(line))
+  .join('\n')
+}

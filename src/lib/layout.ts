@@ -11,6 +11,7 @@ import {pipeline} from 'node:stream/promises'
 
 import {DIGEST_PATTERN, DigestCounter, sha256Digest} from './digest.js'
 import {MicroagentError, notFoundError} from './errors.js'
+import {fsync, syncDir, writeAtomic} from './files.js'
 import {type Descriptor, MEDIA_TYPES, REF_NAME_ANNOTATION} from './image.js'
 import {withLock} from './lock.js'
 import {isPidAlive} from './pid.js'
@@ -32,36 +33,6 @@ function corrupt(file: string, why: string): MicroagentError {
   })
 }
 
-/** Writes a file by temp name, fsync and rename, so readers see the old or the new bytes, never a mix. */
-async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {
-  const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  const handle = await open(temp, 'wx', mode)
-  try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-
-  try {
-    await rename(temp, file)
-  } catch (error) {
-    await unlink(temp).catch(() => {})
-    throw error
-  }
-
-  await syncDir(path.dirname(file))
-}
-
-async function fsync(file: string): Promise<void> {
-  const handle = await open(file, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
 async function nearestOwner(dir: string): Promise<undefined | {gid: number; uid: number}> {
   for (let current = dir; ; current = path.dirname(current)) {
     try {
@@ -70,18 +41,6 @@ async function nearestOwner(dir: string): Promise<undefined | {gid: number; uid:
     } catch {
       if (path.dirname(current) === current) return undefined
     }
-  }
-}
-
-/** Makes a rename durable: a crash after this cannot bring back the old name. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try {
-    await handle.sync()
-  } catch {
-    // Some filesystems cannot fsync a directory; the rename is still atomic.
-  } finally {
-    await handle.close()
   }
 }
 
@@ -134,9 +93,15 @@ export class OciLayout {
     const firstCreated = await mkdir(blobs, {recursive: true})
     await mkdir(this.ingestDir(), {recursive: true})
     if (this.owner) {
-      const created = firstCreated === undefined ? [] : [blobs, path.dirname(blobs), this.root, path.dirname(this.root)]
-      const upTo = firstCreated === undefined ? 0 : created.indexOf(firstCreated) + 1
-      for (const dir of [...created.slice(0, upTo), this.ingestDir()]) await chown(dir, this.owner.uid, this.owner.gid)
+      // mkdir returns the topmost folder it created: give away every folder from there down to blobs/sha256.
+      if (firstCreated !== undefined) {
+        for (let dir = blobs; ; dir = path.dirname(dir)) {
+          await chown(dir, this.owner.uid, this.owner.gid)
+          if (dir === firstCreated || dir === path.dirname(dir)) break
+        }
+      }
+
+      await chown(this.ingestDir(), this.owner.uid, this.owner.gid)
     }
 
     const marker = path.join(this.root, 'oci-layout')

@@ -2,6 +2,7 @@ import {execa, type ResultPromise} from 'execa'
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
+import {debugfsComplaints} from '../e2fsprogs.js'
 import {extractionError, MicroagentError} from '../errors.js'
 
 /** A delimited reply larger than this is treated as hostile (a 100,000-entry directory lists in ~3 MB). */
@@ -31,14 +32,6 @@ interface SizedRequest extends PendingBase {
 }
 
 type Pending = DelimitedRequest | SizedRequest
-
-/** What debugfs wrote to stderr, less its version banner and blank lines. */
-function complaints(stderr: string): string {
-  return stderr
-  .split('\n')
-  .filter(line => line.trim() !== '' && !/^debugfs \d+\.\d+\S* \(.*\)$/.test(line))
-  .join('\n')
-}
 
 /**
  * One long-lived `debugfs -f - <disk>` process, opened read-only, driven over pipes.
@@ -107,7 +100,7 @@ export class DebugfsSession {
     await this.proc
     clearTimeout(timer)
     // A failure was already delivered to the requests; a complaint nobody heard yet must not be lost.
-    const text = complaints(this.stderrBuf)
+    const text = debugfsComplaints(this.stderrBuf)
     if (!this.failure && text !== '') throw this.complaint(text)
   }
 
@@ -170,7 +163,7 @@ export class DebugfsSession {
         this.suspect = head.command
         if (!this.complaintScheduled) {
           this.complaintScheduled = true
-          setTimeout(() => this.fail(this.complaint(complaints(this.stderrBuf) || 'no output')), 20).unref()
+          setTimeout(() => this.fail(this.complaint(debugfsComplaints(this.stderrBuf) || 'no output')), 20).unref()
         }
 
         return
@@ -195,7 +188,7 @@ export class DebugfsSession {
 
   private onExit(result: {code?: string; exitCode?: number; signal?: string}): void {
     if (this.pending.length === 0 && this.closed) return
-    const stderr = complaints(this.stderrBuf)
+    const stderr = debugfsComplaints(this.stderrBuf)
     const missing = result.code === 'ENOENT'
     const error = missing
       ? new MicroagentError(`debugfs not found at "${this.binary}"`, {
@@ -210,11 +203,11 @@ export class DebugfsSession {
 
   private onStderr(chunk: Buffer): void {
     this.stderrBuf += chunk.toString('latin1')
-    if (this.complaintScheduled || complaints(this.stderrBuf) === '') return
+    if (this.complaintScheduled || debugfsComplaints(this.stderrBuf) === '') return
     this.complaintScheduled = true
     this.suspect ??= this.pending[0]?.command
     // A moment for the rest of the message; the stdout of a failed `cat` is short, so do not wait for it.
-    setTimeout(() => this.fail(this.complaint(complaints(this.stderrBuf))), 20).unref()
+    setTimeout(() => this.fail(this.complaint(debugfsComplaints(this.stderrBuf))), 20).unref()
   }
 
   private onStdout(chunk: Buffer): void {

@@ -74,6 +74,10 @@ export function parseChallenge(header: null | string): Challenge | undefined {
   return challenge
 }
 
+function basicAuthorization(credential: Credential): string {
+  return `Basic ${Buffer.from(`${credential.username ?? ''}:${credential.password ?? ''}`).toString('base64')}`
+}
+
 function retryAfterMs(response: Response): number | undefined {
   const header = response.headers.get('retry-after')
   if (!header) return undefined
@@ -192,7 +196,7 @@ export class RegistryClient {
     if (!challenge) return undefined
     if (challenge.scheme === 'basic') {
       if (!credential?.username) return undefined
-      return `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
+      return basicAuthorization(credential)
     }
 
     if (credential?.registryToken) return `Bearer ${credential.registryToken}`
@@ -295,7 +299,7 @@ export class RegistryClient {
     for (const scope of scopes) realm.searchParams.append('scope', scope)
     if (credential?.username) {
       realm.searchParams.set('account', credential.username)
-      headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password ?? ''}`).toString('base64')}`
+      headers.authorization = basicAuthorization(credential)
     }
 
     return this.fetchImpl(realm, {headers, redirect: 'error', signal: this.options.signal})

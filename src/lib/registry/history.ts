@@ -1,7 +1,7 @@
 import is from '@sindresorhus/is'
-import {randomBytes} from 'node:crypto'
-import {readFile, rename, writeFile} from 'node:fs/promises'
+import {readFile} from 'node:fs/promises'
 
+import {writeAtomic} from '../files.js'
 import {withLock} from '../lock.js'
 
 /** How many blobs per registry are remembered; the oldest are forgotten first. */
@@ -32,9 +32,7 @@ export class PushHistory {
 
       const entries = Object.entries(known)
       all[registry] = Object.fromEntries(entries.slice(Math.max(0, entries.length - MAX_BLOBS)))
-      const temp = `${this.file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-      await writeFile(temp, JSON.stringify(all), {mode: 0o600})
-      await rename(temp, this.file)
+      await writeAtomic(this.file, Buffer.from(JSON.stringify(all)), 0o600)
     })
   }
 

@@ -128,23 +128,18 @@ describe('registry protocol edge cases (nock)', () => {
     scope.head(`/v2/team/app/blobs/${image.config.digest}`).matchHeader('authorization', 'Bearer token-1').reply(200)
     scope.head(`/v2/team/app/blobs/${image.layer.digest}`).matchHeader('authorization', 'Bearer token-1').reply(404)
     scope.post('/v2/team/app/blobs/uploads/').matchHeader('authorization', 'Bearer token-1').reply(202, '', {location: '/up/1'})
+    // The same upload twice, each recording the body it received: first with the expired token, then the new one.
     const bodies: string[] = []
-    scope
-    .put('/up/1', (body: string) => {
-      bodies.push(body)
-      return true
-    })
-    .query({digest: image.layer.digest})
-    .matchHeader('authorization', 'Bearer token-1')
-    .reply(401, '', {'www-authenticate': `${challenge},error="invalid_token"`})
-    scope
-    .put('/up/1', (body: string) => {
-      bodies.push(body)
-      return true
-    })
-    .query({digest: image.layer.digest})
-    .matchHeader('authorization', 'Bearer token-2')
-    .reply(201)
+    const upload = (token: string): nock.Interceptor =>
+      scope
+      .put('/up/1', (body: string) => {
+        bodies.push(body)
+        return true
+      })
+      .query({digest: image.layer.digest})
+      .matchHeader('authorization', `Bearer ${token}`)
+    upload('token-1').reply(401, '', {'www-authenticate': `${challenge},error="invalid_token"`})
+    upload('token-2').reply(201)
     scope.put('/v2/team/app/manifests/v1').matchHeader('authorization', 'Bearer token-2').reply(201)
     await push()
     expect(bodies).to.have.length(2)
