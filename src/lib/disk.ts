@@ -8,6 +8,9 @@ import {extractionError, MicroagentError} from './errors.js'
 
 /** Where the ext2/3/4 superblock starts, and the offsets of the fields read from it (ext4 `struct ext4_super_block`). */
 const SUPERBLOCK_OFFSET = 1024
+const BLOCKS_COUNT_LO_OFFSET = 0x04
+const LOG_BLOCK_SIZE_OFFSET = 0x18
+const BLOCKS_COUNT_HI_OFFSET = 0x1_50
 const MAGIC_OFFSET = 0x38
 const EXT_MAGIC = 0xEF_53
 const FEATURE_COMPAT_OFFSET = 0x5C
@@ -15,8 +18,15 @@ const FEATURE_INCOMPAT_OFFSET = 0x60
 const COMPAT_HAS_JOURNAL = 0x4
 const INCOMPAT_RECOVER = 0x4
 const INCOMPAT_JOURNAL_DEV = 0x8
+const INCOMPAT_64BIT = 0x80
+/** ext4 allows 1 KiB to 64 KiB blocks. */
+const MAX_LOG_BLOCK_SIZE = 6
 
 export interface SuperblockFacts {
+  /** Blocks in the filesystem: no block a file maps may lie at or past this. */
+  blocksCount: number
+  /** Bytes per block (1 KiB–64 KiB). */
+  blockSize: number
   /** An external journal device: its transactions are not in this file. */
   externalJournal: boolean
   hasJournal: boolean
@@ -43,7 +53,12 @@ export async function readSuperblock(file: string): Promise<SuperblockFacts> {
 
   const compat = block.readUInt32LE(FEATURE_COMPAT_OFFSET)
   const incompat = block.readUInt32LE(FEATURE_INCOMPAT_OFFSET)
+  const logBlockSize = block.readUInt32LE(LOG_BLOCK_SIZE_OFFSET)
+  if (logBlockSize > MAX_LOG_BLOCK_SIZE) throw extractionError(`${file} has a corrupt superblock (block size 2^${10 + logBlockSize})`)
+  const blocksHigh = (incompat & INCOMPAT_64BIT) === 0 ? 0 : block.readUInt32LE(BLOCKS_COUNT_HI_OFFSET)
   return {
+    blockSize: 1024 * 2 ** logBlockSize,
+    blocksCount: blocksHigh * 2 ** 32 + block.readUInt32LE(BLOCKS_COUNT_LO_OFFSET),
     externalJournal: (incompat & INCOMPAT_JOURNAL_DEV) !== 0,
     hasJournal: (compat & COMPAT_HAS_JOURNAL) !== 0,
     needsRecovery: (incompat & INCOMPAT_RECOVER) !== 0,

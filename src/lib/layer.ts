@@ -103,6 +103,35 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
   }
 }
 
+/** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
+export const TAR_CHUNK = 1024 * 1024
+
+/**
+ * Gathers small pieces (headers, small files, padding) into chunks of TAR_CHUNK bytes; large pieces go
+ * through as they are, after whatever was gathered before them.
+ */
+class Gatherer {
+  private chunk = Buffer.allocUnsafe(TAR_CHUNK)
+  private used = 0
+
+  /** Takes a piece; returns the chunks now ready, in order. */
+  add(piece: Buffer): Buffer[] {
+    if (piece.length >= TAR_CHUNK / 4) return [...this.flush(), piece]
+    const ready = this.used + piece.length > TAR_CHUNK ? this.flush() : []
+    piece.copy(this.chunk, this.used)
+    this.used += piece.length
+    return ready
+  }
+
+  flush(): Buffer[] {
+    if (this.used === 0) return []
+    const ready = this.chunk.subarray(0, this.used)
+    this.chunk = Buffer.allocUnsafe(TAR_CHUNK)
+    this.used = 0
+    return [ready]
+  }
+}
+
 /**
  * Turns entries into a deterministic pax tar: one member per name, in the order given; the first name of
  * a multiply-linked inode carries it, later names are tar hard links to it. Directories end in `/`.
@@ -111,6 +140,12 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
  * @yields header blocks and file content, as they stream
  */
 export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
+  const gatherer = new Gatherer()
+  for await (const piece of tarPieces(entries, stats)) yield * gatherer.add(piece)
+  yield * gatherer.flush()
+}
+
+async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
   const firstName = new Map<number, Buffer>()
   for await (const entry of entries) {
     const components = checkEntryPath(entry.path)

@@ -18,7 +18,11 @@ describe('disk', () => {
 
   it('reads the superblock facts of a clean disk', async () => {
     const file = buildExt4(path.join(tempDir(), 'clean.ext4'))
-    expect(await readSuperblock(file)).to.deep.equal({externalJournal: false, hasJournal: true, needsRecovery: false})
+    expect(await readSuperblock(file)).to.deep.equal({
+      blockSize: 1024, blocksCount: 16_384, externalJournal: false, hasJournal: true, needsRecovery: false,
+    })
+    const large = buildExt4(path.join(tempDir(), 'large.ext4'), {mke2fsOptions: ['-b', '4096', '-O', '64bit'], sizeMiB: 64})
+    expect(await readSuperblock(large)).to.include({blockSize: 4096, blocksCount: 16_384})
   })
 
   it('refuses a file that is not ext2/3/4', async () => {

@@ -87,12 +87,44 @@ export const TYPE_BITS: Readonly<Record<Exclude<InodeType, 'bad'>, number>> = {
   symlink: 0o12_0000,
 }
 
+/** A run of a file's blocks: `length` logical blocks from `logical` stored from `physical` on. */
+export interface BlockRun {
+  length: number
+  logical: number
+  physical: number
+  /** An unwritten (fallocated) extent: reads as zeros whatever its blocks hold. */
+  unwritten: boolean
+}
+
+/** `i_flags` bits that decide how a file's content can be read. */
+export const INODE_FLAGS = {
+  encrypted: 0x8_00,
+  hugeFile: 0x4_00_00,
+  inlineData: 0x10_00_00_00,
+} as const
+
+/** A regular file's block map as `stat` prints it (EXTENTS or BLOCKS). */
+export interface BlockMap {
+  /** Every block the map lists: data, extent-tree and indirect blocks. */
+  listed: number
+  /** The data blocks, in logical order; holes absent. */
+  runs: BlockRun[]
+}
+
 export interface InodeStat {
+  /** `i_blocks` as stored: 512-byte sectors, or filesystem blocks when the HUGE_FILE flag is set. */
+  blockCount: number
+  /** Undefined for types other than regular files. */
+  blockMap?: BlockMap
   devMajor?: number
   devMinor?: number
   /** Raw bytes of a fast symlink's target (stored in the inode), exactly `size` of them. */
   fastLink?: Buffer
+  /** The inode's `i_flags`. */
+  flags: number
   gid: number
+  /** Bytes of the inline data area (inode and system.data), which `cat` prints in full for inline files. */
+  inlineDataSize?: number
   inode: number
   links: number
   mode: number
@@ -100,6 +132,8 @@ export interface InodeStat {
   size: number
   type: InodeType
   uid: number
+  /** The external xattr block, 0 if none. */
+  xattrBlock: number
   /** Names and lengths of the extended attributes; values are fetched with `ea_get`. */
   xattrs: {length: number; name: string}[]
 }
@@ -126,9 +160,13 @@ export function parseStat(buf: Buffer): InodeStat {
   const text = buf.toString('latin1')
   const head = match(text, /^Inode: (\d+)\s+Type: ([^\n]*?)\s+Mode:\s+([0-7]+)\s/, 'inode header')
   const owner = match(text, /\nUser:\s+(\d+)\s+Group:\s+(\d+)\s+(?:Project:\s+\d+\s+)?Size: (\d+)\n/, 'owner and size')
-  const links = match(text, /\nLinks: (\d+)\s/, 'link count')
+  const links = match(text, /\nLinks: (\d+)\s+Blockcount: (\d+)\n/, 'link count')
+  const xattrBlock = /\nFile ACL: (\d+)/.exec(text)
+  const flags = match(text, /\sFlags: 0x([0-9a-f]{1,8})\n/, 'flags')
   const mtime = /\n\s*mtime: 0x([0-9a-f]{8})(?::([0-9a-f]{8}))? /.exec(text)
   const stat: InodeStat = {
+    blockCount: Number(links[2]),
+    flags: Number.parseInt(flags[1], 16),
     gid: Number(owner[2]),
     inode: Number(head[1]),
     links: Number(links[1]),
@@ -137,10 +175,14 @@ export function parseStat(buf: Buffer): InodeStat {
     size: Number(owner[3]),
     type: TYPE_NAMES[head[2]] ?? 'bad',
     uid: Number(owner[1]),
+    xattrBlock: xattrBlock ? Number(xattrBlock[1]) : 0,
     xattrs: [],
   }
   if (!Number.isSafeInteger(stat.size)) throw extractionError(`inode ${stat.inode} has an impossible size ${owner[3]}`)
 
+  if (stat.type === 'file') stat.blockMap = parseBlockMap(text, stat.inode)
+  const inline = /\nSize of inline data: (\d+)\n/.exec(text)
+  if (inline) stat.inlineDataSize = Number(inline[1])
   const device = /\n(?:\(New-style\) )?Device major\/minor number: (\d+):(\d+) /.exec(text)
   if (device) {
     stat.devMajor = Number(device[1])
@@ -169,4 +211,41 @@ export function parseStat(buf: Buffer): InodeStat {
   }
 
   return stat
+}
+
+const MAP_ENTRY = /^\((?:(\d+)(?:-(\d+))?(\[u\])?|ETB\d+|IND|DIND|TIND)\):(\d+)(?:-(\d+))?$/
+
+/**
+ * The block map on `stat`'s `EXTENTS:` (extent-mapped) or `BLOCKS:` (block-mapped) line, e.g.
+ * `(ETB0):4682, (0-3[u]):100-103, (8):200`. Extent-tree and indirect blocks (`ETB0`, `IND`...) are
+ * counted but are not content. No such line means no blocks: the file is one hole, or its map is
+ * unreadable (stat then prints nothing), which the caller tells apart by the inode's block count.
+ */
+export function parseBlockMap(text: string, inode: number): BlockMap {
+  const map: BlockMap = {listed: 0, runs: []}
+  const header = /\n(?:EXTENTS|BLOCKS):\n/.exec(text)
+  if (!header) return map
+  const start = header.index + header[0].length
+  const end = text.indexOf('\n', start)
+  const line = text.slice(start, end === -1 ? text.length : end)
+  if (line === '' || line.startsWith('TOTAL:')) return map
+  for (const item of line.split(', ')) {
+    const found = MAP_ENTRY.exec(item)
+    if (!found) throw extractionError(`inode ${inode}: cannot parse block map entry ${JSON.stringify(item)}`)
+    const [, first, last, unwritten, physical, physicalLast] = found
+    const physicalLength = (physicalLast === undefined ? 0 : Number(physicalLast) - Number(physical)) + 1
+    if (first === undefined) {
+      map.listed += physicalLength
+      continue
+    }
+
+    const length = (last === undefined ? 0 : Number(last) - Number(first)) + 1
+    if (length < 1 || length !== physicalLength) throw extractionError(`inode ${inode}: inconsistent block map entry ${JSON.stringify(item)}`)
+    map.listed += length
+    map.runs.push({
+      length, logical: Number(first), physical: Number(physical), unwritten: unwritten !== undefined,
+    })
+  }
+
+  return map
 }

@@ -10,12 +10,7 @@ export const MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 interface PendingBase {
   command: string
-  /** `debugfs: <command>\n`, the echo that opens the stdout reply. */
-  echo: Buffer
-  /** `# <nonce>-<id>\n`: a comment line, which debugfs echoes verbatim after the reply. */
-  endOut: Buffer
   outDone: boolean
-  started: boolean
 }
 
 interface DelimitedRequest extends PendingBase {
@@ -33,28 +28,84 @@ interface SizedRequest extends PendingBase {
 
 type Pending = DelimitedRequest | SizedRequest
 
+/** A FIFO of bytes: appends copy into a buffer that grows by doubling, so long replies cost linear time. */
+class ByteQueue {
+  private buffer = Buffer.alloc(0)
+  private end = 0
+  private start = 0
+
+  consume(length: number): void {
+    this.start += length
+    if (this.start === this.end) {
+      this.start = 0
+      this.end = 0
+    }
+  }
+
+  push(chunk: Buffer): void {
+    const used = this.end - this.start
+    if (this.end + chunk.length > this.buffer.length) {
+      const target = used + chunk.length <= this.buffer.length / 2 ? this.buffer : Buffer.allocUnsafe(Math.max(64 * 1024, 2 * (used + chunk.length)))
+      this.buffer.copy(target, 0, this.start, this.end)
+      this.buffer = target
+      this.start = 0
+      this.end = used
+    }
+
+    chunk.copy(this.buffer, this.end)
+    this.end += chunk.length
+  }
+
+  /** The unread bytes; valid until the next push. */
+  view(): Buffer {
+    return this.buffer.subarray(this.start, this.end)
+  }
+}
+
+/** libss's prompt, printed (and flushed) each time debugfs is about to read a command. */
+const PROMPT = 'debugfs:  '
+/** Bits of the per-session nonce. */
+const NONCE_BITS = 96
+
 /**
- * One long-lived `debugfs -f - <disk>` process, opened read-only, driven over pipes.
+ * The disk's path spelled with a random nonce that the kernel resolves to the same file: after the
+ * directory, one `./` for each 1 bit and one `/` for each 0 bit (`/a/b.ext4` → `/a/.///./b.ext4`).
+ */
+export function noncePath(disk: string, nonce: Buffer): string {
+  const slash = disk.lastIndexOf('/')
+  const dir = slash === -1 ? '.' : disk.slice(0, slash)
+  let tokens = ''
+  for (let bit = 0; bit < nonce.length * 8; bit++) tokens += (nonce[bit >> 3] >> (bit & 7)) & 1 ? './' : '/'
+  return `${dir}/${tokens}${disk.slice(slash + 1)}`
+}
+
+/**
+ * One long-lived, interactive `debugfs <disk>` process, opened read-only, driven over pipes.
  *
- * Every command is followed by a comment line, `# <nonce>-<id>`, which debugfs echoes verbatim on stdout
- * once the command is done: it closes the reply. The nonce is random per session; the disk's contents
- * cannot contain it except by chance (2^-128), so guest bytes can never forge a frame. Replies come back in
- * request order; many can be in flight. debugfs reports errors on stderr (with exit status 0): any such
- * complaint fails the session, at once if it arrives while requests are pending, and at `close()` at the
- * latest, so an extraction can never finish on a reply that debugfs complained about.
+ * Every command is followed by `params`, which prints the path debugfs opened. That path carries a
+ * random nonce (see noncePath), so `params`'s reply can only come from `params`: the guest's bytes (names,
+ * link targets, xattrs, file content) cannot forge it except by chance (2^-96), and it closes the reply
+ * before it. Interactive mode, not `-f -`, because `-f` unbuffers stdout (a write per line, a wake-up per
+ * write), while libss flushes once per prompt. Replies come back in request order; many can be in flight.
+ * debugfs reports errors on stderr (with exit status 0): any such complaint fails the session, at once if
+ * it arrives while requests are pending, and at `close()` at the latest, so an extraction can never finish
+ * on a reply that debugfs complained about.
  */
 export class DebugfsSession {
   private closed = false
   private complaintScheduled = false
   private failure: Error | undefined
   private flushScheduled = false
-  private nextId = 1
-  private readonly nonce = randomBytes(16).toString('hex')
-  private out: Buffer = Buffer.alloc(0)
+  /** Index in `pending` of the first request whose reply has not been read yet. */
+  private head = 0
+  /** The text that ends every reply: a prompt, `params`'s reply, the next prompt. */
+  private readonly marker: Buffer
+  private readonly out = new ByteQueue()
   private outgoing = ''
   private outOfStep = false
   private readonly pending: Pending[] = []
   private readonly proc: ResultPromise<{buffer: false; encoding: 'buffer'; reject: false; stdin: 'pipe'}>
+  private sawFirstPrompt = false
   private searchFrom = 0
   private stderrBuf = ''
   /** The command at the head of the queue when debugfs first complained: almost always the culprit. */
@@ -64,11 +115,17 @@ export class DebugfsSession {
     readonly binary: string,
     readonly disk: string,
   ) {
-    // -f - reads commands from stdin and unbuffers stdout/stderr; no -w, so the disk is opened read-only.
-    this.proc = execa(binary, ['-f', '-', disk], {
+    const opened = noncePath(disk, randomBytes(NONCE_BITS / 8))
+    this.marker = Buffer.from(`${PROMPT}Open mode: read-only\nFilesystem in use: ${opened}\n${PROMPT}`, 'latin1')
+    // No -w: the disk is opened read-only.
+    this.proc = execa(binary, [opened], {
       buffer: false,
       encoding: 'buffer',
-      env: {LANG: 'C', LC_ALL: 'C'},
+      // SS_READLINE_PATH=none keeps libss from loading readline; stat prints local times that are never
+      // read (the raw hex is), and UTC spares glibc a look at /etc/localtime for each of them.
+      env: {
+        LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
+      },
       reject: false,
       stdin: 'pipe',
     })
@@ -151,39 +208,38 @@ export class DebugfsSession {
       else request.readable.destroy(error)
     }
 
+    this.head = 0
     this.proc.kill('SIGKILL')
   }
 
+  /** Hands out, in order, the replies read so far. */
   private finishIfDone(): void {
-    while (this.pending.length > 0 && this.pending[0].outDone) {
-      const head = this.pending[0]
-      if (head.kind === 'delimited' && (head.reply?.length ?? 0) === 0) {
+    let done = 0
+    for (; done < this.head; done++) {
+      const request = this.pending[done]
+      if (request.kind === 'delimited' && request.reply!.length === 0) {
         // Every command sent as a delimited request prints something when it succeeds: an empty reply is
         // a failure whose explanation is on its way to stderr. Blame this command, and fail.
-        this.suspect = head.command
+        this.suspect = request.command
         if (!this.complaintScheduled) {
           this.complaintScheduled = true
           setTimeout(() => this.fail(this.complaint(debugfsComplaints(this.stderrBuf) || 'no output')), 20).unref()
         }
 
-        return
+        break
       }
 
-      this.pending.shift()
-      if (head.kind === 'delimited') head.resolve(head.reply!)
-      else head.readable.push(null)
+      if (request.kind === 'delimited') request.resolve(request.reply!)
+      else request.readable.push(null)
     }
+
+    this.pending.splice(0, done)
+    this.head -= done
   }
 
   private frame(command: string): PendingBase {
     if (/[\n\r\0]/.test(command)) throw new Error(`refusing to send a debugfs command with a line break: ${JSON.stringify(command)}`)
-    return {
-      command,
-      echo: Buffer.from(`debugfs: ${command}\n`),
-      endOut: Buffer.from(`# ${this.nonce}-${this.nextId++}\n`),
-      outDone: false,
-      started: false,
-    }
+    return {command, outDone: false}
   }
 
   private onExit(result: {code?: string; exitCode?: number; signal?: string}): void {
@@ -211,7 +267,7 @@ export class DebugfsSession {
   }
 
   private onStdout(chunk: Buffer): void {
-    this.out = this.out.length === 0 ? chunk : Buffer.concat([this.out, chunk])
+    this.out.push(chunk)
     if (this.outOfStep) return
     try {
       this.pump()
@@ -226,52 +282,57 @@ export class DebugfsSession {
     this.finishIfDone()
   }
 
+  /** Reads replies off the output, for requests from `head` on, as far as the output goes. */
   private pump(): void {
+    if (!this.sawFirstPrompt) {
+      const out = this.out.view()
+      if (out.length < PROMPT.length) return
+      if (out.toString('latin1', 0, PROMPT.length) !== PROMPT) this.desync('no prompt')
+      this.out.consume(PROMPT.length)
+      this.sawFirstPrompt = true
+    }
+
+    const {marker} = this
     for (;;) {
-      const head = this.pending.find(p => !p.outDone)
-      if (!head) {
-        if (this.out.length > 0) this.desync('unexpected output')
+      const out = this.out.view()
+      const request = this.pending[this.head]
+      if (!request) {
+        if (out.length > 0) this.desync('unexpected output')
         return
       }
 
-      if (!head.started) {
-        if (this.out.length < head.echo.length) return
-        if (!this.out.subarray(0, head.echo.length).equals(head.echo)) this.desync(`expected the echo of "${head.command}"`)
-        this.out = this.out.subarray(head.echo.length)
-        head.started = true
+      if (request.kind === 'sized') {
+        if (request.remaining > 0) {
+          if (out.length === 0) return
+          const take = Math.min(request.remaining, out.length)
+          const piece = Buffer.from(out.subarray(0, take))
+          // Content can only hold the marker if debugfs stopped short and `params` followed.
+          if (piece.includes(marker)) this.desync(`short output from "${request.command}"`)
+          this.out.consume(take)
+          request.remaining -= take
+          if (!request.readable.push(piece)) this.proc.stdout.pause()
+          if (request.remaining > 0) return
+          continue
+        }
+
+        if (out.length < marker.length) return
+        if (!out.subarray(0, marker.length).equals(marker)) this.desync(`"${request.command}" wrote more than expected`)
+        this.out.consume(marker.length)
+      } else {
+        const at = out.indexOf(marker, Math.max(0, this.searchFrom - marker.length))
+        if (at === -1) {
+          this.searchFrom = out.length
+          if (out.length > MAX_REPLY_BYTES) this.desync(`reply to "${request.command}" exceeds ${MAX_REPLY_BYTES} bytes`)
+          return
+        }
+
+        request.reply = Buffer.from(out.subarray(0, at))
+        this.out.consume(at + marker.length)
         this.searchFrom = 0
       }
 
-      if (head.kind === 'sized') {
-        if (head.remaining > 0) {
-          if (this.out.length === 0) return
-          const take = Math.min(head.remaining, this.out.length)
-          const piece = this.out.subarray(0, take)
-          // Content can only hold the nonce if debugfs stopped short and its own marker followed.
-          if (piece.includes(this.nonce, 0, 'latin1')) this.desync(`short output from "${head.command}"`)
-          this.out = this.out.subarray(take)
-          head.remaining -= take
-          if (!head.readable.push(Buffer.from(piece))) this.proc.stdout.pause()
-          if (head.remaining > 0) return
-        }
-
-        if (this.out.length < head.endOut.length) return
-        if (!this.out.subarray(0, head.endOut.length).equals(head.endOut)) this.desync(`"${head.command}" wrote more than expected`)
-        this.out = this.out.subarray(head.endOut.length)
-        head.outDone = true
-        continue
-      }
-
-      const at = this.out.indexOf(head.endOut, Math.max(0, this.searchFrom - head.endOut.length))
-      if (at === -1) {
-        this.searchFrom = this.out.length
-        if (this.out.length > MAX_REPLY_BYTES) this.desync(`reply to "${head.command}" exceeds ${MAX_REPLY_BYTES} bytes`)
-        return
-      }
-
-      head.reply = Buffer.from(this.out.subarray(0, at))
-      this.out = this.out.subarray(at + head.endOut.length)
-      head.outDone = true
+      request.outDone = true
+      this.head++
     }
   }
 
@@ -285,7 +346,7 @@ export class DebugfsSession {
     if (this.closed) throw new Error('debugfs session is closed')
     this.pending.push(request)
     // Commands sent in the same tick go out in one write: a batch of stats is one syscall, not hundreds.
-    this.outgoing += `${request.command}\n${request.endOut.toString('latin1')}`
+    this.outgoing += `${request.command}\nparams\n`
     if (!this.flushScheduled) {
       this.flushScheduled = true
       queueMicrotask(() => {

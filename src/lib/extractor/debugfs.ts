@@ -1,20 +1,25 @@
-import {Readable} from 'node:stream'
+import type {Readable} from 'node:stream'
+
 import {finished} from 'node:stream/promises'
 
 import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
 import {findDebugfs} from '../e2fsprogs.js'
 import {extractionError} from '../errors.js'
+import {BlockReader} from './block-reader.js'
 import {
-  type DirRecord, type InodeStat, parseDirListing, parseStat, TYPE_BITS,
+  type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseStat, TYPE_BITS,
 } from './debugfs-parse.js'
 import {DebugfsSession} from './debugfs-session.js'
 
 const ROOT_INODE = 2
 /** Stats requested together: enough to hide round trips, few enough to bound memory on huge dirs. */
 const STAT_BATCH = 256
-/** `cat`s queued ahead of the consumer: enough to hide the round trips, bounded by the pipe's back-pressure. */
-const PREFETCH = 64
+/**
+ * Directories whose listing and first stats are fetched ahead of the walk: enough that the walk seldom
+ * waits for debugfs, few enough to bound memory (each holds at most two batches).
+ */
+const DIRS_AHEAD = 128
 /** Deeper trees are refused: no real root filesystem nests this deep, a crafted one may. */
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
@@ -54,6 +59,27 @@ function vfsAcl(value: Buffer, entryPath: Buffer): Buffer {
   return acl
 }
 
+/** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
+function ownedBlocks(stat: InodeStat, blockSize: number): number {
+  if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
+  const sectors = blockSize / 512
+  return stat.blockCount % sectors === 0 ? stat.blockCount / sectors : Number.NaN
+}
+
+/**
+ * The first `size` bytes of a stream; the rest is read and dropped.
+ *
+ * @yields pieces of the first `size` bytes
+ */
+async function * leading(stream: Readable, size: number): AsyncGenerator<Buffer, void, undefined> {
+  let left = size
+  for await (const chunk of stream) {
+    const piece = (chunk as Buffer).subarray(0, left)
+    left -= piece.length
+    if (piece.length > 0) yield piece
+  }
+}
+
 export interface DebugfsExtractorOptions {
   /** Path of the debugfs binary; found like microagent does when omitted. */
   binary?: string
@@ -74,9 +100,10 @@ function checkName(name: Buffer, dir: Buffer): void {
 }
 
 /**
- * Extracts with one long-lived, read-only `debugfs` process: `ls -p` per directory, `stat` per inode,
- * `ea_get` per xattr, `cat` per file streamed straight to the consumer. Inodes are always addressed as
- * `<ino>`, so no guest name is ever sent to debugfs or joined to a host path.
+ * Extracts with one long-lived, read-only `debugfs` process for metadata (`ls -p` per directory, `stat`
+ * per inode, `ea_get` per xattr) and reads file content straight from the image through the block maps
+ * `stat` prints (`cat` only for inline data and encrypted files). Inodes are always addressed as `<ino>`,
+ * so no guest name is ever sent to debugfs or joined to a host path.
  */
 export class DebugfsExtractor implements Extractor {
   readonly name = 'debugfs'
@@ -85,6 +112,7 @@ export class DebugfsExtractor implements Extractor {
 
   async * entries(disk: string, options: ExtractOptions = {}): AsyncGenerator<Entry, void, undefined> {
     const binary = this.options.binary ?? (await findDebugfs())
+    const blocks = await BlockReader.open(disk)
     const session = DebugfsSession.open(binary, disk)
     const onAbort = (): void => session.terminate(extractionError('extraction was cancelled'))
     options.signal?.addEventListener('abort', onAbort, {once: true})
@@ -92,11 +120,12 @@ export class DebugfsExtractor implements Extractor {
     try {
       const root = parseStat(await session.request(`stat <${ROOT_INODE}>`))
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
-      const walk = new Walk(session, options)
+      const walk = new Walk(session, blocks, options)
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
       done = true
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
+      blocks.close()
       if (done) await session.close()
       else {
         session.terminate(extractionError('extraction stopped early'))
@@ -106,65 +135,63 @@ export class DebugfsExtractor implements Extractor {
   }
 }
 
+/** A directory's child with everything but its content. */
+interface Child {
+  linkTarget?: Buffer
+  path: Buffer
+  stat: InodeStat
+  xattrs: [string, Buffer][]
+}
+
+/**
+ * One directory's metadata, fetched from the moment it is created: the listing, then the children's
+ * stats, xattrs and symlink targets in batches, each batch requested when the one before is taken.
+ */
+class DirLoad {
+  private readonly batches: Promise<Child[]>[] = []
+  private readonly records: Promise<DirRecord[]>
+
+  constructor(
+    private readonly walk: Walk,
+    readonly inode: number,
+    private readonly prefix: Buffer,
+  ) {
+    this.records = walk.session.request(`ls -p <${inode}>`).then(reply => walk.children(parseDirListing(reply), prefix))
+    // Once the first children are known, their own directories can be fetched ahead too.
+    this.batch(0).then(children => walk.fetchAhead(children), () => {})
+  }
+
+  /**
+   * @yields the children in batches, in name order
+   */
+  async * children(): AsyncGenerator<Child[], void, undefined> {
+    const records = await this.records
+    for (let i = 0; i * STAT_BATCH < records.length; i++) {
+      const batch = this.batch(i)
+      if ((i + 1) * STAT_BATCH < records.length) this.batch(i + 1).catch(() => {})
+      yield await batch
+      delete this.batches[i]
+    }
+  }
+
+  private batch(i: number): Promise<Child[]> {
+    this.batches[i] ??= this.records.then(records => this.walk.load(records.slice(i * STAT_BATCH, (i + 1) * STAT_BATCH), this.prefix))
+    return this.batches[i]
+  }
+}
+
 class Walk {
+  /** Directory loads started ahead of the walk, by inode. */
+  private readonly ahead = new Map<number, DirLoad>()
   private readonly visitedDirs = new Set<number>([ROOT_INODE])
 
   constructor(
-    private readonly session: DebugfsSession,
+    readonly session: DebugfsSession,
+    private readonly blocks: BlockReader,
     private readonly options: ExtractOptions,
   ) {}
 
-  async * directory(inode: number, prefix: Buffer, depth: number): AsyncGenerator<Entry, void, undefined> {
-    if (depth > MAX_DEPTH) throw extractionError(`directories nest deeper than ${MAX_DEPTH} levels at "/${prefix.toString('latin1')}"`)
-    const children = this.children(parseDirListing(await this.session.request(`ls -p <${inode}>`)), prefix)
-    for (let i = 0; i < children.length; i += STAT_BATCH) {
-      const batch = children.slice(i, i + STAT_BATCH)
-      const stats = await Promise.all(batch.map(child => this.session.request(`stat <${child.inode}>`)))
-      const parsed = stats.map((reply, j) => this.checkStat(parseStat(reply), batch[j], prefix))
-      const paths = batch.map(child => join(prefix, child.name))
-      // Everything a batch needs besides file content, fetched together before any `cat` is queued.
-      const [xattrs, targets] = await Promise.all([
-        Promise.all(parsed.map((stat, j) => this.xattrs(stat, paths[j]))),
-        Promise.all(parsed.map((stat, j) => (stat.type === 'symlink' ? this.linkTarget(stat, paths[j]) : undefined))),
-      ])
-      const prefetched = new Map<number, Readable>()
-      for (const [j, stat] of parsed.entries()) {
-        if (stat.type === 'socket') {
-          this.options.onSkip?.({path: paths[j], reason: 'socket'})
-          continue
-        }
-
-        if (stat.type === 'file' && !prefetched.has(j)) this.prefetch(parsed, j, prefetched)
-        const content = prefetched.get(j)
-        yield this.entry(stat, paths[j], xattrs[j], {content, linkTarget: targets[j]})
-        prefetched.delete(j)
-        if (content) await this.settle(content)
-        if (stat.type === 'directory') {
-          if (this.visitedDirs.has(stat.inode)) {
-            throw extractionError(
-              `directory inode ${stat.inode} appears twice (at "/${paths[j].toString('latin1')}"): a hard-linked directory or a loop`,
-              {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
-            )
-          }
-
-          this.visitedDirs.add(stat.inode)
-          yield * this.directory(stat.inode, paths[j], depth + 1)
-        }
-      }
-    }
-  }
-
-  private checkStat(stat: InodeStat, record: DirRecord, prefix: Buffer): InodeStat {
-    const where = `"/${join(prefix, record.name).toString('latin1')}"`
-    if (stat.type === 'bad' || (record.mode & 0o17_0000) !== TYPE_BITS[stat.type]) {
-      throw extractionError(`inode ${record.inode} at ${where} has an invalid or inconsistent type`)
-    }
-
-    if (stat.inode !== record.inode) throw extractionError(`debugfs answered for inode ${stat.inode} instead of ${record.inode}`)
-    return stat
-  }
-
-  private children(records: DirRecord[], prefix: Buffer): DirRecord[] {
+  children(records: DirRecord[], prefix: Buffer): DirRecord[] {
     const children: DirRecord[] = []
     for (const record of records) {
       // Empty dirent slots list as inode 0.
@@ -194,9 +221,105 @@ class Walk {
     return children
   }
 
-  /** `content` is the file's `cat`, already in flight (none for an empty file). */
-  private entry(stat: InodeStat, entryPath: Buffer, xattrs: [string, Buffer][], extra: {content?: Readable; linkTarget?: Buffer}): Entry {
-    const {content, linkTarget} = extra
+  async * directory(inode: number, prefix: Buffer, depth: number): AsyncGenerator<Entry, void, undefined> {
+    if (depth > MAX_DEPTH) throw extractionError(`directories nest deeper than ${MAX_DEPTH} levels at "/${prefix.toString('latin1')}"`)
+    const load = this.ahead.get(inode) ?? new DirLoad(this, inode, prefix)
+    this.ahead.delete(inode)
+    for await (const batch of load.children()) {
+      // While this batch is archived, debugfs lists and stats the directories it holds.
+      this.fetchAhead(batch)
+
+      for (const child of batch) {
+        const {path: entryPath, stat} = child
+        if (stat.type === 'socket') {
+          this.options.onSkip?.({path: entryPath, reason: 'socket'})
+          continue
+        }
+
+        let streamed: Readable | undefined
+        yield this.entry(child, stream => {
+          streamed = stream
+        })
+        if (streamed) await this.settle(streamed)
+        if (stat.type === 'directory') {
+          if (this.visitedDirs.has(stat.inode)) {
+            throw extractionError(
+              `directory inode ${stat.inode} appears twice (at "/${entryPath.toString('latin1')}"): a hard-linked directory or a loop`,
+              {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
+            )
+          }
+
+          this.visitedDirs.add(stat.inode)
+          yield * this.directory(stat.inode, entryPath, depth + 1)
+        }
+      }
+    }
+  }
+
+  /**
+   * Starts loading the directories among `children` (at most DIRS_AHEAD loads wait at once), so that
+   * debugfs always has work queued and the walk seldom waits for a reply. Loads start in the order the
+   * walk will want them only roughly; a directory not fetched ahead is fetched when the walk reaches it.
+   */
+  fetchAhead(children: Child[]): void {
+    for (const child of children) {
+      if (this.ahead.size >= DIRS_AHEAD) return
+      const {inode, type} = child.stat
+      if (type === 'directory' && !this.visitedDirs.has(inode) && !this.ahead.has(inode)) this.ahead.set(inode, new DirLoad(this, inode, child.path))
+    }
+  }
+
+  /** Everything a batch of children needs besides file content, fetched together. */
+  async load(records: DirRecord[], prefix: Buffer): Promise<Child[]> {
+    const stats = await Promise.all(records.map(record => this.session.request(`stat <${record.inode}>`)))
+    return Promise.all(records.map(async (record, j): Promise<Child> => {
+      const stat = this.checkStat(parseStat(stats[j]), record, prefix)
+      const entryPath = join(prefix, record.name)
+      const [xattrs, linkTarget] = await Promise.all([
+        this.xattrs(stat, entryPath),
+        stat.type === 'symlink' ? this.linkTarget(stat, entryPath) : undefined,
+      ])
+      return {
+        linkTarget, path: entryPath, stat, xattrs,
+      }
+    }))
+  }
+
+  private checkStat(stat: InodeStat, record: DirRecord, prefix: Buffer): InodeStat {
+    const where = `"/${join(prefix, record.name).toString('latin1')}"`
+    if (stat.type === 'bad' || (record.mode & 0o17_0000) !== TYPE_BITS[stat.type]) {
+      throw extractionError(`inode ${record.inode} at ${where} has an invalid or inconsistent type`)
+    }
+
+    if (stat.inode !== record.inode) throw extractionError(`debugfs answered for inode ${stat.inode} instead of ${record.inode}`)
+    return stat
+  }
+
+  /**
+   * A regular file's content: read from the image through its block map when the map accounts for every
+   * block the inode owns; otherwise (inline data, encryption, or a map stat could not print, as for a
+   * corrupt extent tree) streamed by `cat`, which fails loudly where the map is broken. `onStream` is
+   * told about a `cat`, so that it can be drained.
+   */
+  private content(stat: InodeStat, entryPath: Buffer, onStream: (stream: Readable) => void): () => AsyncIterable<Buffer> | Iterable<Buffer> {
+    if (stat.size === 0) return () => []
+    const map = stat.blockMap
+    const mappable = map !== undefined && (stat.flags & (INODE_FLAGS.inlineData | INODE_FLAGS.encrypted)) === 0
+    const readable = mappable && ownedBlocks(stat, this.blocks.blockSize) === map.listed + (stat.xattrBlock === 0 ? 0 : 1)
+    if (!readable) {
+      return () => {
+        // debugfs 1.47 `cat`s an inline file's whole inline area, padding included: take `size` bytes.
+        const stream = this.session.stream(`cat <${stat.inode}>`, Math.max(stat.size, stat.inlineDataSize ?? 0))
+        onStream(stream)
+        return stat.size < (stat.inlineDataSize ?? 0) ? leading(stream, stat.size) : stream
+      }
+    }
+
+    return () => this.blocks.content(map.runs, stat.size, `"/${entryPath.toString('latin1')}"`)
+  }
+
+  private entry(child: Child, onStream: (stream: Readable) => void): Entry {
+    const {linkTarget, path: entryPath, stat, xattrs} = child
     const base = {
       gid: stat.gid,
       inode: stat.inode,
@@ -222,7 +345,7 @@ class Walk {
 
     case 'file': {
       return {
-        ...base, content: (): Readable => content ?? Readable.from([]), size: stat.size, type: 'file',
+        ...base, content: this.content(stat, entryPath, onStream), size: stat.size, type: 'file',
       }
     }
 
@@ -252,23 +375,7 @@ class Walk {
     return target
   }
 
-  /**
-   * Queues `cat` for the regular files from `start` up to the next directory (at most PREFETCH), so
-   * debugfs reads ahead while the consumer compresses. Never past a directory: its `ls` would queue behind
-   * content nobody reads until the recursion returns. Every file gets its `cat` in order, later names of
-   * a hard-linked inode too, since a `cat` sent later would queue behind content not yet read.
-   */
-  private prefetch(stats: InodeStat[], start: number, into: Map<number, Readable>): void {
-    for (let j = start, queued = 0; j < stats.length && queued < PREFETCH; j++) {
-      const stat = stats[j]
-      if (stat.type === 'directory') return
-      if (stat.type !== 'file' || stat.size === 0) continue
-      into.set(j, this.session.stream(`cat <${stat.inode}>`, stat.size))
-      queued++
-    }
-  }
-
-  /** Content the consumer did not read (a hard link, a name it left out) is drained, so the replies behind it flow. */
+  /** A `cat` the consumer did not read to its end is drained, so the replies behind it flow. */
   private async settle(content: Readable): Promise<void> {
     if (content.readableEnded) return
     content.resume()

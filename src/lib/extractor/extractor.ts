@@ -1,5 +1,3 @@
-import type {Readable} from 'node:stream'
-
 export const ENTRY_TYPES = ['file', 'directory', 'symlink', 'char', 'block', 'fifo'] as const
 export type EntryType = (typeof ENTRY_TYPES)[number]
 
@@ -16,10 +14,11 @@ export interface Timestamp {
  */
 export interface Entry {
   /**
-   * The regular file's bytes, exactly `size` of them, read only when called. The stream must be read to
-   * its end (or the extraction abandoned) before the next entry is requested.
+   * The regular file's bytes, exactly `size` of them, read only when called, in pieces of any size.
+   * What it returns must be read to its end (or the extraction abandoned) before the next entry is
+   * requested, and a piece must not be modified (it may be shared).
    */
-  content?: () => Readable
+  content?: () => AsyncIterable<Buffer> | Iterable<Buffer>
   devMajor?: number
   devMinor?: number
   gid: number

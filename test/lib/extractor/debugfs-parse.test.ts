@@ -1,6 +1,8 @@
 import {expect} from 'chai'
 
-import {decodeTime, parseDirListing, parseStat} from '../../../src/lib/extractor/debugfs-parse.js'
+import {
+  decodeTime, parseBlockMap, parseDirListing, parseStat,
+} from '../../../src/lib/extractor/debugfs-parse.js'
 
 const STAT_FILE = `Inode: 32   Type: regular    Mode:  04755   Flags: 0x80000
 Generation: 0    Version: 0x00000000:00000000
@@ -21,6 +23,11 @@ Inode checksum: 0x8f2a7b4c
 EXTENTS:
 (0):33294
 `
+
+const stat = (map: string): string => `Inode: 12   Type: regular    Mode:  0644   Flags: 0x80000\nSize of extra inode fields: 32\n${map}`
+const run = (logical: number, physical: number, length: number, unwritten = false): object => ({
+  length, logical, physical, unwritten,
+})
 
 describe('extractor/debugfs-parse', () => {
   describe('ls -p', () => {
@@ -58,6 +65,14 @@ describe('extractor/debugfs-parse', () => {
   describe('stat', () => {
     it('reads type, mode bits, owner, size, links, ns mtime and xattr names', () => {
       expect(parseStat(Buffer.from(STAT_FILE))).to.deep.equal({
+        blockCount: 8,
+        blockMap: {
+          listed: 1,
+          runs: [{
+            length: 1, logical: 0, physical: 33_294, unwritten: false,
+          }],
+        },
+        flags: 0x8_00_00,
         gid: 1000,
         inode: 32,
         links: 4,
@@ -66,6 +81,7 @@ describe('extractor/debugfs-parse', () => {
         size: 1900,
         type: 'file',
         uid: 1000,
+        xattrBlock: 0,
         xattrs: [
           {length: 5, name: 'user.x'},
           {length: 4, name: 'user.binary'},
@@ -105,6 +121,35 @@ describe('extractor/debugfs-parse', () => {
       expect(() => parseStat(Buffer.from(''))).to.throw(/cannot parse debugfs stat output/)
       expect(() => parseStat(Buffer.from(STAT_FILE.replace('  user.x (5)', '  user x (5)')))).to.throw(/extended attribute line/)
     })
+  })
+
+  describe('block map', () => {
+    it('reads extents, single blocks, unwritten extents and skips tree blocks', () => {
+      expect(parseBlockMap(stat('EXTENTS:\n(ETB0):4682, (0-3[u]):100-103, (8):200, (9[u]):7, (10-4881):9000-13871\n'), 12)).to.deep.equal({
+        listed: 1 + 4 + 1 + 1 + 4872,
+        runs: [run(0, 100, 4, true), run(8, 200, 1), run(9, 7, 1, true), run(10, 9000, 4872)],
+      })
+    })
+
+    it('reads the block list of a block-mapped file, indirect blocks skipped', () => {
+      expect(parseBlockMap(stat('BLOCKS:\n(0-11):4899-4910, (IND):4911, (12-267):4912-5167, (DIND):5168, (IND):5169, (268-292):5170-5194\nTOTAL: 296\n'), 12))
+      .to.deep.equal({listed: 296, runs: [run(0, 4899, 12), run(12, 4912, 256), run(268, 5170, 25)]})
+    })
+
+    it('reads no map as one hole', () => {
+      expect(parseBlockMap(stat('Inode checksum: 0x1\n'), 12)).to.deep.equal({listed: 0, runs: []})
+    })
+
+    for (const [what, map] of [
+      ['ranges of different lengths', '(0-3):100-101'],
+      ['a reversed range', '(5-3):100-98'],
+      ['an unknown label', '(XYZ):100'],
+      ['junk', '(0):100 junk'],
+    ] as const) {
+      it(`refuses ${what}`, () => {
+        expect(() => parseBlockMap(stat(`EXTENTS:\n${map}\n`), 12)).to.throw(/inode 12: .*block map entry/)
+      })
+    }
   })
 
   describe('time', () => {

@@ -66,9 +66,14 @@ describe('extractor/debugfs-session', () => {
   })
 
   it('fails when debugfs prints what nobody asked for', async () => {
-    const session = DebugfsSession.open(fakeDebugfs('echo "this is not the echo of any command"; exec sleep 5'), '/dev/null')
+    const reply = String.raw`debugfs:  Inode: 2\ndebugfs:  Open mode: read-only\nFilesystem in use: %s\ndebugfs:  `
+    const session = DebugfsSession.open(fakeDebugfs(`read cmd; read params; printf "${reply}" "$1"; sleep 0.2; echo this is no reply to anything; exec sleep 5`), '/dev/null')
+    expect((await session.request('stat <2>')).toString()).to.equal('Inode: 2\n')
+    await new Promise(resolve => {
+      setTimeout(resolve, 600)
+    })
     const error = await rejection(session.request('stat <2>'))
-    expect(error.message).to.match(/out of step/)
+    expect(error.message).to.match(/out of step \(unexpected output\)/)
     await session.close()
   })
 
@@ -80,8 +85,8 @@ describe('extractor/debugfs-session', () => {
   })
 
   it('fails when a cat stops short and the marker lands inside the content', async () => {
-    // Echo the command, then the marker, with no content: the stream must not swallow the marker.
-    const script = 'read cmd; read marker; echo "debugfs: $cmd"; echo "debugfs: $marker"; exec sleep 5'
+    // The prompt, then at once the reply of `params` with no content: the stream must not swallow it.
+    const script = String.raw`read cmd; read params; printf "debugfs:  debugfs:  Open mode: read-only\nFilesystem in use: %s\ndebugfs:  " "$1"; exec sleep 5`
     const session = DebugfsSession.open(fakeDebugfs(script), '/dev/null')
     const stream = session.stream('cat <12>', 1000)
     const error = await rejection((async () => {

@@ -1,0 +1,91 @@
+import {closeSync, openSync, readSync} from 'node:fs'
+
+import type {BlockRun} from './debugfs-parse.js'
+
+import {readSuperblock} from '../disk.js'
+import {extractionError} from '../errors.js'
+
+/** Largest piece read or yielded at once: big enough to amortise the call, small enough to bound memory. */
+export const READ_CHUNK = 1024 * 1024
+const ZEROS = Buffer.alloc(READ_CHUNK)
+
+/** One stretch of a file's content: bytes at `offset` in the image, or zeros (a hole, an unwritten extent). */
+interface Piece {
+  length: number
+  offset?: number
+}
+
+/**
+ * Reads regular files' bytes straight from the filesystem image through the block maps debugfs reports,
+ * instead of piping every byte through `debugfs cat`: one pread per contiguous run, no framing, no copy.
+ * The image is opened read-only. Every map is checked against the filesystem's geometry first, so a
+ * hostile map can make a file read other blocks of the same image (as `cat` would), never past its end.
+ */
+export class BlockReader {
+  private constructor(
+    private readonly fd: number,
+    readonly blockSize: number,
+    readonly blocksCount: number,
+  ) {}
+
+  static async open(image: string): Promise<BlockReader> {
+    const {blocksCount, blockSize} = await readSuperblock(image)
+    return new BlockReader(openSync(image, 'r'), blockSize, blocksCount)
+  }
+
+  close(): void {
+    closeSync(this.fd)
+  }
+
+  /**
+   * The `size` bytes of a file mapped by `runs`, as they are read: holes and unwritten extents give
+   * zeros, blocks mapped past the end of the file are ignored. `where` names the file in errors.
+   *
+   * Reads are synchronous on purpose: most files are a few KiB, and a thread-pool round trip per file
+   * costs more than the read itself; a piece is at most READ_CHUNK bytes, so the loop is never held long.
+   *
+   * @yields the content in order, in pieces of at most READ_CHUNK bytes
+   */
+  * content(runs: BlockRun[], size: number, where: string): Generator<Buffer, void, undefined> {
+    for (const piece of this.plan(runs, size, where)) {
+      for (let done = 0; done < piece.length; done += READ_CHUNK) {
+        const length = Math.min(READ_CHUNK, piece.length - done)
+        if (piece.offset === undefined) {
+          yield ZEROS.subarray(0, length)
+          continue
+        }
+
+        const buffer = Buffer.allocUnsafe(length)
+        const read = readSync(this.fd, buffer, 0, length, piece.offset + done)
+        if (read !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+        yield buffer
+      }
+    }
+  }
+
+  /** Checks a block map against the geometry and turns it into pieces covering exactly `size` bytes. */
+  private plan(runs: BlockRun[], size: number, where: string): Piece[] {
+    const pieces: Piece[] = []
+    const bs = this.blockSize
+    let next = 0
+    let total = 0
+    for (const run of runs) {
+      if (run.logical < next) throw extractionError(`${where}: its block map overlaps itself or is out of order (corrupt inode)`)
+      if (run.physical < 1 || run.physical + run.length > this.blocksCount) {
+        throw extractionError(`${where}: its block map points outside the filesystem (blocks ${run.physical}+${run.length} of ${this.blocksCount})`)
+      }
+
+      next = run.logical + run.length
+      const start = run.logical * bs
+      // Blocks past the end of the file (fallocate --keep-size) are not content; the last block is partly.
+      if (start >= size) continue
+      if (start > total) pieces.push({length: start - total})
+      const length = Math.min(run.length * bs, size - start)
+      pieces.push(run.unwritten ? {length} : {length, offset: run.physical * bs})
+      total = start + length
+    }
+
+    if (size > total) pieces.push({length: size - total})
+    return pieces
+  }
+}
