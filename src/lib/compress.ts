@@ -1,10 +1,10 @@
-import {execa} from 'execa'
 import {availableParallelism} from 'node:os'
 import {
   Duplex, PassThrough, Transform, type TransformCallback,
 } from 'node:stream'
 import {Worker} from 'node:worker_threads'
 
+import {spawnChild} from './child.js'
 import {MicroagentError, usageError} from './errors.js'
 
 export const COMPRESSIONS = ['gzip', 'zstd', 'none'] as const
@@ -222,21 +222,16 @@ export class ParallelGzip extends Transform {
 
 /** zstd through the zstd command (Node 20 has no zstd), on as many threads as there are cores. */
 function zstdStream(level: number): Duplex {
-  const child = execa('zstd', [`-${level}`, '-T0', '-q', '-c', '-'], {
-    buffer: false,
-    encoding: 'buffer',
-    reject: false,
-    stderr: 'pipe',
-  })
+  const {exited, process: child} = spawnChild('zstd', [`-${level}`, '-T0', '-q', '-c', '-'])
   const duplex = Duplex.from({readable: child.stdout, writable: child.stdin})
   let stderr = ''
   child.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString()
   })
-  child.then(result => {
-    const missing = (result as {code?: string}).code === 'ENOENT'
+  exited.then(result => {
+    const missing = result.code === 'ENOENT'
     if (missing || result.exitCode !== 0) {
-      duplex.destroy(new MicroagentError(missing ? 'zstd is not installed' : `zstd failed (exit ${result.exitCode ?? result.signal}): ${stderr.trim()}`, {
+      duplex.destroy(new MicroagentError(missing ? 'zstd is not installed' : `zstd failed (exit ${result.exitCode ?? result.signal ?? result.code}): ${stderr.trim()}`, {
         code: 'COMPRESSOR_FAILED',
         exit: 'layout',
         kind: missing ? 'unsupported' : 'permanent',

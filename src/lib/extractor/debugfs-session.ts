@@ -1,7 +1,9 @@
-import {execa, type ResultPromise} from 'execa'
+import type {ChildProcessWithoutNullStreams} from 'node:child_process'
+
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
+import {type ChildExit, spawnChild} from '../child.js'
 import {debugfsComplaints} from '../e2fsprogs.js'
 import {extractionError, MicroagentError} from '../errors.js'
 
@@ -94,6 +96,7 @@ export function noncePath(disk: string, nonce: Buffer): string {
 export class DebugfsSession {
   private closed = false
   private complaintScheduled = false
+  private readonly exited: Promise<ChildExit>
   private failure: Error | undefined
   private flushScheduled = false
   /** Index in `pending` of the first request whose reply has not been read yet. */
@@ -104,7 +107,7 @@ export class DebugfsSession {
   private outgoing = ''
   private outOfStep = false
   private readonly pending: Pending[] = []
-  private readonly proc: ResultPromise<{buffer: false; encoding: 'buffer'; reject: false; stdin: 'pipe'}>
+  private readonly proc: ChildProcessWithoutNullStreams
   private sawFirstPrompt = false
   private searchFrom = 0
   private stderrBuf = ''
@@ -118,23 +121,17 @@ export class DebugfsSession {
     const opened = noncePath(disk, randomBytes(NONCE_BITS / 8))
     this.marker = Buffer.from(`${PROMPT}Open mode: read-only\nFilesystem in use: ${opened}\n${PROMPT}`, 'latin1')
     // No -w: the disk is opened read-only.
-    this.proc = execa(binary, [opened], {
-      buffer: false,
-      encoding: 'buffer',
-      // SS_READLINE_PATH=none keeps libss from loading readline; stat prints local times that are never
-      // read (the raw hex is), and UTC spares glibc a look at /etc/localtime for each of them.
-      env: {
-        LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
-      },
-      reject: false,
-      stdin: 'pipe',
+    // No -w: the disk is opened read-only. SS_READLINE_PATH=none keeps libss from loading readline; stat
+    // prints local times that are never read (the raw hex is), and UTC spares glibc a look at
+    // /etc/localtime for each of them.
+    const child = spawnChild(binary, [opened], {
+      LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
     })
+    this.proc = child.process
+    this.exited = child.exited
     this.proc.stdout.on('data', (chunk: Buffer) => this.onStdout(chunk))
     this.proc.stderr.on('data', (chunk: Buffer) => this.onStderr(chunk))
-    this.proc.stdin.on('error', () => {
-      // EPIPE after debugfs died; the exit handler reports why.
-    })
-    this.proc.then(result => this.onExit(result as {code?: string; exitCode?: number; signal?: string}))
+    this.exited.then(result => this.onExit(result))
   }
 
   static open(binary: string, disk: string): DebugfsSession {
@@ -154,7 +151,7 @@ export class DebugfsSession {
     }
 
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000)
-    await this.proc
+    await this.exited
     clearTimeout(timer)
     // A failure was already delivered to the requests; a complaint nobody heard yet must not be lost.
     const text = debugfsComplaints(this.stderrBuf)
@@ -242,7 +239,7 @@ export class DebugfsSession {
     return {command, outDone: false}
   }
 
-  private onExit(result: {code?: string; exitCode?: number; signal?: string}): void {
+  private onExit(result: ChildExit): void {
     if (this.pending.length === 0 && this.closed) return
     const stderr = debugfsComplaints(this.stderrBuf)
     const missing = result.code === 'ENOENT'

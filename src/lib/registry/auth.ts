@@ -1,5 +1,4 @@
 import is from '@sindresorhus/is'
-import {execa} from 'execa'
 import {readFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import path from 'node:path'
@@ -94,6 +93,8 @@ function fromAuthsEntry(entry: unknown, file: string): Credential | undefined {
 /** Runs `docker-credential-<name> get`; "credentials not found" means anonymous, anything else is an error. */
 export async function runCredentialHelper(name: string, serverUrl: string, file: string): Promise<Credential | undefined> {
   const helper = `docker-credential-${name}`
+  // Loaded here, not at the top: its import costs ~0.1 s that pushes without a helper do not need.
+  const {execa} = await import('execa')
   const result = await execa(helper, ['get'], {input: serverUrl, reject: false, timeout: 30_000})
   if ((result as {code?: string}).code === 'ENOENT') {
     throw new MicroagentError(`credential helper ${helper} (configured in ${file}) is not installed or not on PATH`, {

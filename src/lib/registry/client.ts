@@ -4,9 +4,10 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {isMicroagentError, MicroagentError} from '../errors.js'
 import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
 import {type Credential, describeCredential} from './auth.js'
+import {streamingRequest} from './http.js'
 
 /** A request body that can be produced again for a retry: never a consumed stream. */
-export type BodyFactory = () => {body: Buffer | ReadableStream<Uint8Array>; length: number}
+export type BodyFactory = () => {body: AsyncIterable<Uint8Array> | Buffer; length: number}
 
 export interface RegistryRequest {
   body?: BodyFactory
@@ -213,6 +214,15 @@ export class RegistryClient {
     return `cannot reach ${this.origin}: ${cause?.code ?? cause?.message ?? (error as Error).message}`
   }
 
+  /** Streamed bodies go through node:http (see streamingRequest), unless a custom fetch was given. */
+  private dispatch(url: URL, init: RequestInit & {duplex?: 'half'; headers: Record<string, string>; method: string}, streamed?: AsyncIterable<Uint8Array>): Promise<Response> {
+    if (!streamed) return this.fetchImpl(url, init)
+    if (this.options.fetch) return this.options.fetch(url, {...init, body: streamed as unknown as RequestInit['body'], duplex: 'half'})
+    return streamingRequest(url, {
+      body: streamed, headers: init.headers, method: init.method, signal: this.options.signal,
+    })
+  }
+
   private failure(message: string, kind: 'permanent' | 'policy_denied' | 'transient'): MicroagentError {
     if (kind === 'transient') return this.transient(message)
     return new MicroagentError(message, {
@@ -328,19 +338,20 @@ export class RegistryClient {
       // Credentials go to the registry's own origin only: never to a redirect or Location elsewhere.
       const authorization = sameOrigin ? await this.authorization(request.scopes, refreshed) : undefined
       if (authorization) headers.authorization = authorization
-      const init: RequestInit & {duplex?: 'half'} = {
+      const init: RequestInit & {headers: Record<string, string>; method: string} = {
         headers, method, redirect: 'manual', signal: this.options.signal,
       }
+      let streamed: AsyncIterable<Uint8Array> | undefined
       if (withBody && request.body) {
         const {body, length} = request.body()
-        init.body = body as RequestInit['body']
-        init.duplex = 'half'
+        if (Buffer.isBuffer(body)) init.body = body
+        else streamed = body
         headers['content-length'] = String(length)
       } else if (method === 'PUT' || method === 'POST' || method === 'PATCH') {
         headers['content-length'] = '0'
       }
 
-      const response = await this.fetchImpl(url, init)
+      const response = await this.dispatch(url, init, streamed)
       if (response.status === 401 && sameOrigin && !refreshed) {
         const challenge = parseChallenge(response.headers.get('www-authenticate'))
         await drain(response)

@@ -3,7 +3,7 @@ import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
-import {Readable, Transform} from 'node:stream'
+import {Transform} from 'node:stream'
 
 import type {Descriptor} from '../image.js'
 
@@ -112,7 +112,7 @@ function fileBody(file: string, start: number, length: number, verifyDigest?: st
     const source = createReadStream(file, {end: start + length - 1, highWaterMark: 1024 * 1024, start})
     const stream = verifyDigest ? source.pipe(verifier(verifyDigest, file)) : source
     if (verifyDigest) source.on('error', error => stream.destroy(error))
-    return {body: Readable.toWeb(stream) as ReadableStream<Uint8Array>, length}
+    return {body: stream, length}
   }
 }
 
