@@ -66,6 +66,14 @@ class ByteQueue {
 
 /** libss's prompt, printed (and flushed) each time debugfs is about to read a command. */
 const PROMPT = 'debugfs:  '
+/** How long debugfs may leave pending requests unanswered before the session fails. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
+
+export interface SessionOptions {
+  /** Pending requests with no output from debugfs for this long fail the session (a crafted disk can make it spin). */
+  idleTimeoutMs?: number
+}
+
 /** Bits of the per-session nonce. */
 const NONCE_BITS = 96
 
@@ -97,6 +105,7 @@ export class DebugfsSession {
   private closed = false
   private complaintScheduled = false
   private readonly exited: Promise<ChildExit>
+  private lastOutput = Date.now()
   private failure: Error | undefined
   private flushScheduled = false
   /** Index in `pending` of the first request whose reply has not been read yet. */
@@ -114,9 +123,12 @@ export class DebugfsSession {
   /** The command at the head of the queue when debugfs first complained: almost always the culprit. */
   private suspect: string | undefined
 
+  private readonly watchdog: NodeJS.Timeout
+
   private constructor(
     readonly binary: string,
     readonly disk: string,
+    options: SessionOptions,
   ) {
     const opened = noncePath(disk, randomBytes(NONCE_BITS / 8))
     this.marker = Buffer.from(`${PROMPT}Open mode: read-only\nFilesystem in use: ${opened}\n${PROMPT}`, 'latin1')
@@ -132,10 +144,14 @@ export class DebugfsSession {
     this.proc.stdout.on('data', (chunk: Buffer) => this.onStdout(chunk))
     this.proc.stderr.on('data', (chunk: Buffer) => this.onStderr(chunk))
     this.exited.then(result => this.onExit(result))
+    const idle = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS
+    this.watchdog = setInterval(() => this.checkIdle(idle), Math.min(1000, idle / 4))
+    this.watchdog.unref()
+    this.exited.then(() => clearInterval(this.watchdog))
   }
 
-  static open(binary: string, disk: string): DebugfsSession {
-    return new DebugfsSession(binary, disk)
+  static open(binary: string, disk: string, options: SessionOptions = {}): DebugfsSession {
+    return new DebugfsSession(binary, disk, options)
   }
 
   /**
@@ -187,6 +203,18 @@ export class DebugfsSession {
   /** Kills debugfs at once (abort, or a consumer gave up); pending requests fail with `reason`. */
   terminate(reason: Error): void {
     this.fail(reason)
+  }
+
+  /** Fails the session when debugfs owes replies and has printed nothing for `idle` ms (not while we hold it back). */
+  private checkIdle(idle: number): void {
+    if (this.head >= this.pending.length || this.proc.stdout.isPaused()) {
+      this.lastOutput = Date.now()
+      return
+    }
+
+    if (Date.now() - this.lastOutput < idle) return
+    this.suspect ??= this.pending[this.head]?.command
+    this.fail(extractionError(`debugfs stopped answering${this.suspect ? ` on "${this.suspect}"` : ''} (no output for ${Math.round(idle / 1000)} s); the disk may be corrupt or hostile`))
   }
 
   private complaint(text: string): Error {
@@ -264,6 +292,7 @@ export class DebugfsSession {
   }
 
   private onStdout(chunk: Buffer): void {
+    this.lastOutput = Date.now()
     this.out.push(chunk)
     if (this.outOfStep) return
     try {

@@ -83,6 +83,8 @@ async function * leading(stream: Readable, size: number): AsyncGenerator<Buffer,
 export interface DebugfsExtractorOptions {
   /** Path of the debugfs binary; found like microagent does when omitted. */
   binary?: string
+  /** See SessionOptions.idleTimeoutMs. */
+  idleTimeoutMs?: number
 }
 
 function join(prefix: Buffer, name: Buffer): Buffer {
@@ -113,7 +115,7 @@ export class DebugfsExtractor implements Extractor {
   async * entries(disk: string, options: ExtractOptions = {}): AsyncGenerator<Entry, void, undefined> {
     const binary = this.options.binary ?? (await findDebugfs())
     const blocks = await BlockReader.open(disk)
-    const session = DebugfsSession.open(binary, disk)
+    const session = DebugfsSession.open(binary, disk, {idleTimeoutMs: this.options.idleTimeoutMs})
     const onAbort = (): void => session.terminate(extractionError('extraction was cancelled'))
     options.signal?.addEventListener('abort', onAbort, {once: true})
     let done = false
@@ -292,6 +294,15 @@ class Walk {
     }
 
     if (stat.inode !== record.inode) throw extractionError(`debugfs answered for inode ${stat.inode} instead of ${record.inode}`)
+    // A tar has no holes: a file larger than the whole filesystem would be that many bytes of zeros in the
+    // layer. A crafted inode gets there in one field; a real one is a sparse file nobody wants in an image.
+    const fsBytes = this.blocks.blocksCount * this.blocks.blockSize
+    if (stat.type === 'file' && stat.size > fsBytes) {
+      throw extractionError(`${where} claims ${stat.size} bytes, more than the whole filesystem (${fsBytes} bytes)`, {
+        remediation: 'A sparse file this large cannot go in a layer (tar stores its holes as zeros); remove it from the workspace, or check the disk with `e2fsck -fn <rootfs>` on a copy.',
+      })
+    }
+
     return stat
   }
 

@@ -77,6 +77,16 @@ describe('extractor/debugfs-session', () => {
     await session.close()
   })
 
+  it('fails when debugfs stops answering', async () => {
+    const session = DebugfsSession.open(fakeDebugfs('printf "debugfs:  "; exec sleep 30'), '/dev/null', {idleTimeoutMs: 300})
+    const started = Date.now()
+    const error = await rejection(session.request('stat <2>'))
+    expect(error.message).to.match(/debugfs stopped answering on "stat <2>"/)
+    expect(error.exitCode).to.equal(5)
+    expect(Date.now() - started).to.be.below(5000)
+    await session.close()
+  })
+
   it('fails when debugfs dies', async () => {
     const session = DebugfsSession.open(fakeDebugfs('exit 3'), '/dev/null')
     const error = await rejection(session.request('stat <2>'))

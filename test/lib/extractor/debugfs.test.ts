@@ -240,6 +240,14 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
       expect(error.exitCode).to.equal(5)
     })
 
+    it('refuses a file claiming more bytes than the whole filesystem, at once', async () => {
+      const file = buildExt4(path.join(tempDir(), 'huge.ext4'), {commands: ['sif /f size 0x10000000000'], tree: root => writeFileSync(path.join(root, 'f'), 'x')})
+      expect(debugfsRead(file, 'stat /f')).to.match(/Size: 1099511627776\n/)
+      const error = await failure(file)
+      expect(error.exitCode).to.equal(5)
+      expect(error.message).to.match(/"\/f" claims 1099511627776 bytes, more than the whole filesystem/)
+    })
+
     it('fails when an inode is damaged (corrupt extent)', async () => {
       const file = buildExt4(path.join(tempDir(), 'corrupt.ext4'), {tree: root => writeFileSync(path.join(root, 'f'), 'x'.repeat(10_000))})
       // Zero the extent header's magic: the inode still stats, its content cannot be read.
