@@ -1,5 +1,5 @@
 import {execFileSync} from 'node:child_process'
-import {mkdtempSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 
@@ -13,8 +13,23 @@ export interface Ext4Spec {
   tree?: (root: string) => void
 }
 
+const created: string[] = []
+
 export function tempDir(prefix = 'plugin-image-test-'): string {
-  return mkdtempSync(path.join(tmpdir(), prefix))
+  const dir = mkdtempSync(path.join(tmpdir(), prefix))
+  created.push(dir)
+  return dir
+}
+
+/** Removes every folder tempDir made (a full run makes a few GB of images, layouts and registries). */
+export function removeTempDirs(): void {
+  for (const dir of created.splice(0)) {
+    try {
+      rmSync(dir, {force: true, maxRetries: 3, recursive: true})
+    } catch {
+      // A folder a test left unreadable stays; it is in the system's temp folder.
+    }
+  }
 }
 
 /**
