@@ -136,20 +136,24 @@ export function toEnvelope(error: MicroagentError, correlationId = newCorrelatio
   }
 }
 
+/** A full disk (or quota) while writing: a layout error, and the place that filled up when it is known. */
+export function noSpaceError(error: unknown, where?: string): MicroagentError {
+  const message = error instanceof Error ? error.message : String(error)
+  return new MicroagentError(`no space left${where ? ` on the device holding ${where}` : ''}: ${message}`, {
+    cause: error,
+    code: 'NO_SPACE',
+    exit: 'layout',
+    kind: 'resource_exhausted',
+    remediation: 'Free disk space under the state directory and retry; nothing was tagged, and what was already stored is intact.',
+  })
+}
+
 /** Wraps anything thrown into a MicroagentError, keeping the original as `cause`. */
 export function asMicroagentError(error: unknown): MicroagentError {
   if (isMicroagentError(error)) return error
   const code = (error as NodeJS.ErrnoException | undefined)?.code
   const message = error instanceof Error ? error.message : String(error)
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new MicroagentError(`no space left: ${message}`, {
-      cause: error,
-      code: 'NO_SPACE',
-      exit: 'layout',
-      kind: 'resource_exhausted',
-      remediation: 'Free disk space under the state directory and retry.',
-    })
-  }
+  if (code === 'ENOSPC' || code === 'EDQUOT') return noSpaceError(error)
 
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new MicroagentError(`permission denied: ${message}`, {

@@ -3,17 +3,25 @@ import {randomBytes} from 'node:crypto'
 import {open, rename, unlink} from 'node:fs/promises'
 import path from 'node:path'
 
-/** Writes a file by temp name, fsync and rename, so readers see the old or the new bytes, never a mix. */
-export async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {
-  const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  const handle = await open(temp, 'wx', mode)
+/** Creates `file` (which must not exist), writes and flushes it; on any failure it is removed again. */
+export async function writeNewFile(file: string, data: Buffer, mode: number): Promise<void> {
+  const handle = await open(file, 'wx', mode)
   try {
     await handle.writeFile(data)
     await handle.sync()
-  } finally {
-    await handle.close()
+  } catch (error) {
+    await handle.close().catch(() => {})
+    await unlink(file).catch(() => {})
+    throw error
   }
 
+  await handle.close()
+}
+
+/** Writes a file by temp name, fsync and rename, so readers see the old or the new bytes, never a mix. */
+export async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {
+  const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  await writeNewFile(temp, data, mode)
   try {
     await rename(temp, file)
   } catch (error) {

@@ -4,14 +4,16 @@ import is from '@sindresorhus/is'
 import {randomBytes} from 'node:crypto'
 import {createWriteStream} from 'node:fs'
 import {
-  chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, unlink,
+  chmod, chown, mkdir, readdir, readFile, rename, rm, stat, unlink,
 } from 'node:fs/promises'
 import path from 'node:path'
 import {pipeline} from 'node:stream/promises'
 
 import {DIGEST_PATTERN, DigestCounter, sha256Digest} from './digest.js'
-import {MicroagentError, notFoundError} from './errors.js'
-import {fsync, syncDir, writeAtomic} from './files.js'
+import {MicroagentError, noSpaceError, notFoundError} from './errors.js'
+import {
+  fsync, syncDir, writeAtomic, writeNewFile,
+} from './files.js'
 import {type Descriptor, MEDIA_TYPES, REF_NAME_ANNOTATION} from './image.js'
 import {withLock} from './lock.js'
 import {isPidAlive} from './pid.js'
@@ -190,14 +192,9 @@ export class OciLayout {
     const digest = sha256Digest(data)
     if (await this.hasBlob(digest, data.length)) return {digest, size: data.length}
     const temp = this.ingestPath()
-    const handle = await open(temp, 'wx', 0o444)
-    try {
-      await handle.writeFile(data)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-
+    await writeNewFile(temp, data, 0o444).catch((error: unknown) => {
+      throw this.writeFailure(error)
+    })
     await this.commitBlob(temp, digest)
     return {digest, size: data.length}
   }
@@ -215,7 +212,7 @@ export class OciLayout {
       await fsync(temp)
     } catch (error) {
       await unlink(temp).catch(() => {})
-      throw error
+      throw this.writeFailure(error)
     }
 
     const digest = counter.digest()
@@ -259,8 +256,16 @@ export class OciLayout {
     return path.join(this.root, 'index.json.lock')
   }
 
+  /** A full disk names the layout; any other failure goes on as it is. */
+  private writeFailure(error: unknown): unknown {
+    const code = (error as NodeJS.ErrnoException | undefined)?.code
+    return code === 'ENOSPC' || code === 'EDQUOT' ? noSpaceError(error, this.root) : error
+  }
+
   private async writeIndex(index: ImageIndex): Promise<void> {
-    await this.writeOwned(this.indexPath(), Buffer.from(JSON.stringify(index)), 0o644)
+    await this.writeOwned(this.indexPath(), Buffer.from(JSON.stringify(index)), 0o644).catch((error: unknown) => {
+      throw this.writeFailure(error)
+    })
   }
 
   private async writeOwned(file: string, data: Buffer, mode: number): Promise<void> {

@@ -1,9 +1,9 @@
 /** The error a promise rejects with; fails the test if it resolves. */
-export async function rejection(promise: Promise<unknown>): Promise<Error & {code?: string; exitCode?: number; kind?: string}> {
+export async function rejection(promise: Promise<unknown>): Promise<Error & {code?: string; exitCode?: number; kind?: string; remediation?: string}> {
   try {
     await promise
   } catch (error) {
-    return error as Error & {code?: string; exitCode?: number; kind?: string}
+    return error as Error & {code?: string; exitCode?: number; kind?: string; remediation?: string}
   }
 
   throw new Error('expected a rejection, but the promise resolved')

@@ -63,14 +63,20 @@ export function validateWithClients(layout: string, ref: string): void {
 /**
  * The layout as oci-image-tool 1.0.0-rc can read it: its ref filter deletes from a slice while walking it
  * with i++, so with three or more tags a non-matching descriptor survives and it reports "not unique". The
- * view holds the same oci-layout and blobs (hard links) and an index.json with just the ref's descriptor.
+ * view holds the same oci-layout and blobs (hard links, or copies across filesystems) and an index.json with just the ref's descriptor.
  */
 function singleRefView(layout: string, ref: string): string {
   const view = path.join(tempDir('plugin-image-view-'), 'oci')
   mkdirSync(path.join(view, 'blobs', 'sha256'), {recursive: true})
   copyFileSync(path.join(layout, 'oci-layout'), path.join(view, 'oci-layout'))
   for (const blob of readdirSync(path.join(layout, 'blobs', 'sha256'))) {
-    linkSync(path.join(layout, 'blobs', 'sha256', blob), path.join(view, 'blobs', 'sha256', blob))
+    const [from, to] = [path.join(layout, 'blobs', 'sha256', blob), path.join(view, 'blobs', 'sha256', blob)]
+    try {
+      linkSync(from, to)
+    } catch {
+      // Another filesystem (a layout on a test tmpfs): copy.
+      copyFileSync(from, to)
+    }
   }
 
   const index = readJson<{manifests: {annotations?: Record<string, string>}[]}>(path.join(layout, 'index.json'))

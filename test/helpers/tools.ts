@@ -23,3 +23,13 @@ export function requireTools(context: {skip(): void}, ...names: string[]): void 
   // eslint-disable-next-line mocha/no-skipped-tests -- the loud, local-only skip the guide allows
   context.skip()
 }
+
+/** Like requireTools, for tests that must be root (mounting a small tmpfs): CI runs as root. */
+export function requireRoot(context: {skip(): void}, why: string): void {
+  if (process.getuid?.() === 0) return
+  const message = `not root: cannot ${why}`
+  if (process.env.CI) throw new Error(message)
+  console.warn(`\n  !!! SKIPPED: ${message}\n`)
+  // eslint-disable-next-line mocha/no-skipped-tests -- the loud, local-only skip the guide allows
+  context.skip()
+}

@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 import {execFileSync} from 'node:child_process'
-import {createHash} from 'node:crypto'
+import {createHash, randomBytes} from 'node:crypto'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
 } from 'node:fs'
@@ -19,10 +19,10 @@ import {
   ACL, BIG_XATTR, buildFidelityImage, CAPABILITY, DEEP, type FidelityImage, NAMES,
 } from '../helpers/fidelity.js'
 import {
-  blobFile, dumpTar, hex, readJson, type TarRecord, validateWithClients,
+  blobFile, dumpTar, hex, readJson, type TarRecord, validateLayout, validateWithClients,
 } from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
-import {requireTools} from '../helpers/tools.js'
+import {requireRoot, requireTools} from '../helpers/tools.js'
 
 const CREATED = new Date('2026-01-01T00:00:00Z')
 const sha = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
@@ -278,6 +278,36 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
       expect(layoutSnapshot(layout)).to.equal(snapshot)
       expect(readdirSync(path.join(layout, 'ingest'))).to.deep.equal([])
       validateWithClients(layout, 'local/demo:v1')
+    })
+
+    it('fails with exit 7 and changes nothing when the disk fills up while the layer is written', async function () {
+      requireRoot(this, 'mount a 1 MiB tmpfs to fill up')
+      requireTools(this, 'mount', 'umount')
+      const fresh = makeStateDir()
+      const images = path.join(fresh, 'images')
+      mkdirSync(images)
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', images])
+      try {
+        addWorkspace(fresh, 'small')
+        await commitWorkspace({
+          created: CREATED, reference: 'local/small:1', stateDir: fresh, workspace: 'small',
+        })
+        const layout = layoutPath(fresh)
+        const snapshot = layoutSnapshot(layout)
+        // 3 MiB of random bytes cannot compress into what is left of 1 MiB.
+        addWorkspace(fresh, 'big', {spec: {tree: root => writeFileSync(path.join(root, 'noise'), randomBytes(3 * 1024 * 1024))}})
+        const error = await rejection(commitWorkspace({
+          created: CREATED, reference: 'local/big:1', stateDir: fresh, workspace: 'big',
+        }))
+        expect(error.exitCode).to.equal(7)
+        expect(error.message).to.match(/^no space left on the device holding .*images\/oci: ENOSPC/)
+        expect(error.remediation).to.match(/Free disk space/)
+        expect(layoutSnapshot(layout)).to.equal(snapshot)
+        expect(readdirSync(path.join(layout, 'ingest'))).to.deep.equal([])
+        validateLayout(layout)
+      } finally {
+        execFileSync('umount', [images])
+      }
     })
 
     it('says clearly when the rootfs is not ext4', async () => {

@@ -105,11 +105,11 @@ export class DebugfsSession {
   private closed = false
   private complaintScheduled = false
   private readonly exited: Promise<ChildExit>
-  private lastOutput = Date.now()
   private failure: Error | undefined
   private flushScheduled = false
   /** Index in `pending` of the first request whose reply has not been read yet. */
   private head = 0
+  private lastOutput = Date.now()
   /** The text that ends every reply: a prompt, `params`'s reply, the next prompt. */
   private readonly marker: Buffer
   private readonly out = new ByteQueue()
@@ -122,7 +122,6 @@ export class DebugfsSession {
   private stderrBuf = ''
   /** The command at the head of the queue when debugfs first complained: almost always the culprit. */
   private suspect: string | undefined
-
   private readonly watchdog: NodeJS.Timeout
 
   private constructor(
