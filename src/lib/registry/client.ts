@@ -15,6 +15,11 @@ export interface RegistryRequest {
   method: 'DELETE' | 'GET' | 'HEAD' | 'PATCH' | 'POST' | 'PUT'
   /** Statuses that mean success; anything else is retried (if transient) or an error. */
   ok: number[]
+  /**
+   * Tries after a transient failure; the client's setting by default. 0 for a step whose retry is not
+   * safe on its own (a blob body cut mid-way leaves the upload session unusable: the caller restarts it).
+   */
+  retries?: number
   /** Token scopes the request needs, e.g. `repository:team/app:pull,push`. */
   scopes: string[]
   /** Absolute, or a path on the registry (`/v2/...`). */
@@ -162,9 +167,7 @@ export class RegistryClient {
 
   /** Sends a request, with auth, redirects and retries; returns a response whose status is in `ok`. */
   async send(request: RegistryRequest): Promise<Response> {
-    const retries = this.options.retries ?? 5
-    let backoff = this.options.initialBackoffMs ?? 250
-    for (let attempt = 0; ; attempt++) {
+    return this.withRetries(async () => {
       let response: Response
       try {
         response = await this.sendOnce(request)
@@ -173,21 +176,29 @@ export class RegistryClient {
         const {cause} = (error as Error)
         if (isMicroagentError(cause)) throw cause
         if (isMicroagentError(error) || this.options.signal?.aborted || !isNetworkError(error)) throw error
-        if (attempt >= retries) throw this.transient(`${request.what}: ${this.describeNetworkError(error)}`, error)
-        await this.wait(backoff)
-        backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)
-        continue
+        throw this.transient(`${request.what}: ${this.describeNetworkError(error)}`, error)
       }
 
       if (request.ok.includes(response.status)) return response
-      if (RETRYABLE_STATUS.has(response.status) && attempt < retries) {
-        await drain(response)
-        await this.wait(Math.min(retryAfterMs(response) ?? backoff, 60_000))
-        backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)
-        continue
-      }
-
       throw await this.responseError(request, response)
+    }, request.retries)
+  }
+
+  /**
+   * Runs `attempt` until it succeeds or fails for good: transient failures (connection errors, 408, 429,
+   * 5xx, a /v2/ ping answered so) are tried again after a growing, jittered wait or the server's
+   * Retry-After, `retries` times (the client's setting by default), then surface with exit 75.
+   */
+  async withRetries<T>(attempt: () => Promise<T>, retries = this.options.retries ?? 5): Promise<T> {
+    let backoff = this.options.initialBackoffMs ?? 250
+    for (let tries = 0; ; tries++) {
+      try {
+        return await attempt()
+      } catch (error) {
+        if (!isMicroagentError(error) || error.kind !== 'transient' || tries >= retries || this.options.signal?.aborted) throw error
+        await this.wait(Math.min(error.retryAfterMs ?? backoff, 60_000))
+        backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000)
+      }
     }
   }
 
@@ -377,7 +388,7 @@ export class RegistryClient {
     }
   }
 
-  private transient(message: string, cause?: unknown, retryAfter = 1000): MicroagentError {
+  private transient(message: string, cause?: unknown, retryAfter?: number): MicroagentError {
     return new MicroagentError(message, {
       cause,
       code: 'REGISTRY_UNAVAILABLE',

@@ -166,6 +166,7 @@ class UploadSteps {
         headers: {'content-range': `${offset}-${end}`, 'content-type': 'application/octet-stream'},
         method: 'PATCH',
         ok: [202, 204],
+        retries: 0,
         scopes: [this.push],
         url: location,
         what: `upload blob ${blob.digest} (bytes ${offset}-${end})`,
@@ -176,7 +177,7 @@ class UploadSteps {
     }
 
     const done = await this.client.send({
-      method: 'PUT', ok: [201], scopes: [this.push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`,
+      method: 'PUT', ok: [201], retries: 0, scopes: [this.push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`,
     })
     await done.body?.cancel()
   }
@@ -191,6 +192,7 @@ class UploadSteps {
       headers: {'content-type': 'application/octet-stream'},
       method: 'PUT',
       ok: [201, 413],
+      retries: 0,
       scopes: [this.push],
       url: withDigest(session.location, blob.digest),
       what: `upload blob ${blob.digest}`,
@@ -245,11 +247,16 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
     if (await steps.exists(blob)) return 'existing'
     const file = layout.blobPath(blob.digest)
     const from = known[blob.digest]
-    const session = await steps.start(blob, from && from !== dest.repository ? from : undefined)
-    if (session === 'mounted') return 'mounted'
-    if (!(await steps.putWhole(session, blob, file))) await steps.putChunked(blob, file)
-    bytesUploaded += blob.size
-    return 'uploaded'
+    // A body cut mid-way leaves the upload session unusable (the registry answers BLOB_UPLOAD_INVALID to
+    // a resend), so a failed upload starts over with a new session instead.
+    const outcome = await client.withRetries(async (): Promise<BlobOutcome> => {
+      const session = await steps.start(blob, from && from !== dest.repository ? from : undefined)
+      if (session === 'mounted') return 'mounted'
+      if (!(await steps.putWhole(session, blob, file))) await steps.putChunked(blob, file)
+      return 'uploaded'
+    })
+    if (outcome === 'uploaded') bytesUploaded += blob.size
+    return outcome
   }
 
   const blobs = [manifest.config, ...manifest.layers]

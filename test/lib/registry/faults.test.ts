@@ -1,0 +1,118 @@
+import {expect} from 'chai'
+import {execFile} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {readFileSync, writeFileSync} from 'node:fs'
+import path from 'node:path'
+import {promisify} from 'node:util'
+
+import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
+import {pushImage, type PushOptions} from '../../../src/lib/registry/push.js'
+import {rejection} from '../../helpers/assert.js'
+import {tempDir} from '../../helpers/ext4.js'
+import {type Fault, type FaultProxy, startFaultProxy} from '../../helpers/fault-proxy.js'
+import {startRegistry, type TestRegistry} from '../../helpers/registry.js'
+import {addWorkspace, makeStateDir, runtimeRecord} from '../../helpers/state.js'
+import {requireTools} from '../../helpers/tools.js'
+
+const run = promisify(execFile)
+
+const blobUpload = (method: string, p: string): boolean => (method === 'PUT' || method === 'PATCH') && p.includes('/blobs/uploads/')
+const manifestPut = (method: string, p: string): boolean => method === 'PUT' && p.includes('/manifests/')
+const anything = (): boolean => true
+
+describe('registry faults (a fault-injecting proxy in front of a real registry)', () => {
+  let state: string
+  let committed: CommitResult
+  let registry: TestRegistry | undefined
+  let proxy: FaultProxy | undefined
+
+  before(async function () {
+    requireTools(this, 'docker-registry', 'skopeo', 'mke2fs', 'debugfs')
+    state = makeStateDir()
+    // 3 MiB of noise: a layer big enough to be cut in the middle.
+    addWorkspace(state, 'demo', {
+      runtime: runtimeRecord('stopped'),
+      spec: {sizeMiB: 16, tree: root => writeFileSync(path.join(root, 'noise'), randomBytes(3 * 1024 * 1024))},
+    })
+    committed = await commitWorkspace({
+      created: new Date('2026-01-01T00:00:00Z'), reference: 'local/demo:v1', stateDir: state, workspace: 'demo',
+    })
+  })
+
+  afterEach(async () => {
+    await proxy?.stop()
+    await registry?.stop()
+    proxy = undefined
+    registry = undefined
+  })
+
+  /** A fresh registry behind a proxy with `faults`, so that no blob is there (or mountable) before. */
+  async function through(faults: Fault[]): Promise<FaultProxy> {
+    registry = await startRegistry('none')
+    proxy = await startFaultProxy(registry.host, faults)
+    return proxy
+  }
+
+  const push = (host: string, options: Partial<PushOptions> = {}): ReturnType<typeof pushImage> => pushImage({
+    credential: null,
+    destination: `${host}/team/app:v1`,
+    initialBackoffMs: 5,
+    layoutPath: committed.layout_path,
+    maxBackoffMs: 40,
+    source: 'local/demo:v1',
+    ...options,
+  })
+
+  /** The manifest digest skopeo gets from the registry itself (not through the proxy), or undefined. */
+  async function stored(): Promise<string | undefined> {
+    const out = path.join(tempDir('plugin-image-pull-'), 'oci')
+    try {
+      await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${registry!.host}/team/app:v1`, `oci:${out}:pulled`], {env: {...process.env, HOME: tempDir()}})
+    } catch {
+      return undefined
+    }
+
+    return (JSON.parse(readFileSync(path.join(out, 'index.json'), 'utf8')) as {manifests: {digest: string}[]}).manifests[0].digest
+  }
+
+  it('survives a connection reset in the middle of a blob upload', async () => {
+    const {host, log} = await through([{afterBytes: 1024 * 1024, kind: 'reset', match: blobUpload, times: 1}])
+    const result = await push(host)
+    expect(log.filter(r => r.fault === 'reset')).to.have.length(1)
+    expect(result.blobs.uploaded).to.equal(2)
+    expect(await stored()).to.equal(committed.digest)
+  })
+
+  it('survives bursts of 500 and 503 answers', async () => {
+    const {host, log} = await through([
+      {kind: 'status', match: anything, status: 503, times: 3},
+      {kind: 'status', match: blobUpload, status: 500, times: 2},
+      {kind: 'status', match: manifestPut, status: 503, times: 2},
+    ])
+    await push(host)
+    expect(log.filter(r => r.fault === 'status')).to.have.length(7)
+    expect(await stored()).to.equal(committed.digest)
+  })
+
+  it('survives slow answers', async () => {
+    const {host, log} = await through([{kind: 'delay', match: anything, ms: 150, times: Number.POSITIVE_INFINITY}])
+    await push(host)
+    expect(log.every(r => r.fault === 'delay')).to.equal(true)
+    expect(await stored()).to.equal(committed.digest)
+  })
+
+  it('gives the retryable exit code and stores no manifest when the registry keeps failing', async () => {
+    const {host} = await through([{kind: 'status', match: manifestPut, status: 503, times: Number.POSITIVE_INFINITY}])
+    const error = await rejection(push(host, {retries: 2}))
+    expect(error.exitCode).to.equal(75)
+    expect(error.message).to.match(/push manifest .* answered 503/)
+    expect(await stored()).to.equal(undefined)
+  })
+
+  it('gives the retryable exit code and stores no manifest when every blob upload is cut', async () => {
+    const {host} = await through([{afterBytes: 64 * 1024, kind: 'reset', match: blobUpload, times: Number.POSITIVE_INFINITY}])
+    const error = await rejection(push(host, {retries: 2}))
+    expect(error.exitCode).to.equal(75)
+    expect(await stored()).to.equal(undefined)
+  })
+})
