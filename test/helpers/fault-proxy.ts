@@ -11,9 +11,9 @@ import {setTimeout as sleep} from 'node:timers/promises'
  * - `delay`: wait `ms` before forwarding.
  */
 export type Fault = {match: (method: string, path: string) => boolean; times: number} & (
-  | {afterBytes: number; kind: 'reset'}
-  | {kind: 'delay'; ms: number}
-  | {kind: 'status'; status: number}
+	| {afterBytes: number; kind: 'reset'}
+	| {kind: 'delay'; ms: number}
+	| {kind: 'status'; status: number}
 )
 
 export interface FaultProxy {

@@ -76,7 +76,9 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
   }
 
   it('survives a connection reset in the middle of a blob upload', async () => {
-    const {host, log} = await through([{afterBytes: 1024 * 1024, kind: 'reset', match: blobUpload, times: 1}])
+    const {host, log} = await through([{
+      afterBytes: 1024 * 1024, kind: 'reset', match: blobUpload, times: 1,
+    }])
     const result = await push(host)
     expect(log.filter(r => r.fault === 'reset')).to.have.length(1)
     expect(result.blobs.uploaded).to.equal(2)
@@ -85,9 +87,15 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
 
   it('survives bursts of 500 and 503 answers', async () => {
     const {host, log} = await through([
-      {kind: 'status', match: anything, status: 503, times: 3},
-      {kind: 'status', match: blobUpload, status: 500, times: 2},
-      {kind: 'status', match: manifestPut, status: 503, times: 2},
+      {
+        kind: 'status', match: anything, status: 503, times: 3,
+      },
+      {
+        kind: 'status', match: blobUpload, status: 500, times: 2,
+      },
+      {
+        kind: 'status', match: manifestPut, status: 503, times: 2,
+      },
     ])
     await push(host)
     expect(log.filter(r => r.fault === 'status')).to.have.length(7)
@@ -95,14 +103,18 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
   })
 
   it('survives slow answers', async () => {
-    const {host, log} = await through([{kind: 'delay', match: anything, ms: 150, times: Number.POSITIVE_INFINITY}])
+    const {host, log} = await through([{
+      kind: 'delay', match: anything, ms: 150, times: Number.POSITIVE_INFINITY,
+    }])
     await push(host)
     expect(log.every(r => r.fault === 'delay')).to.equal(true)
     expect(await stored()).to.equal(committed.digest)
   })
 
   it('gives the retryable exit code and stores no manifest when the registry keeps failing', async () => {
-    const {host} = await through([{kind: 'status', match: manifestPut, status: 503, times: Number.POSITIVE_INFINITY}])
+    const {host} = await through([{
+      kind: 'status', match: manifestPut, status: 503, times: Number.POSITIVE_INFINITY,
+    }])
     const error = await rejection(push(host, {retries: 2}))
     expect(error.exitCode).to.equal(75)
     expect(error.message).to.match(/push manifest .* answered 503/)
@@ -110,7 +122,9 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
   })
 
   it('gives the retryable exit code and stores no manifest when every blob upload is cut', async () => {
-    const {host} = await through([{afterBytes: 64 * 1024, kind: 'reset', match: blobUpload, times: Number.POSITIVE_INFINITY}])
+    const {host} = await through([{
+      afterBytes: 64 * 1024, kind: 'reset', match: blobUpload, times: Number.POSITIVE_INFINITY,
+    }])
     const error = await rejection(push(host, {retries: 2}))
     expect(error.exitCode).to.equal(75)
     expect(await stored()).to.equal(undefined)
