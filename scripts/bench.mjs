@@ -183,6 +183,8 @@ async function main() {
         rmSync(staging, {force: true, recursive: true})
         mkdirSync(staging)
         rmSync(layout, {force: true, recursive: true})
+        // Each run starts with nothing left to write back: the previous run's output must not slow the next.
+        sh('sync')
       }
 
       const rootfsBytes = duBytes(fixture.tree)
