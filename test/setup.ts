@@ -1,11 +1,49 @@
-import {removeTempDirs} from './helpers/ext4.js'
+import {readdirSync, readFileSync} from 'node:fs'
+import path from 'node:path'
+
+import {removeTempDirs, tempDirs} from './helpers/ext4.js'
+import {PASSWORD} from './helpers/registry.js'
 
 // oclif picks src (not dist) only when NODE_ENV says test; set it before any Config.load().
 process.env.NODE_ENV = 'test'
 
-/** Mocha root hooks: temp folders go at the end of the run, unless KEEP_TEST_TMP=1 keeps them to look at. */
+/**
+ * Everything this process writes to stdout and stderr (in-process command runs, the reporter): at the end
+ * of the run none of it may hold the password the registry tests use. Child processes' output is checked
+ * by the tests that run them.
+ */
+const written: string[] = []
+for (const stream of [process.stdout, process.stderr]) {
+  const write = stream.write.bind(stream) as (...args: unknown[]) => boolean
+  stream.write = ((...args: unknown[]) => {
+    written.push(String(args[0]))
+    return write(...args)
+  }) as typeof stream.write
+}
+
+function logFiles(dir: string, depth = 0): string[] {
+  if (depth > 4) return []
+  let names: string[]
+  try {
+    names = readdirSync(dir)
+  } catch {
+    return []
+  }
+
+  return names.flatMap(name => {
+    const file = path.join(dir, name)
+    return name.endsWith('.log') ? [file] : logFiles(file, depth + 1)
+  })
+}
+
+/** Mocha root hooks: secrets are checked, then temp folders go (unless KEEP_TEST_TMP=1 keeps them to look at). */
 export const mochaHooks = {
   afterAll(): void {
-    if (process.env.KEEP_TEST_TMP !== '1') removeTempDirs()
+    const leaks = [
+      ...written.filter(text => text.includes(PASSWORD)).map(text => `output: ${text.slice(0, 200)}`),
+      ...tempDirs().flatMap(dir => logFiles(dir)).filter(file => readFileSync(file, 'latin1').includes(PASSWORD)).map(file => `log: ${file}`),
+    ]
+    if (process.env.KEEP_TEST_TMP !== '1' && leaks.length === 0) removeTempDirs()
+    if (leaks.length > 0) throw new Error(`the test registry password appeared where it must not:\n${leaks.join('\n')}`)
   },
 }

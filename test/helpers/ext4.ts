@@ -21,6 +21,11 @@ export function tempDir(prefix = 'plugin-image-test-'): string {
   return dir
 }
 
+/** The folders tempDir made so far. */
+export function tempDirs(): readonly string[] {
+  return created
+}
+
 /** Removes every folder tempDir made (a full run makes a few GB of images, layouts and registries). */
 export function removeTempDirs(): void {
   for (const dir of created.splice(0)) {
