@@ -95,6 +95,7 @@ class GzipPool {
   close(): void {
     for (const worker of this.workers) worker.terminate().catch(() => {})
     this.workers.length = 0
+    this.idle.length = 0
   }
 
   /** Compresses `data`, which must own its whole ArrayBuffer: it is moved to the worker and back. */

@@ -12,7 +12,6 @@ export const MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 interface PendingBase {
   command: string
-  outDone: boolean
 }
 
 interface DelimitedRequest extends PendingBase {
@@ -131,7 +130,6 @@ export class DebugfsSession {
   ) {
     const opened = noncePath(disk, randomBytes(NONCE_BITS / 8))
     this.marker = Buffer.from(`${PROMPT}Open mode: read-only\nFilesystem in use: ${opened}\n${PROMPT}`, 'latin1')
-    // No -w: the disk is opened read-only.
     // No -w: the disk is opened read-only. SS_READLINE_PATH=none keeps libss from loading readline; stat
     // prints local times that are never read (the raw hex is), and UTC spares glibc a look at
     // /etc/localtime for each of them.
@@ -263,7 +261,7 @@ export class DebugfsSession {
 
   private frame(command: string): PendingBase {
     if (/[\n\r\0]/.test(command)) throw new Error(`refusing to send a debugfs command with a line break: ${JSON.stringify(command)}`)
-    return {command, outDone: false}
+    return {command}
   }
 
   private onExit(result: ChildExit): void {
@@ -356,7 +354,6 @@ export class DebugfsSession {
         this.searchFrom = 0
       }
 
-      request.outDone = true
       this.head++
     }
   }
