@@ -47,32 +47,34 @@ describe('commit end to end (bin/dev.js)', () => {
     expect(JSON.parse(refused.stderr)).to.deep.include({ok: false})
   })
 
-  it('stops on SIGINT with exit 130, leaving no temp file and no tag', async () => {
-    const state = makeStateDir()
-    // Incompressible content keeps gzip busy long enough to interrupt it mid-layer.
-    addWorkspace(state, 'big', {
-      runtime: runtimeRecord('stopped'),
-      spec: {sizeMiB: 256, tree: dir => writeFileSync(path.join(dir, 'random'), randomBytes(160 * 1024 * 1024))},
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`stops on ${signal} with exit 130, leaving no temp file and no tag`, async () => {
+      const state = makeStateDir()
+      // Incompressible content keeps gzip busy long enough to interrupt it mid-layer.
+      addWorkspace(state, 'big', {
+        runtime: runtimeRecord('stopped'),
+        spec: {sizeMiB: 256, tree: dir => writeFileSync(path.join(dir, 'random'), randomBytes(160 * 1024 * 1024))},
+      })
+      const child = spawn(dev, ['commit', 'big', 'local/big:v1', '--state-dir', state], {env: {...process.env, NODE_ENV: 'development'}, stdio: 'pipe'})
+      let stderr = ''
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString()
+      })
+      const ingest = path.join(state, 'images', 'oci', 'ingest')
+      for (let i = 0; i < 600 && !(existsSync(ingest) && readdirSync(ingest).length > 0); i++) await sleep(25)
+      expect(readdirSync(ingest).length, 'a layer was being written').to.be.greaterThan(0)
+      const exited = new Promise<null | number>(resolve => {
+        child.on('exit', resolve)
+      })
+      child.kill(signal)
+      const code = await exited
+      expect(code).to.equal(130)
+      expect(stderr).to.contain('interrupted; nothing was committed')
+      expect(readdirSync(ingest)).to.deep.equal([])
+      expect(readFileSync(path.join(state, 'images', 'oci', 'index.json'), 'utf8')).not.to.contain('local/big')
+      expect(validateLayout(path.join(state, 'images', 'oci'))).to.deep.equal([])
     })
-    const child = spawn(dev, ['commit', 'big', 'local/big:v1', '--state-dir', state], {env: {...process.env, NODE_ENV: 'development'}, stdio: 'pipe'})
-    let stderr = ''
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    const ingest = path.join(state, 'images', 'oci', 'ingest')
-    for (let i = 0; i < 600 && !(existsSync(ingest) && readdirSync(ingest).length > 0); i++) await sleep(25)
-    expect(readdirSync(ingest).length, 'a layer was being written').to.be.greaterThan(0)
-    const exited = new Promise<null | number>(resolve => {
-      child.on('exit', resolve)
-    })
-    child.kill('SIGINT')
-    const code = await exited
-    expect(code).to.equal(130)
-    expect(stderr).to.contain('interrupted; nothing was committed')
-    expect(readdirSync(ingest)).to.deep.equal([])
-    expect(readFileSync(path.join(state, 'images', 'oci', 'index.json'), 'utf8')).not.to.contain('local/big')
-    expect(validateLayout(path.join(state, 'images', 'oci'))).to.deep.equal([])
-  })
+  }
 
   it('loses no tag when eight commits write one layout at once', async () => {
     const state = makeStateDir()

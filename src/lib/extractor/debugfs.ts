@@ -278,7 +278,8 @@ class Walk {
       const stat = this.checkStat(parseStat(stats[j]), record, prefix)
       const entryPath = join(prefix, record.name)
       const [xattrs, linkTarget] = await Promise.all([
-        this.xattrs(stat, entryPath),
+        // Sockets are left out of the layer: nothing of theirs is worth a request.
+        stat.type === 'socket' ? [] : this.xattrs(stat, entryPath),
         stat.type === 'symlink' ? this.linkTarget(stat, entryPath) : undefined,
       ])
       return {
