@@ -85,20 +85,24 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   })
   const stats = emptyLayerStats()
   let layer: {digest: string; size: number}
-  const diffCounter = new DigestCounter()
+  // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
+  const diffCounter = compression === 'none' ? undefined : new DigestCounter()
   try {
+    const compressor = createCompressor(compression, {level: options.compressionLevel})
     const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
     const tar = Readable.from(tarLayer(entries, stats), {objectMode: false})
-    layer = await layout.writeBlobStream(tar, [diffCounter, createCompressor(compression, {level: options.compressionLevel})])
+    layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor])
   } finally {
     await view.release()
   }
+
+  const diffId = diffCounter?.digest() ?? layer.digest
 
   const config = buildConfig({
     architecture,
     created: options.created,
     defaults: workspace.manifest.imageDefaults,
-    diffId: diffCounter.digest(),
+    diffId,
     workspace: workspace.name,
   })
   // Past this point nothing is visible until the tag moves; stop here if the user asked to.
@@ -119,7 +123,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     config_digest: configBlob.digest,
     created: config.created,
 
-    diff_id: diffCounter.digest(),
+    diff_id: diffId,
     digest: manifestBlob.digest,
 
     journal_replayed: view.replayed,
@@ -133,7 +137,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     size_bytes: layer.size,
     stats,
 
-    tar_bytes: diffCounter.bytes,
+    tar_bytes: diffCounter?.bytes ?? layer.size,
     workspace: workspace.name,
   }
 }

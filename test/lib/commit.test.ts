@@ -207,6 +207,22 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     expect(again.digest).to.equal(zstd.digest)
   })
 
+  it('writes a plain tar layer with --compression none: its digest is the diff_id, the tar the same', async () => {
+    const noneState = makeStateDir()
+    addWorkspace(noneState, 'demo', {rootfs: image.file})
+    const plain = await commitWorkspace({
+      arch: 'arm64', compression: 'none', created: CREATED, reference: 'local/demo:tar', stateDir: noneState, workspace: 'demo',
+    })
+    const manifest = readJson<ImageManifest>(blobFile(plain.layout_path, plain.digest))
+    expect(manifest.layers[0].mediaType).to.equal('application/vnd.oci.image.layer.v1.tar')
+    expect(plain.diff_id).to.equal(result.diff_id)
+    expect(plain.layer_digest).to.equal(result.diff_id)
+    expect(plain.tar_bytes).to.equal(plain.size_bytes)
+    expect(`sha256:${sha(readFileSync(blobFile(plain.layout_path, plain.layer_digest)))}`).to.equal(plain.diff_id)
+    expect(readJson<ImageConfig>(blobFile(plain.layout_path, manifest.config.digest)).rootfs.diff_ids).to.deep.equal([plain.diff_id])
+    validateLayout(plain.layout_path)
+  })
+
   it('moves a tag committed again with another created time', async () => {
     const moved = await commitWorkspace({
       arch: 'arm64', created: new Date('2026-06-01T00:00:00Z'), reference: 'local/other:v2', stateDir: state, workspace: 'demo',

@@ -155,7 +155,7 @@ class DirLoad {
 
   constructor(
     private readonly walk: Walk,
-    readonly inode: number,
+    inode: number,
     private readonly prefix: Buffer,
   ) {
     this.records = walk.session.request(`ls -p <${inode}>`).then(reply => walk.children(parseDirListing(reply), prefix))
