@@ -17,7 +17,7 @@ import {
 import {OciLayout} from './layout.js'
 import {type Architecture, hostArch} from './platform.js'
 import {parseTagReference} from './reference.js'
-import {openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
+import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
 
 export interface CommitOptions {
   /** OCI architecture; defaults to the guest's where recorded, else the host's. */
@@ -79,21 +79,26 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
   options.signal?.throwIfAborted()
-  const view = await openDiskView(workspace.paths.rootfs, {
-    debugfs: options.debugfs,
-    privateCopyPath: layout.ingestPath('.ext4'),
-  })
   const stats = emptyLayerStats()
-  let layer: {digest: string; size: number}
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
+  // From here until the disk has been read, no VM can start on it.
+  const lease = await leaseStoppedWorkspace(workspace)
+  let layer: {digest: string; size: number}
+  let replayed: boolean
   try {
-    const compressor = createCompressor(compression, {level: options.compressionLevel})
-    const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
-    const tar = Readable.from(tarLayer(entries, stats), {objectMode: false})
-    layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor])
+    const view = await openDiskView(workspace.paths.rootfs, {debugfs: options.debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+    replayed = view.replayed
+    try {
+      const compressor = createCompressor(compression, {level: options.compressionLevel})
+      const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
+      const tar = Readable.from(tarLayer(entries, stats), {objectMode: false})
+      layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor])
+    } finally {
+      await view.release()
+    }
   } finally {
-    await view.release()
+    await lease?.release()
   }
 
   const diffId = diffCounter?.digest() ?? layer.digest
@@ -126,7 +131,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     diff_id: diffId,
     digest: manifestBlob.digest,
 
-    journal_replayed: view.replayed,
+    journal_replayed: replayed,
 
     layer_digest: layer.digest,
 

@@ -4,6 +4,7 @@ import {readdir, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {MicroagentError, notFoundError, usageError} from './errors.js'
+import {holdLease, type Lease} from './lease.js'
 import {isPidAlive} from './pid.js'
 import {type Architecture, normalizeArch} from './platform.js'
 
@@ -136,8 +137,10 @@ export async function readRuntimeState(paths: WorkspacePaths): Promise<RuntimeSt
 }
 
 /**
- * Whether any process holds a lock on `file`. Linux lists every flock/POSIX lock in /proc/locks by inode,
- * which answers without opening (or creating) the file; elsewhere util-linux `flock -n` is asked.
+ * Whether a process holds an exclusive lock on `file`, as a VM holds its runtime lease. Shared locks do not
+ * count: commits hold one while they read the disk (see lease.ts), and two commits may read at once. Linux
+ * lists every flock/POSIX lock in /proc/locks by inode, which answers without opening (or creating) the
+ * file; elsewhere util-linux `flock -n` is asked.
  */
 export async function isFileLocked(file: string): Promise<boolean> {
   let ino: bigint
@@ -158,8 +161,8 @@ export async function isFileLocked(file: string): Promise<boolean> {
   if (locks !== undefined) {
     // Each line: `1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<ino> <start> <end>`; blocked waiters carry `->`.
     return locks.split('\n').some(line => {
-      const match = /\s[\da-f]+:[\da-f]+:(\d+)\s/i.exec(line)
-      return match !== null && BigInt(match[1]) === ino
+      const match = /\sWRITE\s.*?\s[\da-f]+:[\da-f]+:(\d+)\s/i.exec(line)
+      return match !== null && !line.includes('->') && BigInt(match[1]) === ino
     })
   }
 
@@ -293,6 +296,27 @@ function inUse(name: string, detail: string): MicroagentError {
     kind: 'conflict',
     remediation: `Run \`microagent stop ${name}\` (or wait for it to stop), then retry the commit.`,
   })
+}
+
+/**
+ * Holds the workspace's runtime lease, shared, for as long as its disk is read (see lease.ts), then reads
+ * its record again: a VM that started after openStoppedWorkspace looked is refused too. Release it when
+ * the disk has been read.
+ */
+export async function leaseStoppedWorkspace(workspace: Workspace): Promise<Lease | undefined> {
+  const lease = await holdLease(
+    path.join(workspace.paths.runtimeDir, '.runtime.lock'),
+    () => inUse(workspace.name, 'is locked by a running VM (.runtime.lock is held)'),
+  )
+  try {
+    const runtime = await readRuntimeState(workspace.paths)
+    if (LIVE_STATES.includes(runtime.state)) throw inUse(workspace.name, `is ${runtime.state}`)
+  } catch (error) {
+    await lease?.release()
+    throw error
+  }
+
+  return lease
 }
 
 /**

@@ -1,5 +1,5 @@
 import {expect} from 'chai'
-import {type ChildProcess, spawn} from 'node:child_process'
+import {type ChildProcess, spawn, spawnSync} from 'node:child_process'
 import {mkdirSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -7,6 +7,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {
   imageDefaultsFrom,
   isFileLocked,
+  leaseStoppedWorkspace,
   openStoppedWorkspace,
   readRuntimeState,
   readWorkspaceManifest,
@@ -140,6 +141,54 @@ describe('workspace', () => {
         for (let i = 0; i < 100 && !(await isFileLocked(lock)); i++) await sleep(20)
         const error = await rejection(openStoppedWorkspace(state, 'demo'))
         expect(error.message).to.match(/locked by a running VM/)
+        expect(error.exitCode).to.equal(4)
+      })
+
+      it('holds the lease while the disk is read: no VM can start, another commit can still read', async function () {
+        requireTools(this, 'flock')
+        const state = makeStateDir()
+        addWorkspace(state, 'demo', {event: {state: 'halted'}})
+        const lock = path.join(state, 'demo', '.runtime.lock')
+        writeFileSync(lock, '')
+        const tryExclusive = (): number => spawnSync('flock', ['--exclusive', '--nonblock', lock, 'true']).status ?? -1
+        const workspace = await openStoppedWorkspace(state, 'demo')
+        const lease = await leaseStoppedWorkspace(workspace)
+        try {
+          expect(lease).to.not.equal(undefined)
+          expect(tryExclusive(), 'a VM start (exclusive lock) while the disk is read').to.not.equal(0)
+          // A second commit sees only a shared lock, which is not a VM.
+          expect(await isFileLocked(lock)).to.equal(false)
+          const second = await leaseStoppedWorkspace(await openStoppedWorkspace(state, 'demo'))
+          await second?.release()
+        } finally {
+          await lease?.release()
+        }
+
+        expect(tryExclusive(), 'a VM start once the lease is released').to.equal(0)
+      })
+
+      it('refuses to read when a VM took the lease after the first look', async function () {
+        requireTools(this, 'flock')
+        const state = makeStateDir()
+        addWorkspace(state, 'demo', {event: {state: 'halted'}})
+        const lock = path.join(state, 'demo', '.runtime.lock')
+        writeFileSync(lock, '')
+        const workspace = await openStoppedWorkspace(state, 'demo')
+        holder = spawn('flock', ['--exclusive', lock, 'sleep', '30'], {stdio: 'ignore'})
+        for (let i = 0; i < 100 && !(await isFileLocked(lock)); i++) await sleep(20)
+        const error = await rejection(leaseStoppedWorkspace(workspace))
+        expect(error.message).to.match(/locked by a running VM/)
+        expect(error.exitCode).to.equal(4)
+      })
+
+      it('refuses to read when the record turned live after the first look', async () => {
+        const state = makeStateDir()
+        addWorkspace(state, 'demo', {event: {state: 'halted'}})
+        writeFileSync(path.join(state, 'demo', '.runtime.lock'), '')
+        const workspace = await openStoppedWorkspace(state, 'demo')
+        writeFileSync(path.join(state, 'demo', 'event.json'), JSON.stringify({state: 'running'}))
+        const error = await rejection(leaseStoppedWorkspace(workspace))
+        expect(error.message).to.match(/is running/)
         expect(error.exitCode).to.equal(4)
       })
     })
