@@ -5,7 +5,7 @@ import path from 'node:path'
 
 import {MicroagentError, notFoundError, usageError} from './errors.js'
 import {holdLease, type Lease} from './lease.js'
-import {isPidAlive} from './pid.js'
+import {isPidAlive, processStartTime} from './pid.js'
 import {type Architecture, normalizeArch} from './platform.js'
 
 /** microagent's `ValidateName` rules (microagent-compat.md §2). */
@@ -74,6 +74,8 @@ export interface RuntimeState {
   pid: number
   /** Which record said so; `none` for a workspace that never started. */
   source: 'event.json' | 'none' | 'runtime.json'
+  /** When the recorded VM started (runtime.json `startedAt`), to tell a reused pid from the VM's. */
+  startedAt?: string
   state: string
   updatedAt?: string
 }
@@ -121,6 +123,7 @@ export async function readRuntimeState(paths: WorkspacePaths): Promise<RuntimeSt
     return {
       pid: is.number(runtime.pid) && Number.isSafeInteger(runtime.pid) ? runtime.pid : 0,
       source: 'runtime.json',
+      startedAt: is.string(runtime.startedAt) ? runtime.startedAt : undefined,
       state: runtime.event.state,
       updatedAt: is.string(runtime.updatedAt) ? runtime.updatedAt : undefined,
     }
@@ -289,6 +292,19 @@ export interface Workspace {
   runtime: RuntimeState
 }
 
+/** How much later than the recorded start the VM's process may itself have started. */
+const START_SLACK_MS = 60_000
+
+/**
+ * Whether the recorded pid now belongs to another process: one that started well after the VM did. Only
+ * when both times are known; otherwise a live pid is taken for the VM.
+ */
+function pidReused(runtime: RuntimeState): boolean {
+  const recorded = runtime.startedAt ? Date.parse(runtime.startedAt) : Number.NaN
+  const started = processStartTime(runtime.pid)
+  return !Number.isNaN(recorded) && started !== undefined && started.getTime() > recorded + START_SLACK_MS
+}
+
 function inUse(name: string, detail: string): MicroagentError {
   return new MicroagentError(`workspace "${name}" ${detail}; halt or stop it before committing`, {
     code: 'WORKSPACE_IN_USE',
@@ -362,7 +378,7 @@ export async function openStoppedWorkspace(stateDir: string, name: string): Prom
     throw inUse(name, 'is locked by a running VM (.runtime.lock is held)')
   }
 
-  if (isPidAlive(runtime.pid)) {
+  if (isPidAlive(runtime.pid) && !pidReused(runtime)) {
     throw inUse(name, `has a live VM process (pid ${runtime.pid}) although its record says "${runtime.state}"`)
   }
 

@@ -115,6 +115,18 @@ describe('workspace', () => {
       expect(error.exitCode).to.equal(4)
     })
 
+    it('refuses a live recorded pid that started with the VM, and not one reused by a later process', async () => {
+      // This process started seconds ago: as the pid of a VM recorded an hour ago it can only be a reused one.
+      const hourAgo = new Date(Date.now() - 3_600_000).toISOString()
+      const now = new Date().toISOString()
+      for (const [startedAt, refused] of [[hourAgo, false], [now, true]] as const) {
+        const state = makeStateDir()
+        addWorkspace(state, 'demo', {runtime: {...(runtimeRecord('stopped', process.pid) as object), startedAt}})
+        if (refused) expect((await rejection(openStoppedWorkspace(state, 'demo'))).exitCode).to.equal(4)
+        else expect((await openStoppedWorkspace(state, 'demo')).name).to.equal('demo')
+      }
+    })
+
     it('accepts a stopped workspace whose recorded pid is gone', async () => {
       const state = makeStateDir()
       const child = spawn('true')
