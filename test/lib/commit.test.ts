@@ -7,6 +7,7 @@ import {
 import path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
+import type {Compression} from '../../src/lib/compress.js'
 import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 import type {ImageIndex} from '../../src/lib/layout.js'
 
@@ -185,15 +186,20 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     validateWithClients(result.layout_path, 'local/other:v2')
   })
 
+  /** The fidelity image committed with `compression` into a layout of its own (the shared one keeps only gzip). */
+  async function commitInOwnLayout(compression: Compression, reference: string): Promise<{committed: CommitResult; manifest: ImageManifest; stateDir: string}> {
+    const stateDir = makeStateDir()
+    addWorkspace(stateDir, 'demo', {rootfs: image.file})
+    const committed = await commitWorkspace({
+      arch: 'arm64', compression, created: CREATED, reference, stateDir, workspace: 'demo',
+    })
+    return {committed, manifest: readJson<ImageManifest>(blobFile(committed.layout_path, committed.digest)), stateDir}
+  }
+
   it('writes tar+zstd layers with --compression zstd: skopeo verifies them, the tar is the same', async function () {
     requireTools(this, 'zstd')
     // A layout of its own, so that the shared one keeps only images every validator reads.
-    const zstdState = makeStateDir()
-    addWorkspace(zstdState, 'demo', {rootfs: image.file})
-    const zstd = await commitWorkspace({
-      arch: 'arm64', compression: 'zstd', created: CREATED, reference: 'local/demo:zstd', stateDir: zstdState, workspace: 'demo',
-    })
-    const manifest = readJson<ImageManifest>(blobFile(zstd.layout_path, zstd.digest))
+    const {committed: zstd, manifest, stateDir: zstdState} = await commitInOwnLayout('zstd', 'local/demo:zstd')
     expect(manifest.layers[0].mediaType).to.equal('application/vnd.oci.image.layer.v1.tar+zstd')
     // The same tar as the gzip image: only the compression differs.
     expect(zstd.diff_id).to.equal(result.diff_id)
@@ -208,12 +214,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
   })
 
   it('writes a plain tar layer with --compression none: its digest is the diff_id, the tar the same', async () => {
-    const noneState = makeStateDir()
-    addWorkspace(noneState, 'demo', {rootfs: image.file})
-    const plain = await commitWorkspace({
-      arch: 'arm64', compression: 'none', created: CREATED, reference: 'local/demo:tar', stateDir: noneState, workspace: 'demo',
-    })
-    const manifest = readJson<ImageManifest>(blobFile(plain.layout_path, plain.digest))
+    const {committed: plain, manifest} = await commitInOwnLayout('none', 'local/demo:tar')
     expect(manifest.layers[0].mediaType).to.equal('application/vnd.oci.image.layer.v1.tar')
     expect(plain.diff_id).to.equal(result.diff_id)
     expect(plain.layer_digest).to.equal(result.diff_id)

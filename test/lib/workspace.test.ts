@@ -18,6 +18,22 @@ import {rejection} from '../helpers/assert.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
 
+/** A halted workspace whose runtime folder has its (unlocked) `.runtime.lock`, as after a VM ran. */
+function haltedWithLockFile(): {lock: string; state: string} {
+  const state = makeStateDir()
+  addWorkspace(state, 'demo', {event: {state: 'halted'}})
+  const lock = path.join(state, 'demo', '.runtime.lock')
+  writeFileSync(lock, '')
+  return {lock, state}
+}
+
+/** A process holding `lock` exclusively, as a running VM holds its lease. */
+async function holdExclusively(lock: string): Promise<ChildProcess> {
+  const child = spawn('flock', ['--exclusive', lock, 'sleep', '30'], {stdio: 'ignore'})
+  for (let i = 0; i < 100 && !(await isFileLocked(lock)); i++) await sleep(20)
+  return child
+}
+
 describe('workspace', () => {
   describe('names', () => {
     for (const name of ['A1', 'x', 'has.dot', '0starts-with-digit', 'a'.repeat(63), 'under_score']) {
@@ -144,13 +160,9 @@ describe('workspace', () => {
 
       it('refuses a workspace whose VM holds .runtime.lock', async function () {
         requireTools(this, 'flock')
-        const state = makeStateDir()
-        addWorkspace(state, 'demo', {event: {state: 'halted'}})
-        const lock = path.join(state, 'demo', '.runtime.lock')
-        writeFileSync(lock, '')
+        const {lock, state} = haltedWithLockFile()
         expect(await isFileLocked(lock)).to.equal(false)
-        holder = spawn('flock', ['--exclusive', lock, 'sleep', '30'], {stdio: 'ignore'})
-        for (let i = 0; i < 100 && !(await isFileLocked(lock)); i++) await sleep(20)
+        holder = await holdExclusively(lock)
         const error = await rejection(openStoppedWorkspace(state, 'demo'))
         expect(error.message).to.match(/locked by a running VM/)
         expect(error.exitCode).to.equal(4)
@@ -158,10 +170,7 @@ describe('workspace', () => {
 
       it('holds the lease while the disk is read: no VM can start, another commit can still read', async function () {
         requireTools(this, 'flock')
-        const state = makeStateDir()
-        addWorkspace(state, 'demo', {event: {state: 'halted'}})
-        const lock = path.join(state, 'demo', '.runtime.lock')
-        writeFileSync(lock, '')
+        const {lock, state} = haltedWithLockFile()
         const tryExclusive = (): number => spawnSync('flock', ['--exclusive', '--nonblock', lock, 'true']).status ?? -1
         const workspace = await openStoppedWorkspace(state, 'demo')
         const lease = await leaseStoppedWorkspace(workspace)
@@ -181,22 +190,16 @@ describe('workspace', () => {
 
       it('refuses to read when a VM took the lease after the first look', async function () {
         requireTools(this, 'flock')
-        const state = makeStateDir()
-        addWorkspace(state, 'demo', {event: {state: 'halted'}})
-        const lock = path.join(state, 'demo', '.runtime.lock')
-        writeFileSync(lock, '')
+        const {lock, state} = haltedWithLockFile()
         const workspace = await openStoppedWorkspace(state, 'demo')
-        holder = spawn('flock', ['--exclusive', lock, 'sleep', '30'], {stdio: 'ignore'})
-        for (let i = 0; i < 100 && !(await isFileLocked(lock)); i++) await sleep(20)
+        holder = await holdExclusively(lock)
         const error = await rejection(leaseStoppedWorkspace(workspace))
         expect(error.message).to.match(/locked by a running VM/)
         expect(error.exitCode).to.equal(4)
       })
 
       it('refuses to read when the record turned live after the first look', async () => {
-        const state = makeStateDir()
-        addWorkspace(state, 'demo', {event: {state: 'halted'}})
-        writeFileSync(path.join(state, 'demo', '.runtime.lock'), '')
+        const {state} = haltedWithLockFile()
         const workspace = await openStoppedWorkspace(state, 'demo')
         writeFileSync(path.join(state, 'demo', 'event.json'), JSON.stringify({state: 'running'}))
         const error = await rejection(leaseStoppedWorkspace(workspace))
