@@ -66,8 +66,10 @@ export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from '
 export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
+export type {Lease} from './lib/lease.js'
 export {
   type ImageDefaults,
+  leaseStoppedWorkspace,
   openStoppedWorkspace,
   readRuntimeState,
   validateWorkspaceName,
