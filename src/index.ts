@@ -49,6 +49,7 @@ export {
 } from './lib/image.js'
 export {emptyLayerStats, type LayerStats, tarLayer} from './lib/layer.js'
 export {type ImageIndex, OciLayout} from './lib/layout.js'
+export type {Lease} from './lib/lease.js'
 export {
   type Architecture, ARCHITECTURES, hostArch, normalizeArch,
 } from './lib/platform.js'
@@ -66,7 +67,6 @@ export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from '
 export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
-export type {Lease} from './lib/lease.js'
 export {
   type ImageDefaults,
   leaseStoppedWorkspace,
