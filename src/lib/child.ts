@@ -11,6 +11,8 @@ export interface Child {
   /** Settles once, when the process has ended and its pipes are closed; never rejects. */
   exited: Promise<ChildExit>
   process: ChildProcessWithoutNullStreams
+  /** What the child wrote on stderr so far, trimmed: for error messages. */
+  stderr(): string
 }
 
 /**
@@ -25,5 +27,9 @@ export function spawnChild(file: string, args: string[], env: Record<string, str
   })
   // EPIPE once the child has gone: its exit says why.
   child.stdin.on('error', () => {})
-  return {exited, process: child}
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  return {exited, process: child, stderr: () => stderr.trim()}
 }

@@ -84,7 +84,7 @@ class GzipPool {
   private readonly idle: Worker[] = []
   private nextId = 0
   private readonly queue: GzipTask[] = []
-  private readonly running = new Map<number, {task: GzipTask; worker: Worker}>()
+  private readonly running = new Map<number, GzipTask>()
   private readonly workers: Worker[] = []
 
   constructor(
@@ -112,13 +112,13 @@ class GzipPool {
       if (!worker) return
       const task = this.queue.shift()!
       const id = this.nextId++
-      this.running.set(id, {task, worker})
+      this.running.set(id, task)
       worker.postMessage({data: task.data, id, level: this.level}, [task.data.buffer as ArrayBuffer])
     }
   }
 
   private fail(error: Error): void {
-    for (const {task} of this.running.values()) task.reject(error)
+    for (const task of this.running.values()) task.reject(error)
     for (const task of this.queue.splice(0)) task.reject(error)
     this.running.clear()
     this.close()
@@ -128,12 +128,12 @@ class GzipPool {
     if (this.workers.length >= this.size) return undefined
     const worker = new Worker(GZIP_WORKER, {eval: true})
     worker.on('message', (message: {data?: Uint8Array; error?: string; id: number; output?: Uint8Array}) => {
-      const job = this.running.get(message.id)
-      if (!job) return
+      const task = this.running.get(message.id)
+      if (!task) return
       this.running.delete(message.id)
       const {data, output} = message
-      if (data && output) job.task.resolve({data: asBuffer(data), output: asBuffer(output)})
-      else job.task.reject(new Error(`gzip failed: ${message.error}`))
+      if (data && output) task.resolve({data: asBuffer(data), output: asBuffer(output)})
+      else task.reject(new Error(`gzip failed: ${message.error}`))
       this.idle.push(worker)
       this.dispatch()
     })
@@ -223,16 +223,12 @@ export class ParallelGzip extends Transform {
 
 /** zstd through the zstd command (Node 20 has no zstd), on as many threads as there are cores. */
 function zstdStream(level: number): Duplex {
-  const {exited, process: child} = spawnChild('zstd', [`-${level}`, '-T0', '-q', '-c', '-'])
+  const {exited, process: child, stderr} = spawnChild('zstd', [`-${level}`, '-T0', '-q', '-c', '-'])
   const duplex = Duplex.from({readable: child.stdout, writable: child.stdin})
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString()
-  })
   exited.then(result => {
     const missing = result.code === 'ENOENT'
     if (missing || result.exitCode !== 0) {
-      duplex.destroy(new MicroagentError(missing ? 'zstd is not installed' : `zstd failed (exit ${result.exitCode ?? result.signal ?? result.code}): ${stderr.trim()}`, {
+      duplex.destroy(new MicroagentError(missing ? 'zstd is not installed' : `zstd failed (exit ${result.exitCode ?? result.signal ?? result.code}): ${stderr()}`, {
         code: 'COMPRESSOR_FAILED',
         exit: 'layout',
         kind: missing ? 'unsupported' : 'permanent',

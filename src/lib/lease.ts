@@ -28,13 +28,9 @@ export async function holdLease(lockFile: string, conflict: () => MicroagentErro
     return undefined
   }
 
-  const {exited, process: child} = spawnChild('flock', [
+  const {exited, process: child, stderr} = spawnChild('flock', [
     '--shared', '--nonblock', '--conflict-exit-code', String(CONFLICT), lockFile, 'sh', '-c', 'echo held && exec cat',
   ])
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString()
-  })
   const held = await new Promise<boolean>(resolve => {
     child.stdout.once('data', () => resolve(true))
     exited.then(() => resolve(false))
@@ -43,7 +39,7 @@ export async function holdLease(lockFile: string, conflict: () => MicroagentErro
     const result = await exited
     if (result.code === 'ENOENT') return undefined
     if (result.exitCode === CONFLICT) throw conflict()
-    throw new MicroagentError(`cannot hold ${lockFile} while reading the disk: ${stderr.trim() || `flock exited ${result.exitCode ?? result.signal}`}`, {
+    throw new MicroagentError(`cannot hold ${lockFile} while reading the disk: ${stderr() || `flock exited ${result.exitCode ?? result.signal}`}`, {
       code: 'LEASE_FAILED',
       exit: 'internal',
       kind: 'permanent',

@@ -305,6 +305,11 @@ function pidReused(runtime: RuntimeState): boolean {
   return !Number.isNaN(recorded) && started !== undefined && started.getTime() > recorded + START_SLACK_MS
 }
 
+/** A record that says the VM may be live refuses the commit. */
+function refuseLive(name: string, runtime: RuntimeState): void {
+  if (LIVE_STATES.includes(runtime.state)) throw inUse(name, `is ${runtime.state}`)
+}
+
 function inUse(name: string, detail: string): MicroagentError {
   return new MicroagentError(`workspace "${name}" ${detail}; halt or stop it before committing`, {
     code: 'WORKSPACE_IN_USE',
@@ -325,8 +330,7 @@ export async function leaseStoppedWorkspace(workspace: Workspace): Promise<Lease
     () => inUse(workspace.name, 'is locked by a running VM (.runtime.lock is held)'),
   )
   try {
-    const runtime = await readRuntimeState(workspace.paths)
-    if (LIVE_STATES.includes(runtime.state)) throw inUse(workspace.name, `is ${runtime.state}`)
+    refuseLive(workspace.name, await readRuntimeState(workspace.paths))
   } catch (error) {
     await lease?.release()
     throw error
@@ -373,7 +377,7 @@ export async function openStoppedWorkspace(stateDir: string, name: string): Prom
     )
   }
 
-  if (LIVE_STATES.includes(runtime.state)) throw inUse(name, `is ${runtime.state}`)
+  refuseLive(name, runtime)
   if (await isFileLocked(path.join(paths.runtimeDir, '.runtime.lock'))) {
     throw inUse(name, 'is locked by a running VM (.runtime.lock is held)')
   }
