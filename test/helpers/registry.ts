@@ -1,4 +1,6 @@
-import {type ChildProcess, execFileSync, spawn} from 'node:child_process'
+import {
+  type ChildProcess, execFile, execFileSync, spawn,
+} from 'node:child_process'
 import {
   createHash, createPrivateKey, randomUUID, sign, X509Certificate,
 } from 'node:crypto'
@@ -9,6 +11,7 @@ import {createServer, type Server} from 'node:http'
 import {createServer as createNetServer} from 'node:net'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
 
 import {tempDir} from './ext4.js'
 
@@ -195,3 +198,16 @@ export function dockerConfig(host: string, entry?: Record<string, unknown>): str
 
 /** The sha256 a blob upload of `data` would carry, for assertions. */
 export const digestOf = (data: Buffer | string): string => `sha256:${createHash('sha256').update(data).digest('hex')}`
+
+/**
+ * Pulls an image back with skopeo, straight from the registry at `host`, and returns the manifest digest it
+ * got. Asynchronous: the token server runs in this process and must keep answering while skopeo runs.
+ */
+export async function pullDigest(host: string, ref: string): Promise<string> {
+  const out = path.join(tempDir('plugin-image-pull-'), 'oci')
+  await promisify(execFile)('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--src-creds', `${USER}:${PASSWORD}`, `docker://${host}/${ref}`, `oci:${out}:pulled`], {
+    env: {...process.env, HOME: tempDir(), XDG_RUNTIME_DIR: ''},
+  })
+  const index = JSON.parse(readFileSync(path.join(out, 'index.json'), 'utf8')) as {manifests: {digest: string}[]}
+  return index.manifests[0].digest
+}

@@ -1,20 +1,15 @@
 import {expect} from 'chai'
-import {execFile} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {readFileSync, writeFileSync} from 'node:fs'
+import {writeFileSync} from 'node:fs'
 import path from 'node:path'
-import {promisify} from 'node:util'
 
 import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
 import {pushImage, type PushOptions} from '../../../src/lib/registry/push.js'
 import {rejection} from '../../helpers/assert.js'
-import {tempDir} from '../../helpers/ext4.js'
 import {type Fault, type FaultProxy, startFaultProxy} from '../../helpers/fault-proxy.js'
-import {startRegistry, type TestRegistry} from '../../helpers/registry.js'
+import {pullDigest, startRegistry, type TestRegistry} from '../../helpers/registry.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../../helpers/state.js'
 import {requireTools} from '../../helpers/tools.js'
-
-const run = promisify(execFile)
 
 const blobUpload = (method: string, p: string): boolean => (method === 'PUT' || method === 'PATCH') && p.includes('/blobs/uploads/')
 const manifestPut = (method: string, p: string): boolean => method === 'PUT' && p.includes('/manifests/')
@@ -65,14 +60,11 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
 
   /** The manifest digest skopeo gets from the registry itself (not through the proxy), or undefined. */
   async function stored(): Promise<string | undefined> {
-    const out = path.join(tempDir('plugin-image-pull-'), 'oci')
     try {
-      await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${registry!.host}/team/app:v1`, `oci:${out}:pulled`], {env: {...process.env, HOME: tempDir()}})
+      return await pullDigest(registry!.host, 'team/app:v1')
     } catch {
       return undefined
     }
-
-    return (JSON.parse(readFileSync(path.join(out, 'index.json'), 'utf8')) as {manifests: {digest: string}[]}).manifests[0].digest
   }
 
   it('survives a connection reset in the middle of a blob upload', async () => {
