@@ -1,6 +1,5 @@
 import type {Duplex, Readable} from 'node:stream'
 
-import is from '@sindresorhus/is'
 import {randomBytes} from 'node:crypto'
 import {createWriteStream} from 'node:fs'
 import {
@@ -14,6 +13,7 @@ import {MicroagentError, noSpaceError, notFoundError} from './errors.js'
 import {
   fsync, syncDir, writeAtomic, writeNewFile,
 } from './files.js'
+import {isPlainObject} from './guards.js'
 import {type Descriptor, MEDIA_TYPES, REF_NAME_ANNOTATION} from './image.js'
 import {withLock} from './lock.js'
 import {isPidAlive} from './pid.js'
@@ -151,7 +151,7 @@ export class OciLayout {
       throw corrupt(file, (error as Error).message)
     }
 
-    if (!is.plainObject(index) || index.schemaVersion !== 2 || !is.array(index.manifests)) throw corrupt(file, 'not an OCI image index')
+    if (!isPlainObject(index) || index.schemaVersion !== 2 || !Array.isArray(index.manifests)) throw corrupt(file, 'not an OCI image index')
     return index as unknown as ImageIndex
   }
 

@@ -1,9 +1,9 @@
-import is from '@sindresorhus/is'
 import {execFile} from 'node:child_process'
 import {readdir, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {MicroagentError, notFoundError, usageError} from './errors.js'
+import {isNumber, isPlainObject, isString} from './guards.js'
 import {holdLease, type Lease} from './lease.js'
 import {isPidAlive, processStartTime} from './pid.js'
 import {type Architecture, normalizeArch} from './platform.js'
@@ -116,23 +116,23 @@ export async function readRuntimeState(paths: WorkspacePaths): Promise<RuntimeSt
   const runtimeFile = path.join(paths.runtimeDir, 'runtime.json')
   const runtime = await readJsonIfExists(runtimeFile)
   if (runtime !== undefined) {
-    if (!is.plainObject(runtime) || !is.plainObject(runtime.event) || !is.string(runtime.event.state)) {
+    if (!isPlainObject(runtime) || !isPlainObject(runtime.event) || !isString(runtime.event.state)) {
       throw unreadableRecord(runtimeFile, new Error('no event.state'))
     }
 
     return {
-      pid: is.number(runtime.pid) && Number.isSafeInteger(runtime.pid) ? runtime.pid : 0,
+      pid: isNumber(runtime.pid) && Number.isSafeInteger(runtime.pid) ? runtime.pid : 0,
       source: 'runtime.json',
-      startedAt: is.string(runtime.startedAt) ? runtime.startedAt : undefined,
+      startedAt: isString(runtime.startedAt) ? runtime.startedAt : undefined,
       state: runtime.event.state,
-      updatedAt: is.string(runtime.updatedAt) ? runtime.updatedAt : undefined,
+      updatedAt: isString(runtime.updatedAt) ? runtime.updatedAt : undefined,
     }
   }
 
   const eventFile = path.join(paths.runtimeDir, 'event.json')
   const event = await readJsonIfExists(eventFile)
   if (event !== undefined) {
-    if (!is.plainObject(event) || !is.string(event.state)) throw unreadableRecord(eventFile, new Error('no state'))
+    if (!isPlainObject(event) || !isString(event.state)) throw unreadableRecord(eventFile, new Error('no state'))
     return {pid: 0, source: 'event.json', state: event.state}
   }
 
@@ -195,7 +195,7 @@ export interface WorkspaceManifest {
 }
 
 function stringList(value: unknown): string[] | undefined {
-  return is.array(value, is.string) ? value : undefined
+  return Array.isArray(value) && value.every(item => isString(item)) ? (value as string[]) : undefined
 }
 
 function pick(record: Record<string, unknown>, ...keys: string[]): unknown {
@@ -207,15 +207,15 @@ function pick(record: Record<string, unknown>, ...keys: string[]): unknown {
 export function imageDefaultsFrom(manifest: Record<string, unknown>): ImageDefaults {
   const raw = manifest.image_defaults
   const defaults: ImageDefaults = {}
-  if (is.plainObject(raw)) {
+  if (isPlainObject(raw)) {
     const user = pick(raw, 'User', 'user')
     const workingDir = pick(raw, 'WorkingDir', 'working_dir', 'workdir')
     const stopSignal = pick(raw, 'StopSignal', 'stop_signal')
     const labels = pick(raw, 'Labels', 'labels')
-    if (is.string(user)) defaults.User = user
-    if (is.string(workingDir)) defaults.WorkingDir = workingDir
-    if (is.string(stopSignal)) defaults.StopSignal = stopSignal
-    if (is.plainObject(labels) && Object.values(labels).every(v => is.string(v))) {
+    if (isString(user)) defaults.User = user
+    if (isString(workingDir)) defaults.WorkingDir = workingDir
+    if (isString(stopSignal)) defaults.StopSignal = stopSignal
+    if (isPlainObject(labels) && Object.values(labels).every(v => isString(v))) {
       defaults.Labels = labels as Record<string, string>
     }
 
@@ -242,7 +242,7 @@ export function imageDefaultsFrom(manifest: Record<string, unknown>): ImageDefau
  */
 async function recordedArch(paths: WorkspacePaths, manifest: Record<string, unknown>): Promise<Architecture | undefined> {
   const field = pick(manifest, 'arch', 'architecture', 'guest_arch')
-  if (is.string(field)) return normalizeArch(field)
+  if (isString(field)) return normalizeArch(field)
   let names: string[] = []
   try {
     names = await readdir(path.join(paths.workspaceDir, 'artifacts'))
@@ -281,7 +281,7 @@ export async function readWorkspaceManifest(paths: WorkspacePaths): Promise<Work
     })
   }
 
-  if (!is.plainObject(manifest)) return {imageDefaults: {}}
+  if (!isPlainObject(manifest)) return {imageDefaults: {}}
   return {arch: await recordedArch(paths, manifest), imageDefaults: imageDefaultsFrom(manifest)}
 }
 

@@ -1,9 +1,9 @@
-import is from '@sindresorhus/is'
 import {readFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import path from 'node:path'
 
 import {MicroagentError} from '../errors.js'
+import {isNonEmptyString, isPlainObject, isString} from '../guards.js'
 import {DEFAULT_REGISTRY} from '../reference.js'
 
 /** What a config file or helper holds for one registry. Never printed: see `describeCredential`. */
@@ -76,16 +76,16 @@ function decodeAuth(value: string, file: string): {password: string; username: s
 }
 
 function fromAuthsEntry(entry: unknown, file: string): Credential | undefined {
-  if (!is.plainObject(entry)) return undefined
+  if (!isPlainObject(entry)) return undefined
   const credential: Credential = {source: file}
-  if (is.nonEmptyString(entry.auth)) Object.assign(credential, decodeAuth(entry.auth, file))
-  if (is.nonEmptyString(entry.username) && is.string(entry.password)) {
+  if (isNonEmptyString(entry.auth)) Object.assign(credential, decodeAuth(entry.auth, file))
+  if (isNonEmptyString(entry.username) && isString(entry.password)) {
     credential.username = entry.username
     credential.password = entry.password
   }
 
-  if (is.nonEmptyString(entry.identitytoken)) credential.identityToken = entry.identitytoken
-  if (is.nonEmptyString(entry.registrytoken)) credential.registryToken = entry.registrytoken
+  if (isNonEmptyString(entry.identitytoken)) credential.identityToken = entry.identitytoken
+  if (isNonEmptyString(entry.registrytoken)) credential.registryToken = entry.registrytoken
   // `{}` is what Docker writes beside a credential helper: no credential here.
   return credential.username || credential.identityToken || credential.registryToken ? credential : undefined
 }
@@ -128,10 +128,10 @@ export async function runCredentialHelper(name: string, serverUrl: string, file:
     })
   }
 
-  if (!is.plainObject(answer) || !is.string(answer.Secret) || answer.Secret === '') return undefined
+  if (!isPlainObject(answer) || !isString(answer.Secret) || answer.Secret === '') return undefined
   // A helper answers Username "<token>" for an identity (refresh) token.
   if (answer.Username === '<token>') return {identityToken: answer.Secret, source: helper}
-  return {password: answer.Secret, source: helper, username: is.string(answer.Username) ? answer.Username : ''}
+  return {password: answer.Secret, source: helper, username: isString(answer.Username) ? answer.Username : ''}
 }
 
 async function readAuthFile(file: string): Promise<Record<string, unknown> | undefined> {
@@ -151,7 +151,7 @@ async function readAuthFile(file: string): Promise<Record<string, unknown> | und
     throw badFile(file, `not valid JSON (${(error as Error).message})`)
   }
 
-  if (!is.plainObject(config)) throw badFile(file, 'not a JSON object')
+  if (!isPlainObject(config)) throw badFile(file, 'not a JSON object')
   return config
 }
 
@@ -165,14 +165,14 @@ export async function credentialFromFile(file: AuthFile, registry: string): Prom
   const target = normalizeRegistryKey(registry)
   const serverUrl = target === DEFAULT_REGISTRY ? DOCKER_HUB_KEY : target
   const find = (map: unknown): [string, unknown] | undefined => {
-    if (!is.plainObject(map)) return undefined
+    if (!isPlainObject(map)) return undefined
     const entries = Object.entries(map)
     return entries.find(([key]) => key === registry) ?? entries.find(([key]) => normalizeRegistryKey(key) === target)
   }
 
   const helper = find(config.credHelpers)
-  if (helper && is.nonEmptyString(helper[1])) return runCredentialHelper(helper[1], serverUrl, file.path)
-  if (is.nonEmptyString(config.credsStore)) {
+  if (helper && isNonEmptyString(helper[1])) return runCredentialHelper(helper[1], serverUrl, file.path)
+  if (isNonEmptyString(config.credsStore)) {
     const stored = await runCredentialHelper(config.credsStore, serverUrl, file.path)
     if (stored) return stored
   }

@@ -1,7 +1,9 @@
-import is from '@sindresorhus/is'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {isMicroagentError, MicroagentError} from '../errors.js'
+import {
+  isNonEmptyString, isNumber, isObject, isPlainObject,
+} from '../guards.js'
 import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
 import {type Credential, describeCredential} from './auth.js'
 import {streamingRequest} from './http.js'
@@ -124,9 +126,9 @@ async function readBounded(response: Response): Promise<string> {
 function specErrors(body: string): string {
   try {
     const parsed = JSON.parse(body) as unknown
-    if (is.plainObject(parsed) && is.array(parsed.errors)) {
+    if (isPlainObject(parsed) && Array.isArray(parsed.errors)) {
       return parsed.errors
-      .map(e => (is.plainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
+      .map(e => (isPlainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
       .filter(Boolean)
       .join('; ')
     }
@@ -141,7 +143,7 @@ const NETWORK_ERRORS = new Set(['EAI_AGAIN', 'ECONNREFUSED', 'ECONNRESET', 'EHOS
 
 /** A failure of the connection rather than an answer: fetch's TypeError, or a socket error code. */
 function isNetworkError(error: unknown): boolean {
-  if (!is.object(error)) return false
+  if (!isObject(error)) return false
   const {cause, code, message, name} = error as {cause?: {code?: string}; code?: string; message?: string; name?: string}
   return (name === 'TypeError' && message === 'fetch failed') || NETWORK_ERRORS.has(code ?? '') || NETWORK_ERRORS.has(cause?.code ?? '')
 }
@@ -267,10 +269,10 @@ export class RegistryClient {
     }
 
     const body = (await response.json()) as Record<string, unknown>
-    const token = is.nonEmptyString(body.token) ? body.token : (is.nonEmptyString(body.access_token) ? body.access_token : undefined)
+    const token = isNonEmptyString(body.token) ? body.token : (isNonEmptyString(body.access_token) ? body.access_token : undefined)
     if (!token) throw this.failure(`the token service ${redactUrl(realm)} returned no token`, 'permanent')
     // The token spec's default lifetime is 60 s; renew a little early so a request never carries a dead token.
-    const lifetime = Math.max(is.number(body.expires_in) ? body.expires_in : 60, 60)
+    const lifetime = Math.max(isNumber(body.expires_in) ? body.expires_in : 60, 60)
     return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
   }
 

@@ -1,7 +1,7 @@
-import is from '@sindresorhus/is'
 import {readFile} from 'node:fs/promises'
 
 import {writeAtomic} from '../files.js'
+import {isPlainObject} from '../guards.js'
 import {withLock} from '../lock.js'
 
 /** How many blobs per registry are remembered; the oldest are forgotten first. */
@@ -39,7 +39,7 @@ export class PushHistory {
   private async readAll(): Promise<Records> {
     try {
       const parsed = JSON.parse(await readFile(this.file, 'utf8')) as unknown
-      return is.plainObject(parsed) ? (parsed as Records) : {}
+      return isPlainObject(parsed) ? (parsed as Records) : {}
     } catch {
       // Missing or damaged: it is only a hint.
       return {}

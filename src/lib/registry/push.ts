@@ -1,4 +1,3 @@
-import is from '@sindresorhus/is'
 import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {readFile} from 'node:fs/promises'
@@ -9,6 +8,7 @@ import type {Descriptor} from '../image.js'
 
 import {sha256Digest} from '../digest.js'
 import {MicroagentError, usageError} from '../errors.js'
+import {isPlainObject} from '../guards.js'
 import {OciLayout} from '../layout.js'
 import {isLocalReference, parseReference, type Reference} from '../reference.js'
 import {type Credential, resolveCredential} from './auth.js'
@@ -232,7 +232,7 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   }
 
   const manifest = JSON.parse(manifestBytes.toString('utf8')) as {config?: Descriptor; layers?: Descriptor[]}
-  if (!is.plainObject(manifest.config) || !is.array(manifest.layers)) {
+  if (!isPlainObject(manifest.config) || !Array.isArray(manifest.layers)) {
     throw pushFailed(`"${options.source}" is not a single-platform OCI image manifest`, 'Commit the image again.')
   }
 
