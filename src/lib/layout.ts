@@ -14,11 +14,19 @@ import {
   fsync, syncDir, writeAtomic, writeNewFile,
 } from './files.js'
 import {isPlainObject} from './guards.js'
-import {type Descriptor, MEDIA_TYPES, REF_NAME_ANNOTATION} from './image.js'
+import {
+  type Descriptor, type ImageManifest, MEDIA_TYPES, REF_NAME_ANNOTATION,
+} from './image.js'
 import {withLock} from './lock.js'
 import {isPidAlive} from './pid.js'
 
 export const LAYOUT_VERSION = '1.0.0'
+
+/** What `untag` did: the blobs it deleted, and those it kept because another tag still uses them. */
+export interface UntagResult {
+  deleted: Descriptor[]
+  kept: Descriptor[]
+}
 
 export interface ImageIndex {
   manifests: Descriptor[]
@@ -33,6 +41,14 @@ function corrupt(file: string, why: string): MicroagentError {
     kind: 'permanent',
     remediation: 'Move the damaged layout aside (it is under <state-dir>/images/oci) and commit again.',
   })
+}
+
+function imageNotFound(ref: string, root: string): MicroagentError {
+  return notFoundError(
+    `image "${ref}" not found in ${root}; commit it first`,
+    'Commit it first with `microagent commit <workspace> <ref>`, or list the images with `microagent image list`.',
+    'IMAGE_NOT_FOUND',
+  )
 }
 
 async function nearestOwner(dir: string): Promise<undefined | {gid: number; uid: number}> {
@@ -134,6 +150,16 @@ export class OciLayout {
     await this.cleanIngest()
   }
 
+  /** A stored blob's bytes, checked against its digest. */
+  async readBlob(digest: string): Promise<Buffer> {
+    const file = this.blobPath(digest)
+    const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? corrupt(file, 'blob missing') : error
+    })
+    if (sha256Digest(bytes) !== digest) throw corrupt(file, 'content does not match its digest')
+    return bytes
+  }
+
   async readIndex(): Promise<ImageIndex> {
     const file = this.indexPath()
     let text: string
@@ -155,13 +181,35 @@ export class OciLayout {
     return index as unknown as ImageIndex
   }
 
+  /** A stored JSON document (a manifest or a config), checked against its digest. */
+  async readJson(digest: string): Promise<Record<string, unknown>> {
+    const bytes = await this.readBlob(digest)
+    let document: unknown
+    try {
+      document = JSON.parse(bytes.toString('utf8'))
+    } catch (error) {
+      throw corrupt(this.blobPath(digest), (error as Error).message)
+    }
+
+    if (!isPlainObject(document)) throw corrupt(this.blobPath(digest), 'not a JSON object')
+    return document
+  }
+
+  /** The single-platform image manifest a descriptor points at, with its exact bytes. */
+  async readManifest(descriptor: Descriptor): Promise<{bytes: Buffer; manifest: ImageManifest}> {
+    const bytes = await this.readBlob(descriptor.digest)
+    const manifest = await this.readJson(descriptor.digest)
+    if (!isPlainObject(manifest.config) || !Array.isArray(manifest.layers)) {
+      throw corrupt(this.blobPath(descriptor.digest), 'not a single-platform OCI image manifest')
+    }
+
+    return {bytes, manifest: manifest as unknown as ImageManifest}
+  }
+
   /** The manifest descriptor tagged `ref` (the raw reference, as committed). */
   async resolve(ref: string): Promise<Descriptor> {
     const found = (await this.readIndex()).manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref)
-    if (!found) {
-      throw notFoundError(`image "${ref}" not found in ${this.root}; commit it first`, 'Commit it first with `microagent commit <workspace> <ref>`.', 'IMAGE_NOT_FOUND')
-    }
-
+    if (!found) throw imageNotFound(ref, this.root)
     return found
   }
 
@@ -175,6 +223,19 @@ export class OciLayout {
     }
 
     await withLock(this.lockPath(), async () => {
+      // Checked under the lock that `untag` holds while it deletes: a tag never points at a missing blob.
+      const {manifest} = await this.readManifest(descriptor)
+      for (const blob of [manifest.config, ...manifest.layers]) {
+        if (!(await this.hasBlob(blob.digest, blob.size))) {
+          throw new MicroagentError(`blob ${blob.digest} of ${descriptor.digest} vanished before it was tagged (an image rm ran at the same time)`, {
+            code: 'LAYOUT_CONFLICT',
+            exit: 'transient',
+            kind: 'transient',
+            remediation: 'Run the command again.',
+          })
+        }
+      }
+
       const index = await this.readIndex()
       const others = index.manifests.filter(d => d.annotations?.[REF_NAME_ANNOTATION] !== ref)
       const tagged: Descriptor = {...descriptor, annotations: {...descriptor.annotations, [REF_NAME_ANNOTATION]: ref}}
@@ -184,6 +245,47 @@ export class OciLayout {
         return ra === rb ? (a.digest < b.digest ? -1 : 1) : (ra < rb ? -1 : 1)
       })
       await this.writeIndex({...index, manifests})
+    })
+  }
+
+  /**
+   * Removes the tag `ref` and deletes the blobs of its image that no other tag uses, all under the index
+   * lock: a concurrent `tag` either lands first (and its blobs are kept) or finds a blob gone and fails.
+   * The index is rewritten before any blob goes, so a crash in between leaves unused blobs, never a tag
+   * pointing at nothing.
+   */
+  async untag(ref: string): Promise<UntagResult> {
+    return withLock(this.lockPath(), async () => {
+      const index = await this.readIndex()
+      const removed = index.manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref)
+      if (!removed) throw imageNotFound(ref, this.root)
+      const remaining = index.manifests.filter(d => d !== removed)
+      const inUse = new Set<string>()
+      for (const other of remaining) {
+        inUse.add(other.digest)
+        // A damaged image elsewhere must not cost this one its removal, nor make us delete what it uses:
+        // its manifest stays, and blobs shared with it are kept only if it can be read.
+        const read = await this.readManifest(other).catch(() => {})
+        if (read) for (const blob of [read.manifest.config, ...read.manifest.layers]) inUse.add(blob.digest)
+      }
+
+      const {manifest} = await this.readManifest(removed).catch(() => ({manifest: {config: undefined, layers: []}}))
+      const candidates = [removed, ...(manifest.config ? [manifest.config] : []), ...manifest.layers]
+      const unique = candidates.filter((blob, i) => candidates.findIndex(b => b.digest === blob.digest) === i)
+      await this.writeIndex({...index, manifests: remaining})
+      const result: UntagResult = {deleted: [], kept: []}
+      for (const blob of unique) {
+        if (inUse.has(blob.digest)) {
+          result.kept.push(blob)
+          continue
+        }
+
+        await rm(this.blobPath(blob.digest), {force: true})
+        result.deleted.push(blob)
+      }
+
+      if (result.deleted.length > 0) await syncDir(path.join(this.root, 'blobs', 'sha256'))
+      return result
     })
   }
 

@@ -101,11 +101,11 @@ export function isLoopbackRegistry(registry: string): boolean {
 }
 
 /** A reference that can name a tag in the layout: a tag (or none, meaning latest) and no digest. */
-export function parseTagReference(input: string): Reference {
+export function parseTagReference(input: string, verb: 'commit to' | 'tag' = 'commit to'): Reference {
   const ref = parseReference(input)
   if (ref.digest !== undefined) {
     throw usageError(
-      `cannot commit to "${ref.raw}": a digest reference names existing content, not a tag`,
+      `cannot ${verb} "${ref.raw}": a digest reference names existing content, not a tag`,
       'Give a tag instead, e.g. local/demo:v1.',
     )
   }

@@ -13,7 +13,7 @@ describe('guards', () => {
 
   it('tells strings, non-empty strings, numbers and objects apart', () => {
     expect([isString(''), isString('a'), isString(1)]).to.deep.equal([true, true, false])
-    expect([isNonEmptyString(''), isNonEmptyString('a'), isNonEmptyString()]).to.deep.equal([false, true, false])
+    expect([isNonEmptyString(''), isNonEmptyString('a'), isNonEmptyString(0)]).to.deep.equal([false, true, false])
     expect([isNumber(0), isNumber(Number.NaN), isNumber('1')]).to.deep.equal([true, false, false])
     expect([isObject([]), isObject(() => {}), isObject(null), isObject('x')]).to.deep.equal([true, true, false, false])
   })

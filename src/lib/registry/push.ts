@@ -1,14 +1,11 @@
 import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
-import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {Transform} from 'node:stream'
 
 import type {Descriptor} from '../image.js'
 
-import {sha256Digest} from '../digest.js'
 import {MicroagentError, usageError} from '../errors.js'
-import {isPlainObject} from '../guards.js'
 import {OciLayout} from '../layout.js'
 import {isLocalReference, parseReference, type Reference} from '../reference.js'
 import {type Credential, resolveCredential} from './auth.js'
@@ -226,16 +223,7 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const dest = pushDestination(options.source, options.destination)
   const layout = new OciLayout(options.layoutPath)
   const descriptor = await layout.resolve(options.source)
-  const manifestBytes = await readFile(layout.blobPath(descriptor.digest))
-  if (sha256Digest(manifestBytes) !== descriptor.digest) {
-    throw pushFailed(`the manifest of "${options.source}" in ${layout.root} is damaged (digest mismatch)`, 'Commit the image again.')
-  }
-
-  const manifest = JSON.parse(manifestBytes.toString('utf8')) as {config?: Descriptor; layers?: Descriptor[]}
-  if (!isPlainObject(manifest.config) || !Array.isArray(manifest.layers)) {
-    throw pushFailed(`"${options.source}" is not a single-platform OCI image manifest`, 'Commit the image again.')
-  }
-
+  const {bytes: manifestBytes, manifest} = await layout.readManifest(descriptor)
   const credential = options.credential === null ? undefined : (options.credential ?? (await resolveCredential(dest.registry, options.env)))
   const client = new RegistryClient({...options, credential, registry: dest.registry})
   const history = new PushHistory(path.join(path.dirname(layout.root), 'push-history.json'))

@@ -1,0 +1,47 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {type ImageInspection, inspectImage} from '../../lib/catalog.js'
+import {formatBytes} from '../../lib/format.js'
+
+export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
+  static override args = {
+    'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
+  }
+  static override description = [
+    "Prints a committed image's manifest digest, platform, creation time, runtime config (user, env, entrypoint,",
+    'cmd, working dir, labels...) and layers. --json prints the manifest and config documents in full.',
+  ].join('\n')
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> local/demo:v1',
+    '<%= config.bin %> <%= command.id %> local/demo:v1 --json',
+  ]
+  static override summary = 'Show the manifest, config and layers of a committed image.'
+
+  async run(): Promise<ImageInspection> {
+    const image = await inspectImage(this.context.stateDir, this.args['image-ref'])
+    const {config} = image
+    this.log(`Reference: ${image.reference}`)
+    this.log(`Digest:    ${image.digest}`)
+    this.log(`Platform:  ${image.platform}`)
+    this.log(`Created:   ${String(config.created ?? '-')}`)
+    if (typeof config.author === 'string') this.log(`Author:    ${config.author}`)
+    this.log(`Size:      ${formatBytes(image.size_bytes)} (${image.size_bytes} bytes)`)
+    const runtime = (config.config ?? {}) as Record<string, unknown>
+    const keys = Object.keys(runtime)
+    if (keys.length > 0) {
+      this.log('Config:')
+      for (const key of keys) this.log(`  ${key}: ${JSON.stringify(runtime[key])}`)
+    }
+
+    this.log('Layers:')
+    for (const layer of image.layers) this.log(`  ${layer.digest}  ${formatBytes(layer.size_bytes)}  ${layer.media_type}`)
+    const history = Array.isArray(config.history) ? (config.history as {comment?: string; created_by?: string}[]) : []
+    if (history.length > 0) {
+      this.log('History:')
+      for (const step of history) this.log(`  ${step.created_by ?? ''}${step.comment ? `  # ${step.comment}` : ''}`)
+    }
+
+    return image
+  }
+}
