@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import type {Extractor} from '../lib/extractor/extractor.js'
 
 import {BaseCommand} from '../base-command.js'
+import {CHANGE_INSTRUCTIONS} from '../lib/changes.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
 import {type Compression, compressionLevel, COMPRESSIONS} from '../lib/compress.js'
 import {resolveCreated} from '../lib/image.js'
@@ -29,13 +30,30 @@ export default class Commit extends BaseCommand<typeof Commit> {
     '<%= config.bin %> <%= command.id %> demo local/demo:v1',
     '<%= config.bin %> <%= command.id %> demo local/demo:v1 --created 2026-01-01T00:00:00Z --json',
     '<%= config.bin %> <%= command.id %> demo localhost:5000/demo:v1 --arch arm64 --state-dir /tmp/state',
+    '<%= config.bin %> <%= command.id %> demo local/demo:v2 -m "add tools" -a "Jane <jane@example.com>" --change \'CMD ["bash"]\' --change "ENV LANG=C.UTF-8" --label team=infra',
+    '<%= config.bin %> <%= command.id %> demo local/demo:slim --exclude "var/cache/**" --exclude "**/*.log" --exclude tmp',
   ]
   /** Tests swap in a fake; everything else uses debugfs. */
   static extractor: Extractor | undefined
   static override flags = {
+    author: Flags.string({
+      char: 'a',
+      description: 'Written as the config\'s author and in its history entry, e.g. "Jane Doe <jane@example.com>".',
+      summary: 'Author of the image.',
+    }),
     arch: Flags.string({
       description: `OCI architecture of the image: ${ARCHITECTURES.join(', ')} (x86_64/x64 and aarch64 are accepted). Default: the guest architecture microagent recorded, else the host's.`,
       summary: 'Image architecture (default: the guest architecture).',
+    }),
+    change: Flags.string({
+      char: 'c',
+      description: [
+        'A Dockerfile instruction applied to the image config, as `docker commit --change` does; repeatable, applied in order.',
+        `Accepted: ${CHANGE_INSTRUCTIONS.join(', ')}. CMD and ENTRYPOINT take the exec form (["a","b"]) or the shell form;`,
+        'ENTRYPOINT drops an inherited CMD unless CMD is also given.',
+      ].join(' '),
+      multiple: true,
+      summary: 'Apply a Dockerfile instruction (ENV, CMD, ENTRYPOINT, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL).',
     }),
     compression: Flags.string({
       default: 'gzip',
@@ -55,6 +73,25 @@ export default class Commit extends BaseCommand<typeof Commit> {
       description: 'Path of the debugfs binary (e2fsprogs). Default: found on PATH or in the usual sbin folders.',
       summary: 'debugfs binary used to read the rootfs.',
     }),
+    exclude: Flags.string({
+      description: [
+        'Glob of paths to leave out of the layer, anchored at the image root as in .dockerignore; repeatable. `*` and `?`',
+        'stay within a path component, `**` spans several. A matched directory goes with its subtree:',
+        '`var/cache` drops the folder, `var/cache/**` keeps it empty.',
+      ].join(' '),
+      multiple: true,
+      summary: 'Leave matching paths out of the image (e.g. "var/cache/**", "**/*.log").',
+    }),
+    label: Flags.string({
+      description: 'Adds KEY=value to the config\'s labels (after --change LABEL); repeatable.',
+      multiple: true,
+      summary: 'Set an image label.',
+    }),
+    message: Flags.string({
+      char: 'm',
+      description: 'Written as the comment of the image\'s history entry (default: "rootfs committed by microagent").',
+      summary: 'Commit message.',
+    }),
     push: Flags.boolean({
       default: false,
       description: 'Push the image to its registry right after committing (as `image push <image-ref>` does); the ref must name a registry, not local/.',
@@ -69,11 +106,16 @@ export default class Commit extends BaseCommand<typeof Commit> {
     compressionLevel(this.flags.compression as Compression, this.flags['compression-level'])
     const result = await commitWorkspace({
       arch: this.flags.arch === undefined ? undefined : normalizeArch(this.flags.arch),
+      author: this.flags.author,
+      changes: this.flags.change,
       compression: this.flags.compression as Compression,
       compressionLevel: this.flags['compression-level'],
       created: resolveCreated(this.flags.created),
       debugfs: this.flags.debugfs,
+      exclude: this.flags.exclude,
       extractor: Commit.extractor,
+      labels: this.flags.label,
+      message: this.flags.message,
       reference: this.args['image-ref'],
       signal: this.interrupt.signal,
       stateDir: this.context.stateDir,
@@ -86,6 +128,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     this.log(`  layout: ${result.layout_path}`)
     if (result.journal_replayed) this.logToStderr('note: the disk journal needed recovery; it was replayed on a private copy')
     const skipped = [
+      [stats.skipped.excluded, 'paths matched by --exclude (subtrees counted once)'],
       [stats.skipped.sockets, 'sockets (OCI layers cannot hold them)'],
       [stats.skipped.whiteoutNames, 'entries named .wh.* (OCI reads them as whiteouts)'],
       [stats.skipped.xattrs, 'extended attributes outside user.*, security.*, trusted.* and ACLs'],

@@ -3,10 +3,12 @@ import {Readable} from 'node:stream'
 
 import type {Extractor} from './extractor/extractor.js'
 
+import {applyChanges} from './changes.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
 import {DigestCounter} from './digest.js'
 import {openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
+import {pathMatcher} from './exclude.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
 import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
@@ -22,13 +24,23 @@ import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from
 export interface CommitOptions {
   /** OCI architecture; defaults to the guest's where recorded, else the host's. */
   arch?: Architecture
+  /** `--author`: the config's author. */
+  author?: string
+  /** `--change`: Dockerfile instructions applied to the workspace's image defaults (see `applyChanges`). */
+  changes?: string[]
   compression?: Compression
   compressionLevel?: number
   created: Date
   /** debugfs binary; found on PATH when omitted. Used for the journal replay and the default extractor. */
   debugfs?: string
+  /** `--exclude`: globs of paths left out of the layer, with their subtrees (see `pathMatcher`). */
+  exclude?: string[]
   /** Swappable for tests and other filesystems; defaults to the debugfs extractor. */
   extractor?: Extractor
+  /** `--label KEY=value`. */
+  labels?: string[]
+  /** `--message`: the history entry's comment. */
+  message?: string
   reference: string
   signal?: AbortSignal
   stateDir: string
@@ -71,7 +83,11 @@ export function layoutPath(stateDir: string): string {
 export async function commitWorkspace(options: CommitOptions): Promise<CommitResult> {
   validateWorkspaceName(options.workspace)
   const ref = parseTagReference(options.reference)
+  // Bad options fail before anything is read.
+  applyChanges({}, options.changes, options.labels)
+  const exclude = pathMatcher(options.exclude)
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
+  const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
   const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
   const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
   const compression = options.compression ?? 'gzip'
@@ -92,7 +108,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
       const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
-      const tar = Readable.from(tarLayer(entries, stats), {objectMode: false})
+      const tar = Readable.from(tarLayer(entries, stats, {exclude}), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor])
     } finally {
       await view.release()
@@ -105,8 +121,10 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
 
   const config = buildConfig({
     architecture,
+    author: options.author,
+    comment: options.message,
     created: options.created,
-    defaults: workspace.manifest.imageDefaults,
+    defaults,
     diffId,
     workspace: workspace.name,
   })

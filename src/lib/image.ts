@@ -21,9 +21,10 @@ export interface Descriptor {
 
 export interface ImageConfig {
   architecture: string
+  author?: string
   config: Record<string, unknown>
   created: string
-  history: {comment?: string; created: string; created_by: string}[]
+  history: {author?: string; comment?: string; created: string; created_by: string}[]
   os: 'linux'
   rootfs: {diff_ids: string[]; type: 'layers'}
 }
@@ -92,6 +93,10 @@ export function runtimeConfig(defaults: ImageDefaults): Record<string, unknown> 
 
 export interface ConfigInput {
   architecture: Architecture
+  /** The image's author (`--author`), in the config and its history entry. */
+  author?: string
+  /** The history entry's comment (`--message`). */
+  comment?: string
   created: Date
   defaults: ImageDefaults
   diffId: string
@@ -100,14 +105,21 @@ export interface ConfigInput {
 
 export function buildConfig(input: ConfigInput): ImageConfig {
   const created = formatCreated(input.created)
+  const author = input.author || undefined
   return {
     created,
-
+    // Go's field order: created, author, architecture, os, config, rootfs, history.
+    ...(author ? {author} : {}),
     architecture: input.architecture,
     os: 'linux',
     config: runtimeConfig(input.defaults),
     rootfs: {type: 'layers', diff_ids: [input.diffId]},
-    history: [{created, created_by: `microagent commit ${input.workspace}`, comment: 'rootfs committed by microagent'}],
+    history: [{
+      created,
+      created_by: `microagent commit ${input.workspace}`,
+      ...(author ? {author} : {}),
+      comment: input.comment || 'rootfs committed by microagent',
+    }],
   }
 }
 

@@ -16,6 +16,8 @@ export interface LayerStats {
   files: number
   hardlinks: number
   skipped: {
+    /** Entries named by --exclude, counting a directory once for its whole subtree. */
+    excluded: number
     lostFound: number
     sockets: number
     /** Names that OCI consumers would read as whiteouts (`.wh.*`), left out with their subtrees. */
@@ -35,7 +37,7 @@ export function emptyLayerStats(): LayerStats {
     files: 0,
     hardlinks: 0,
     skipped: {
-      lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
+      excluded: 0, lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
     },
     symlinks: 0,
   }
@@ -103,6 +105,11 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
   }
 }
 
+export interface LayerOptions {
+  /** Paths to leave out (with their subtrees), e.g. from `pathMatcher`. */
+  exclude?: (path: Buffer) => boolean
+}
+
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
 export const TAR_CHUNK = 1024 * 1024
 
@@ -139,10 +146,32 @@ class Gatherer {
  *
  * @yields header blocks and file content, as they stream
  */
-export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
+export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
   const gatherer = new Gatherer()
-  for await (const piece of tarPieces(entries, stats)) yield * gatherer.add(piece)
+  const kept = options.exclude ? excluding(entries, options.exclude, stats) : entries
+  for await (const piece of tarPieces(kept, stats)) yield * gatherer.add(piece)
   yield * gatherer.flush()
+}
+
+/**
+ * Drops the entries the matcher names, with the subtrees of matched directories. Entries come depth
+ * first, so a subtree is one run of paths under the directory's. This runs before hard links are
+ * resolved: when the first name of an inode is excluded, the next kept name carries the content.
+ * @yields the entries that stay
+ */
+async function * excluding(entries: AsyncIterable<Entry>, exclude: (path: Buffer) => boolean, stats: LayerStats): AsyncGenerator<Entry, void, undefined> {
+  let prefix: Buffer | undefined
+  for await (const entry of entries) {
+    if (prefix && entry.path.length > prefix.length && entry.path.subarray(0, prefix.length).equals(prefix)) continue
+    prefix = undefined
+    if (!exclude(entry.path)) {
+      yield entry
+      continue
+    }
+
+    stats.skipped.excluded++
+    if (entry.type === 'directory') prefix = Buffer.concat([entry.path, Buffer.from('/')])
+  }
 }
 
 async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {

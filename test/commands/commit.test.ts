@@ -74,6 +74,48 @@ describe('commit command', () => {
     expect(config.config).to.deep.equal({Cmd: ['serve']})
   })
 
+  it('passes -m, -a, -c, --label and --exclude through to the image', async () => {
+    const {stderr, stdout} = await runCommand([
+      'commit',
+      'demo',
+      'local/demo:v2',
+      '--state-dir',
+      state,
+      '--json',
+      '-m',
+      'tools',
+      '-a',
+      'Jane',
+      // runCommand joins its arguments and splits them again: quote the ones holding spaces.
+      '-c',
+      '"ENV A=1"',
+      '--change',
+      '"WORKDIR /w"',
+      '--label',
+      'k=v',
+      '--exclude',
+      'tmp',
+      '--exclude',
+      'bin/*',
+    ])
+    expect(stderr).to.equal('')
+    const result = JSON.parse(stdout) as {digest: string; layout_path: string; stats: {entries: number; skipped: {excluded: number}}}
+    expect(result.stats.skipped.excluded).to.equal(2)
+    expect(result.stats.entries).to.equal(1)
+    const manifest = readJson<ImageManifest>(blobFile(result.layout_path, result.digest))
+    const config = readJson<ImageConfig>(blobFile(result.layout_path, manifest.config.digest))
+    expect(config).to.include({author: 'Jane'})
+    expect(config.history[0]).to.include({author: 'Jane', comment: 'tools'})
+    expect(config.config).to.deep.equal({
+      Cmd: ['serve'], Env: ['A=1'], Labels: {k: 'v'}, WorkingDir: '/w',
+    })
+  })
+
+  it('notes what --exclude left out, on stderr', async () => {
+    const {stderr} = await runCommand(['commit', 'demo', 'local/demo:v2', '--state-dir', state, '--exclude', 'tmp'])
+    expect(stderr).to.contain('note: left out 1 paths matched by --exclude')
+  })
+
   it('takes the state dir from MICROAGENT_STATE_DIR', async () => {
     process.env.MICROAGENT_STATE_DIR = state
     const {error, stdout} = await runCommand(['commit', 'demo', 'local/demo:v1'])

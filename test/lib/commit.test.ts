@@ -79,7 +79,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     expect(result.digest).to.match(/^sha256:[0-9a-f]{64}$/)
     expect(result.size_bytes).to.equal(readFileSync(blobFile(result.layout_path, result.layer_digest)).length)
     expect(result.stats.skipped).to.deep.equal({
-      lostFound: 1, sockets: 1, whiteoutNames: 1, xattrs: 1,
+      excluded: 0, lostFound: 1, sockets: 1, whiteoutNames: 1, xattrs: 1,
     })
   })
 
@@ -222,6 +222,53 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
     expect(`sha256:${sha(readFileSync(blobFile(plain.layout_path, plain.layer_digest)))}`).to.equal(plain.diff_id)
     expect(readJson<ImageConfig>(blobFile(plain.layout_path, manifest.config.digest)).rootfs.diff_ids).to.deep.equal([plain.diff_id])
     validateLayout(plain.layout_path)
+  })
+
+  it('applies --exclude, --change, --label, --author and --message like docker commit', async () => {
+    const custom = await commitWorkspace({
+      arch: 'arm64',
+      author: 'Jane Doe <jane@example.com>',
+      changes: ['ENV PATH=/opt/bin:/usr/bin:/bin LANG=C.UTF-8', 'ENTRYPOINT ["/init"]', 'EXPOSE 8080'],
+      created: CREATED,
+      exclude: ['links', 'usr/bin/perl', '**/sparse'],
+      labels: ['team=infra'],
+      message: 'add tools',
+      reference: 'local/demo:custom',
+      stateDir: state,
+      workspace: 'demo',
+    })
+    const kept = layerRecords(custom)
+    expect([...kept.keys()].filter(p => p.startsWith('links') || p.endsWith('sparse') || p === 'usr/bin/perl')).to.deep.equal([])
+    // perl's other name now carries the content, not a link to a member that is not there.
+    expect(kept.get('usr/bin/perl5.36')).to.include({sha256: get('usr/bin/perl').sha256, type: 'file'})
+    expect(custom.stats.skipped.excluded).to.equal(3)
+    const manifest = readJson<ImageManifest>(blobFile(custom.layout_path, custom.digest))
+    const config = readJson<ImageConfig>(blobFile(custom.layout_path, manifest.config.digest))
+    expect(config.author).to.equal('Jane Doe <jane@example.com>')
+    expect(config.history).to.deep.equal([{
+      author: 'Jane Doe <jane@example.com>', comment: 'add tools', created: '2026-01-01T00:00:00Z', created_by: 'microagent commit demo',
+    }])
+    expect(config.config).to.deep.equal({
+      Entrypoint: ['/init'],
+      Env: ['PATH=/opt/bin:/usr/bin:/bin', 'LANG=C.UTF-8'],
+      ExposedPorts: {'8080/tcp': {}},
+      Labels: {team: 'infra'},
+      User: '1000:1000',
+      WorkingDir: '/srv',
+    })
+    validateWithClients(custom.layout_path, 'local/demo:custom')
+  })
+
+  it('refuses a bad --change or --exclude before reading anything', async () => {
+    const before = layoutSnapshot(result.layout_path)
+    for (const options of [{changes: ['RUN make']}, {exclude: ['../etc']}, {labels: ['x']}]) {
+      const error = await rejection(commitWorkspace({
+        ...options, created: CREATED, reference: 'local/demo:bad', stateDir: state, workspace: 'demo',
+      }))
+      expect(error.exitCode, JSON.stringify(options)).to.equal(2)
+    }
+
+    expect(layoutSnapshot(result.layout_path)).to.equal(before)
   })
 
   it('moves a tag committed again with another created time', async () => {

@@ -1,10 +1,12 @@
 import {expect} from 'chai'
+import {createHash} from 'node:crypto'
 import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {Readable} from 'node:stream'
 
 import type {Entry} from '../../src/lib/extractor/extractor.js'
 
+import {pathMatcher} from '../../src/lib/exclude.js'
 import {type FakeEntry, FakeExtractor} from '../../src/lib/extractor/fake.js'
 import {checkEntryPath, emptyLayerStats, tarLayer} from '../../src/lib/layer.js'
 import {tempDir} from '../helpers/ext4.js'
@@ -15,14 +17,21 @@ const base = {
   gid: 0, mtime: {nsec: 0, sec: 1_700_000_000}, size: 0, uid: 0, xattrs: [],
 }
 
-async function layer(items: FakeEntry[]): Promise<{file: string; stats: ReturnType<typeof emptyLayerStats>}> {
+async function layer(items: FakeEntry[], exclude?: string[]): Promise<{file: string; stats: ReturnType<typeof emptyLayerStats>}> {
   const stats = emptyLayerStats()
   const chunks: Buffer[] = []
-  for await (const chunk of tarLayer(new FakeExtractor(items).entries('disk'), stats)) chunks.push(chunk)
+  for await (const chunk of tarLayer(new FakeExtractor(items).entries('disk'), stats, {exclude: pathMatcher(exclude)})) chunks.push(chunk)
   const file = path.join(tempDir(), 'layer.tar')
   writeFileSync(file, Buffer.concat(chunks))
   return {file, stats}
 }
+
+const dir = (p: string, inode: number): FakeEntry => ({
+  ...base, inode, mode: 0o755, path: p, type: 'directory',
+})
+const file = (p: string, inode: number, data = p): FakeEntry => ({
+  ...base, data, inode, mode: 0o644, path: p, type: 'file',
+})
 
 describe('layer', () => {
   before(function () {
@@ -52,6 +61,32 @@ describe('layer', () => {
       ['hardlink', 'fifo2', 'fifo'],
     ])
     expect(stats).to.include({entries: 4, files: 1, hardlinks: 2})
+  })
+
+  it('leaves out excluded paths with their subtrees; a hard link whose first name is excluded keeps its content', async () => {
+    const {file: tar, stats} = await layer([
+      dir('var', 2),
+      dir('var/cache', 3),
+      dir('var/cache/apt', 4),
+      file('var/cache/apt/pkg', 5),
+      file('var/cache/link', 6, 'shared'),
+      file('var/cachex', 7),
+      dir('var/log', 8),
+      file('var/log/a.log', 9),
+      file('var/log/keep.txt', 10),
+      file('var/same', 6, 'shared'),
+    ], ['var/cache', '**/*.log'])
+    const records = dumpTar(tar)
+    expect(records.map(r => [r.type, Buffer.from(r.path, 'hex').toString()])).to.deep.equal([
+      ['directory', 'var/'],
+      ['file', 'var/cachex'],
+      ['directory', 'var/log/'],
+      ['file', 'var/log/keep.txt'],
+      ['file', 'var/same'],
+    ])
+    expect(records.at(-1)?.sha256).to.equal(createHash('sha256').update('shared').digest('hex'))
+    expect(stats.skipped.excluded).to.equal(2)
+    expect(stats).to.include({entries: 5, hardlinks: 0})
   })
 
   it('keeps directories apart from hard links even when they share an inode number', async () => {
