@@ -2,8 +2,10 @@ import {
   Command, Errors, Flags, type Interfaces,
 } from '@oclif/core'
 
+import type {MicroagentHookEvents} from './hook-events.js'
+
 import {
-  type Context, currentContext, resolveContext, setCurrentContext,
+  BACKEND_NAMES, type Context, currentContext, resolveContext, setCurrentContext,
 } from './lib/context.js'
 import {
   asMicroagentError, EXIT_CODES, isMicroagentError, MicroagentError, toEnvelope, usageError,
@@ -39,6 +41,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     backend: Flags.string({
       description: 'VM backend of the workspace: linux-kvm or apple-vf (firecracker is an alias of linux-kvm). Env: MICROAGENT_BACKEND.',
       helpGroup: 'GLOBAL',
+      options: [...BACKEND_NAMES],
       summary: 'VM backend (linux-kvm, apple-vf; alias firecracker).',
     }),
     mode: Flags.string({
@@ -64,6 +67,15 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     // eslint-disable-next-line n/no-process-exit, unicorn/no-process-exit -- the user asked twice to stop now
     if (this.interrupt.signal.aborted) process.exit(EXIT_CODES.interrupted)
     this.interrupt.abort()
+  }
+
+  /**
+   * Tells other plugins about a result (`microagent:committed`, `microagent:pushed`). Their failures do
+   * not undo what was done: they become warnings (silent in JSON mode, where stdout is the result).
+   */
+  protected async announce<E extends 'microagent:committed' | 'microagent:pushed'>(event: E, options: MicroagentHookEvents[E]['options']): Promise<void> {
+    const {failures} = await this.config.runHook(event, options)
+    for (const failure of failures) this.warn(`plugin ${failure.plugin.name} failed on ${event}: ${failure.error.message}`)
   }
 
   override async catch(error: Error & {exitCode?: number}): Promise<unknown> {

@@ -1,7 +1,20 @@
 /**
  * The lib API of @microagent/plugin-image, for other plugins: commit a workspace, read and write the OCI
- * image layout, extract ext4 images. Nothing here depends on oclif.
+ * image layout, extract ext4 images. Nothing here depends on oclif at run time (the hook event types
+ * extend oclif's, for plugins that answer them).
  */
+export type {MicroagentHookEvents, MicroagentHooks} from './hook-events.js'
+export {
+  type ImageInspection,
+  type ImageRecord,
+  inspectImage,
+  listImages,
+  removeImage,
+  type RemoveResult,
+  tagImage,
+  type TagResult,
+} from './lib/catalog.js'
+export {applyChanges, CHANGE_INSTRUCTIONS} from './lib/changes.js'
 export {
   type CommitOptions, type CommitResult, commitWorkspace, layoutPath,
 } from './lib/commit.js'
@@ -10,6 +23,7 @@ export {
 } from './lib/compress.js'
 export {
   type Backend,
+  BACKEND_NAMES,
   BACKENDS,
   type Context,
   currentContext,
@@ -32,9 +46,18 @@ export {
   MicroagentError,
   toEnvelope,
 } from './lib/errors.js'
+export {pathMatcher, type PathMatcher} from './lib/exclude.js'
 export {DebugfsExtractor, type DebugfsExtractorOptions} from './lib/extractor/debugfs.js'
-export type {
-  Entry, EntryType, ExtractOptions, Extractor, Skip, Timestamp,
+export {
+  chooseExtractor,
+  type Entry,
+  type EntryType,
+  type ExtractOptions,
+  type Extractor,
+  type ExtractorAnswer,
+  isExtractor,
+  type Skip,
+  type Timestamp,
 } from './lib/extractor/extractor.js'
 export {type FakeEntry, FakeExtractor} from './lib/extractor/fake.js'
 export {
@@ -47,11 +70,13 @@ export {
   REF_NAME_ANNOTATION,
   resolveCreated,
 } from './lib/image.js'
-export {emptyLayerStats, type LayerStats, tarLayer} from './lib/layer.js'
-export {type ImageIndex, OciLayout} from './lib/layout.js'
+export {
+  emptyLayerStats, type LayerOptions, type LayerStats, tarLayer,
+} from './lib/layer.js'
+export {type ImageIndex, OciLayout, type UntagResult} from './lib/layout.js'
 export type {Lease} from './lib/lease.js'
 export {
-  type Architecture, ARCHITECTURES, hostArch, normalizeArch,
+  ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,
 } from './lib/platform.js'
 export {
   isLocalReference, isLoopbackRegistry, parseReference, type Reference,

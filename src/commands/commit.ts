@@ -1,13 +1,12 @@
 import {Args, Flags} from '@oclif/core'
 
-import type {Extractor} from '../lib/extractor/extractor.js'
-
 import {BaseCommand} from '../base-command.js'
 import {CHANGE_INSTRUCTIONS} from '../lib/changes.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
 import {type Compression, compressionLevel, COMPRESSIONS} from '../lib/compress.js'
+import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
 import {resolveCreated} from '../lib/image.js'
-import {ARCHITECTURES, normalizeArch} from '../lib/platform.js'
+import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
 import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
@@ -42,7 +41,11 @@ export default class Commit extends BaseCommand<typeof Commit> {
       summary: 'Author of the image.',
     }),
     arch: Flags.string({
-      description: `OCI architecture of the image: ${ARCHITECTURES.join(', ')} (x86_64/x64 and aarch64 are accepted). Default: the guest architecture microagent recorded, else the host's.`,
+      description: [
+        `OCI architecture of the image: ${ARCHITECTURES.join(', ')}; uname spellings such as x86_64 and aarch64 are accepted.`,
+        "Default: the guest architecture microagent recorded, else the host's.",
+      ].join(' '),
+      options: [...ARCH_NAMES],
       summary: 'Image architecture (default: the guest architecture).',
     }),
     change: Flags.string({
@@ -92,6 +95,14 @@ export default class Commit extends BaseCommand<typeof Commit> {
       description: 'Written as the comment of the image\'s history entry (default: "rootfs committed by microagent").',
       summary: 'Commit message.',
     }),
+    extractor: Flags.string({
+      default: 'debugfs',
+      description: [
+        'How the workspace disk is read. debugfs (e2fsprogs) reads ext4 and is built in; another name is asked of the',
+        'installed plugins through the microagent:extractor hook, e.g. for another filesystem.',
+      ].join(' '),
+      summary: 'Extractor that reads the disk (default debugfs; plugins may add others).',
+    }),
     push: Flags.boolean({
       default: false,
       description: 'Push the image to its registry right after committing (as `image push <image-ref>` does); the ref must name a registry, not local/.',
@@ -113,7 +124,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
       created: resolveCreated(this.flags.created),
       debugfs: this.flags.debugfs,
       exclude: this.flags.exclude,
-      extractor: Commit.extractor,
+      extractor: await this.extractor(this.flags.extractor),
       labels: this.flags.label,
       message: this.flags.message,
       reference: this.args['image-ref'],
@@ -134,6 +145,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
       [stats.skipped.xattrs, 'extended attributes outside user.*, security.*, trusted.* and ACLs'],
     ] as const
     for (const [count, what] of skipped) if (count > 0) this.logToStderr(`note: left out ${count} ${what}`)
+    await this.announce('microagent:committed', {result})
     if (!this.flags.push) {
       this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
       return result
@@ -141,6 +153,14 @@ export default class Commit extends BaseCommand<typeof Commit> {
 
     const pushed = await pushImage({layoutPath: result.layout_path, signal: this.interrupt.signal, source: result.reference})
     this.log(`Pushed ${result.reference} to ${pushed.destination}`)
+    await this.announce('microagent:pushed', {result: pushed})
     return {...result, push: pushed, pushed: true}
+  }
+
+  /** debugfs is built in (tests swap in a fake); other names come from plugins answering microagent:extractor. */
+  private async extractor(name: string): Promise<Extractor | undefined> {
+    if (name === 'debugfs') return Commit.extractor
+    const {successes} = await this.config.runHook('microagent:extractor', {name})
+    return chooseExtractor(name, successes.map(success => ({plugin: success.plugin.name, result: success.result})))
   }
 }

@@ -8,8 +8,10 @@ import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.
 import {DigestCounter} from './digest.js'
 import {openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
+import {usageError} from './errors.js'
 import {pathMatcher} from './exclude.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
+import {isExtractor} from './extractor/extractor.js'
 import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
 } from './image.js'
@@ -90,6 +92,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
   const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
   const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
+  if (!isExtractor(extractor)) throw usageError('the extractor given is not an Extractor (it needs a name and an entries() method)')
   const compression = options.compression ?? 'gzip'
 
   const layout = new OciLayout(layoutPath(options.stateDir))
@@ -103,7 +106,10 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   let layer: {digest: string; size: number}
   let replayed: boolean
   try {
-    const view = await openDiskView(workspace.paths.rootfs, {debugfs: options.debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+    const ext4 = (extractor.filesystem ?? 'ext4') === 'ext4'
+    const view = ext4
+      ? await openDiskView(workspace.paths.rootfs, {debugfs: options.debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+      : {path: workspace.paths.rootfs, async release() {}, replayed: false}
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})

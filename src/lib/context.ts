@@ -7,6 +7,8 @@ import {usageError} from './errors.js'
 export const BACKENDS = ['linux-kvm', 'apple-vf'] as const
 export type Backend = (typeof BACKENDS)[number]
 const BACKEND_ALIASES: Readonly<Record<string, Backend>> = {firecracker: 'linux-kvm'}
+/** Every name `--backend` accepts (for help and shell completion). */
+export const BACKEND_NAMES: readonly string[] = [...BACKENDS, ...Object.keys(BACKEND_ALIASES)]
 
 export const MODES = ['ux', 'ax'] as const
 export type Mode = (typeof MODES)[number]

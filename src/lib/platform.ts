@@ -20,6 +20,9 @@ const ARCH_ALIASES: Readonly<Record<string, Architecture>> = {
   x86_64: 'amd64',
 }
 
+/** Every spelling `--arch` accepts: the OCI names, then the aliases (for help and shell completion). */
+export const ARCH_NAMES: readonly string[] = [...new Set([...ARCHITECTURES, ...Object.keys(ARCH_ALIASES)])]
+
 /** Maps uname/Node/Debian spellings onto the OCI name; anything unknown is a usage error listing the valid ones. */
 export function normalizeArch(raw: string): Architecture {
   const name = raw.trim().toLowerCase()

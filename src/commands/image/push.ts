@@ -45,6 +45,7 @@ export default class ImagePush extends BaseCommand<typeof ImagePush> {
     this.log(`Pushed ${result.reference} to ${result.destination}`)
     this.log(`  digest: ${result.digest}`)
     this.log(`  blobs:  ${result.blobs.uploaded} uploaded (${result.bytes_uploaded} bytes), ${result.blobs.mounted} mounted, ${result.blobs.existing} already there`)
+    await this.announce('microagent:pushed', {result})
     return result
   }
 }

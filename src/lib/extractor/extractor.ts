@@ -1,3 +1,5 @@
+import {MicroagentError, usageError} from '../errors.js'
+
 export const ENTRY_TYPES = ['file', 'directory', 'symlink', 'char', 'block', 'fifo'] as const
 export type EntryType = (typeof ENTRY_TYPES)[number]
 
@@ -64,5 +66,53 @@ export interface ExtractOptions {
 export interface Extractor {
   /** Yields the entries of the filesystem in `disk`; closing the iterator early releases everything. */
   entries(disk: string, options?: ExtractOptions): AsyncGenerator<Entry, void, undefined>
+  /**
+   * The filesystem it reads. `ext4` (or absent) gets a checked view of the disk (superblock magic, a
+   * dirty journal replayed on a private copy); any other value gets the workspace disk's path as it is,
+   * which the extractor must only read.
+   */
+  readonly filesystem?: string
   readonly name: string
+}
+
+/** Whether a value from another plugin (maybe with its own copy of these types) can serve as an Extractor. */
+export function isExtractor(value: unknown): value is Extractor {
+  const candidate = value as Partial<Extractor> | undefined
+  return typeof candidate === 'object' && candidate !== null && typeof candidate.entries === 'function' && typeof candidate.name === 'string'
+}
+
+/** What one plugin answered to the `microagent:extractor` hook. */
+export interface ExtractorAnswer {
+  plugin: string
+  result: unknown
+}
+
+/**
+ * Picks the extractor named `name` from the plugins' answers: exactly one plugin must offer it, and what
+ * it offers must look like an Extractor. Errors say what is installed and what to do.
+ */
+export function chooseExtractor(name: string, answers: ExtractorAnswer[]): Extractor {
+  const offered = answers.filter(answer => answer.result !== undefined && answer.result !== null)
+  if (offered.length === 0) {
+    throw usageError(
+      `no installed plugin provides the extractor "${name}"`,
+      'Use --extractor debugfs (the default, for ext4), or install the plugin that provides it (`microagent plugins install <plugin>`).',
+    )
+  }
+
+  if (offered.length > 1) {
+    throw usageError(`several plugins provide the extractor "${name}": ${offered.map(a => a.plugin).join(', ')}`, 'Uninstall all but one of them.')
+  }
+
+  const [{plugin, result}] = offered
+  if (!isExtractor(result)) {
+    throw new MicroagentError(`plugin ${plugin} answered --extractor "${name}" with something that is not an Extractor (it needs a name and an entries() method)`, {
+      code: 'BAD_EXTRACTOR',
+      exit: 'internal',
+      kind: 'permanent',
+      remediation: `Report it to the authors of ${plugin}; meanwhile use --extractor debugfs.`,
+    })
+  }
+
+  return result
 }
