@@ -10,6 +10,7 @@ import {
 import {
   asMicroagentError, EXIT_CODES, isMicroagentError, MicroagentError, toEnvelope, usageError,
 } from './lib/errors.js'
+import {ProgressDisplay} from './lib/progress.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -135,6 +136,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   /** JSON output, by --json or AX mode: results print as JSON and failures as the envelope. */
   override jsonEnabled(): boolean {
     return super.jsonEnabled() || this.isAxMode()
+  }
+
+  /** A progress display on stderr for people; none in JSON or agent mode, where stderr carries only the envelope. */
+  protected progressDisplay(): ProgressDisplay | undefined {
+    return this.jsonEnabled() ? undefined : new ProgressDisplay(process.stderr)
   }
 
   private isAxMode(): boolean {

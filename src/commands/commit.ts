@@ -115,6 +115,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     // Refuse what cannot work before committing, not after.
     if (this.flags.push) pushDestination(this.args['image-ref'])
     compressionLevel(this.flags.compression as Compression, this.flags['compression-level'])
+    const display = this.progressDisplay()
     const result = await commitWorkspace({
       arch: this.flags.arch === undefined ? undefined : normalizeArch(this.flags.arch),
       author: this.flags.author,
@@ -127,11 +128,13 @@ export default class Commit extends BaseCommand<typeof Commit> {
       extractor: await this.extractor(this.flags.extractor),
       labels: this.flags.label,
       message: this.flags.message,
+      onProgress: display?.commit,
       reference: this.args['image-ref'],
       signal: this.interrupt.signal,
       stateDir: this.context.stateDir,
       workspace: this.args.workspace,
     })
+    display?.finish()
     const {stats} = result
     this.log(`Committed ${result.reference}`)
     this.log(`  digest: ${result.digest}`)
@@ -151,7 +154,10 @@ export default class Commit extends BaseCommand<typeof Commit> {
       return result
     }
 
-    const pushed = await pushImage({layoutPath: result.layout_path, signal: this.interrupt.signal, source: result.reference})
+    const pushed = await pushImage({
+      layoutPath: result.layout_path, onProgress: display?.push, signal: this.interrupt.signal, source: result.reference,
+    })
+    display?.finish()
     this.log(`Pushed ${result.reference} to ${pushed.destination}`)
     await this.announce('microagent:pushed', {result: pushed})
     return {...result, push: pushed, pushed: true}

@@ -6,7 +6,7 @@ import type {Extractor} from './extractor/extractor.js'
 import {applyChanges} from './changes.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
 import {DigestCounter} from './digest.js'
-import {openDiskView} from './disk.js'
+import {type DiskView, openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
 import {usageError} from './errors.js'
 import {pathMatcher} from './exclude.js'
@@ -20,6 +20,7 @@ import {
 } from './layer.js'
 import {OciLayout} from './layout.js'
 import {type Architecture, hostArch} from './platform.js'
+import {type CommitProgress} from './progress.js'
 import {parseTagReference} from './reference.js'
 import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
 
@@ -43,6 +44,8 @@ export interface CommitOptions {
   labels?: string[]
   /** `--message`: the history entry's comment. */
   message?: string
+  /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
+  onProgress?: (progress: CommitProgress) => void
   reference: string
   signal?: AbortSignal
   stateDir: string
@@ -77,6 +80,21 @@ export function layoutPath(stateDir: string): string {
   return path.join(stateDir, 'images', 'oci')
 }
 
+/** Only ext4 gets the superblock checks and the journal replay; other extractors read the disk as it is. */
+async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, debugfs?: string): Promise<DiskView> {
+  if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+  return {path: rootfs, async release() {}, replayed: false}
+}
+
+/** Progress callbacks over the live counters, or undefined when nobody listens. */
+function progressReporter(stats: LayerStats, diffCounter: DigestCounter | undefined, onProgress?: (progress: CommitProgress) => void) {
+  if (!onProgress) return
+  const report = (written: number, done: boolean): void => onProgress({
+    content_bytes: stats.contentBytes, done, entries: stats.entries, layer_bytes: written, tar_bytes: diffCounter?.bytes ?? written,
+  })
+  return {chunk: (written: number) => report(written, false), done: (size: number) => report(size, true)}
+}
+
 /**
  * Commits a stopped workspace's rootfs as a single-layer OCI image tagged `reference` in the state dir's
  * layout. Names and the reference are checked before any file is read; the workspace disk is only ever
@@ -101,21 +119,19 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const stats = emptyLayerStats()
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
+  const progress = progressReporter(stats, diffCounter, options.onProgress)
   // From here until the disk has been read, no VM can start on it.
   const lease = await leaseStoppedWorkspace(workspace)
   let layer: {digest: string; size: number}
   let replayed: boolean
   try {
-    const ext4 = (extractor.filesystem ?? 'ext4') === 'ext4'
-    const view = ext4
-      ? await openDiskView(workspace.paths.rootfs, {debugfs: options.debugfs, privateCopyPath: layout.ingestPath('.ext4')})
-      : {path: workspace.paths.rootfs, async release() {}, replayed: false}
+    const view = await diskFor(extractor, workspace.paths.rootfs, layout, options.debugfs)
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
       const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
       const tar = Readable.from(tarLayer(entries, stats, {exclude}), {objectMode: false})
-      layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor])
+      layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
       await view.release()
     }
@@ -124,6 +140,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   }
 
   const diffId = diffCounter?.digest() ?? layer.digest
+  progress?.done(layer.size)
 
   const config = buildConfig({
     architecture,

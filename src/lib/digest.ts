@@ -14,9 +14,15 @@ export class DigestCounter extends Transform {
   private readonly hash: Hash = createHash('sha256')
   private result: string | undefined
 
+  /** `onBytes` hears the running count after each chunk (progress displays). */
+  constructor(private readonly onBytes?: (bytes: number) => void) {
+    super()
+  }
+
   override _transform(chunk: Buffer, _encoding: string, callback: TransformCallback): void {
     this.hash.update(chunk)
     this.bytes += chunk.length
+    this.onBytes?.(this.bytes)
     callback(null, chunk)
   }
 

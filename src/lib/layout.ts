@@ -306,9 +306,9 @@ export class OciLayout {
    * the bytes go to a temp file that is renamed into place once flushed. An error anywhere in the chain
    * removes the temp file and stores nothing.
    */
-  async writeBlobStream(source: Readable, transforms: Duplex[] = []): Promise<{digest: string; size: number}> {
+  async writeBlobStream(source: Readable, transforms: Duplex[] = [], onBytes?: (written: number) => void): Promise<{digest: string; size: number}> {
     const temp = this.ingestPath()
-    const counter = new DigestCounter()
+    const counter = new DigestCounter(onBytes)
     try {
       await pipeline([source, ...transforms, counter, createWriteStream(temp, {flags: 'wx', mode: 0o444})])
       await fsync(temp)

@@ -116,6 +116,22 @@ describe('commit command', () => {
     expect(stderr).to.contain('note: left out 1 paths matched by --exclude')
   })
 
+  it('shows live progress on a terminal, and none with --json or in agent mode', async () => {
+    const wasTTY = process.stderr.isTTY
+    process.stderr.isTTY = true
+    try {
+      const human = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state])
+      expect(human.stderr).to.match(/Wrote layer: 3 entries, tar \d/)
+      const json = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--json'])
+      expect(json.stderr).to.equal('')
+      const ax = await runCommand(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--mode', 'ax'])
+      expect(ax.stderr).to.equal('')
+      expect(JSON.parse(ax.stdout)).to.include({reference: 'local/demo:v1'})
+    } finally {
+      process.stderr.isTTY = wasTTY
+    }
+  })
+
   it('takes the state dir from MICROAGENT_STATE_DIR', async () => {
     process.env.MICROAGENT_STATE_DIR = state
     const {error, stdout} = await runCommand(['commit', 'demo', 'local/demo:v1'])

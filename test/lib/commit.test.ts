@@ -10,6 +10,7 @@ import {gunzipSync} from 'node:zlib'
 import type {Compression} from '../../src/lib/compress.js'
 import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 import type {ImageIndex} from '../../src/lib/layout.js'
+import type {CommitProgress} from '../../src/lib/progress.js'
 
 import {type CommitResult, commitWorkspace, layoutPath} from '../../src/lib/commit.js'
 import {rejection} from '../helpers/assert.js'
@@ -257,6 +258,20 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
       WorkingDir: '/srv',
     })
     validateWithClients(custom.layout_path, 'local/demo:custom')
+  })
+
+  it('reports progress as the layer grows, ending with the totals', async () => {
+    const events: CommitProgress[] = []
+    const again = await commitWorkspace({
+      arch: 'arm64', created: CREATED, onProgress: p => events.push(p), reference: 'local/demo:progress', stateDir: state, workspace: 'demo',
+    })
+    expect(events.length).to.be.greaterThan(1)
+    expect(events.at(-1)).to.deep.equal({
+      content_bytes: again.stats.contentBytes, done: true, entries: again.stats.entries, layer_bytes: again.size_bytes, tar_bytes: again.tar_bytes,
+    })
+    expect(events.slice(0, -1).every(e => !e.done)).to.equal(true)
+    const layerBytes = events.map(e => e.layer_bytes)
+    expect(layerBytes).to.deep.equal([...layerBytes].sort((a, b) => a - b))
   })
 
   it('refuses a bad --change or --exclude before reading anything', async () => {

@@ -35,13 +35,16 @@ export default class ImagePush extends BaseCommand<typeof ImagePush> {
   static override summary = 'Push a committed image to a registry.'
 
   async run(): Promise<PushResult> {
+    const display = this.progressDisplay()
     const result = await pushImage({
       destination: this.args.destination,
       layoutPath: layoutPath(this.context.stateDir),
+      onProgress: display?.push,
       plainHttp: this.flags['plain-http'],
       signal: this.interrupt.signal,
       source: this.args['image-ref'],
     })
+    display?.finish()
     this.log(`Pushed ${result.reference} to ${result.destination}`)
     this.log(`  digest: ${result.digest}`)
     this.log(`  blobs:  ${result.blobs.uploaded} uploaded (${result.bytes_uploaded} bytes), ${result.blobs.mounted} mounted, ${result.blobs.existing} already there`)

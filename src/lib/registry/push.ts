@@ -1,12 +1,13 @@
 import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import path from 'node:path'
-import {Transform} from 'node:stream'
+import {type Readable, Transform} from 'node:stream'
 
 import type {Descriptor} from '../image.js'
 
 import {MicroagentError, usageError} from '../errors.js'
 import {OciLayout} from '../layout.js'
+import {type BlobProgress, type BlobState, type PushProgress} from '../progress.js'
 import {isLocalReference, parseReference, type Reference} from '../reference.js'
 import {type Credential, resolveCredential} from './auth.js'
 import {type BodyFactory, RegistryClient, type RegistryClientOptions} from './client.js'
@@ -22,6 +23,8 @@ export interface PushOptions extends Pick<RegistryClientOptions, 'fetch' | 'init
   env?: NodeJS.ProcessEnv
   /** The layout holding the image (`<state>/images/oci`). */
   layoutPath: string
+  /** Hears every blob's state after each change and each piece sent, and once more at the end (`done`). */
+  onProgress?: (progress: PushProgress) => void
   /** The image's tag in the layout. */
   source: string
 }
@@ -102,13 +105,40 @@ function verifier(digest: string, file: string): Transform {
   })
 }
 
-/** A blob range read from its file for every try (never a consumed stream), in 1 MiB reads. */
-function fileBody(file: string, start: number, length: number, verifyDigest?: string): BodyFactory {
+/** Tells `onPosition` how far into the blob the bytes that passed reach. */
+function positionTap(start: number, onPosition: (position: number) => void): Transform {
+  let position = start
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      position += chunk.length
+      onPosition(position)
+      callback(null, chunk)
+    },
+  })
+}
+
+/**
+ * A blob range read from its file for every try (never a consumed stream), in 1 MiB reads; optionally
+ * checked against its digest, and reported as it is read (for progress).
+ */
+function fileBody(file: string, start: number, length: number, options: {onPosition?: (position: number) => void; verifyDigest?: string} = {}): BodyFactory {
   return () => {
     if (length === 0) return {body: Buffer.alloc(0), length}
     const source = createReadStream(file, {end: start + length - 1, highWaterMark: 1024 * 1024, start})
-    const stream = verifyDigest ? source.pipe(verifier(verifyDigest, file)) : source
-    if (verifyDigest) source.on('error', error => stream.destroy(error))
+    const stages: Transform[] = []
+    if (options.verifyDigest) stages.push(verifier(options.verifyDigest, file))
+    if (options.onPosition) {
+      options.onPosition(start)
+      stages.push(positionTap(start, options.onPosition))
+    }
+
+    let stream: Readable = source
+    for (const stage of stages) {
+      const upstream = stream
+      stream = upstream.pipe(stage)
+      upstream.on('error', error => stage.destroy(error))
+    }
+
     return {body: stream, length}
   }
 }
@@ -138,6 +168,8 @@ class UploadSteps {
   constructor(
     private readonly client: RegistryClient,
     private readonly repository: string,
+    /** Hears how far into a blob the upload has read (progress). */
+    private readonly onSent?: (digest: string, position: number) => void,
   ) {
     this.push = `repository:${repository}:pull,push`
   }
@@ -159,7 +191,7 @@ class UploadSteps {
       const length = Math.min(chunk, blob.size - offset)
       const end = offset + length - 1
       const patch = await this.client.send({
-        body: fileBody(file, offset, length),
+        body: fileBody(file, offset, length, {onPosition: this.sent(blob)}),
         headers: {'content-range': `${offset}-${end}`, 'content-type': 'application/octet-stream'},
         method: 'PATCH',
         ok: [202, 204],
@@ -185,7 +217,7 @@ class UploadSteps {
    */
   async putWhole(session: UploadSession, blob: Descriptor, file: string): Promise<boolean> {
     const response = await this.client.send({
-      body: fileBody(file, 0, blob.size, blob.digest),
+      body: fileBody(file, 0, blob.size, {onPosition: this.sent(blob), verifyDigest: blob.digest}),
       headers: {'content-type': 'application/octet-stream'},
       method: 'PUT',
       ok: [201, 413],
@@ -211,6 +243,34 @@ class UploadSteps {
     await response.body?.cancel()
     return response.status === 201 ? 'mounted' : sessionOf(response)
   }
+
+  private sent(blob: Descriptor): ((position: number) => void) | undefined {
+    const {onSent} = this
+    return onSent && ((position: number) => onSent(blob.digest, position))
+  }
+}
+
+/** Keeps every blob's state for `onProgress` and reports each change; undefined when nobody listens. */
+function pushProgress(blobs: Descriptor[], onProgress?: (progress: PushProgress) => void) {
+  if (!onProgress) return
+  const states: BlobProgress[] = blobs.map(blob => ({
+    digest: blob.digest, sent: 0, size: blob.size, state: 'checking',
+  }))
+  const find = (digest: string): BlobProgress | undefined => states.find(blob => blob.digest === digest)
+  const report = (done: boolean): void => onProgress({blobs: states.map(blob => ({...blob})), done})
+  return {
+    done: () => report(true),
+    sent(digest: string, position: number): void {
+      const blob = find(digest)
+      if (blob) Object.assign(blob, {sent: position, state: 'uploading'})
+      report(false)
+    },
+    state(digest: string, state: BlobState): void {
+      const blob = find(digest)
+      if (blob) Object.assign(blob, {sent: state === 'uploaded' ? blob.size : blob.sent, state})
+      report(false)
+    },
+  }
 }
 
 /**
@@ -230,9 +290,17 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const known = await history.read(dest.registry)
   let bytesUploaded = 0
 
-  const steps = new UploadSteps(client, dest.repository)
+  const blobs = [manifest.config, ...manifest.layers]
+  const unique = blobs.filter((blob, i) => blobs.findIndex(b => b.digest === blob.digest) === i)
+  const progress = pushProgress(unique, options.onProgress)
+  const steps = new UploadSteps(client, dest.repository, progress?.sent)
   const uploadBlob = async (blob: Descriptor): Promise<BlobOutcome> => {
-    if (await steps.exists(blob)) return 'existing'
+    progress?.state(blob.digest, 'checking')
+    if (await steps.exists(blob)) {
+      progress?.state(blob.digest, 'existing')
+      return 'existing'
+    }
+
     const file = layout.blobPath(blob.digest)
     const from = known[blob.digest]
     // A body cut mid-way leaves the upload session unusable (the registry answers BLOB_UPLOAD_INVALID to
@@ -244,11 +312,10 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
       return 'uploaded'
     })
     if (outcome === 'uploaded') bytesUploaded += blob.size
+    progress?.state(blob.digest, outcome)
     return outcome
   }
 
-  const blobs = [manifest.config, ...manifest.layers]
-  const unique = blobs.filter((blob, i) => blobs.findIndex(b => b.digest === blob.digest) === i)
   const outcomes = await pool(unique, options.concurrency ?? 3, uploadBlob)
   const response = await client.send({
     body: () => ({body: manifestBytes, length: manifestBytes.length}),
@@ -269,6 +336,7 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   }
 
   await history.record(dest.registry, dest.repository, unique.map(b => b.digest))
+  progress?.done()
   const count = (outcome: BlobOutcome): number => outcomes.filter(o => o === outcome).length
   return {
     blobs: {existing: count('existing'), mounted: count('mounted'), uploaded: count('uploaded')},

@@ -2,6 +2,8 @@ import {expect} from 'chai'
 import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 
+import type {PushProgress} from '../../../src/lib/progress.js'
+
 import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
 import {pushImage, type PushResult} from '../../../src/lib/registry/push.js'
 import {rejection} from '../../helpers/assert.js'
@@ -14,6 +16,13 @@ import {requireTools} from '../../helpers/tools.js'
 
 const uploads = (registry: TestRegistry): number =>
   registry.requests().filter(r => (r.method === 'PUT' || r.method === 'PATCH') && r.path.includes('/blobs/uploads/')).length
+
+/** The blob states a push ended with; exactly one event, the last, says done. */
+function finalStates(events: PushProgress[]): string[] {
+  expect(events.at(-1)?.done).to.equal(true)
+  expect(events.filter(e => e.done)).to.have.length(1)
+  return events.at(-1)!.blobs.map(b => b.state)
+}
 
 describe('registry push against a real registry (docker-registry on 127.0.0.1)', () => {
   let state: string
@@ -51,7 +60,12 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
         })
 
       it('pushes, and skopeo pulls back the same manifest digest', async () => {
-        const result = await push(`${registry.host}/team/demo:v1`)
+        const events: PushProgress[] = []
+        const result = await push(`${registry.host}/team/demo:v1`, {onProgress: p => events.push(p)})
+        expect(finalStates(events)).to.deep.equal(['uploaded', 'uploaded'])
+        expect(events.at(-1)!.blobs.map(b => b.sent)).to.deep.equal(events.at(-1)!.blobs.map(b => b.size))
+        const layer = committed.layer_digest
+        expect(events.some(e => e.blobs.some(b => b.digest === layer && b.state === 'uploading' && b.sent > 0))).to.equal(true)
         expect(result).to.include({
           digest: committed.digest, pushed: true, registry: registry.host, repository: 'team/demo', tag: 'v1',
         })
@@ -62,14 +76,18 @@ describe('registry push against a real registry (docker-registry on 127.0.0.1)',
 
       it('uploads no blob the second time', async () => {
         const before = uploads(registry)
-        const again = await push(`${registry.host}/team/demo:v1`)
+        const events: PushProgress[] = []
+        const again = await push(`${registry.host}/team/demo:v1`, {onProgress: p => events.push(p)})
+        expect(finalStates(events)).to.deep.equal(['existing', 'existing'])
         expect(again.blobs).to.deep.equal({existing: 2, mounted: 0, uploaded: 0})
         expect(uploads(registry)).to.equal(before)
       })
 
       it('mounts blobs into a second repository instead of uploading them', async () => {
         const before = uploads(registry)
-        const other = await push(`${registry.host}/team/other:v2`)
+        const events: PushProgress[] = []
+        const other = await push(`${registry.host}/team/other:v2`, {onProgress: p => events.push(p)})
+        expect(finalStates(events)).to.deep.equal(['mounted', 'mounted'])
         expect(other.blobs).to.deep.equal({existing: 0, mounted: 2, uploaded: 0})
         expect(uploads(registry)).to.equal(before)
         expect(registry.requests().filter(r => r.method === 'POST' && r.path === '/v2/team/other/blobs/uploads/')).to.have.length(2)
