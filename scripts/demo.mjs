@@ -1,10 +1,14 @@
 #!/usr/bin/env node
-// Builds a sample stopped workspace in a temp state dir and commits it with the plugin, as a user would.
+// Builds a sample stopped workspace in a temp state dir, commits it with the plugin as a user would, lists and
+// tags the image, and pushes it to a throwaway local registry when Debian's docker-registry is installed.
 // Needs e2fsprogs (mke2fs, debugfs); everything it creates stays under the printed temp folder.
-import {execFileSync} from 'node:child_process'
+// Every time in the sample is fixed, so the digests printed are the same on every run (the README quotes them).
+// DEMO_CLI runs another entry point (the tests use bin/dev.js, which needs no build).
+import {execFileSync, spawn} from 'node:child_process'
 import {
-  chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync,
+  chmodSync, linkSync, lutimesSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync,
 } from 'node:fs'
+import {createServer} from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -26,8 +30,20 @@ linkSync(path.join(tree, 'bin/hello'), path.join(tree, 'bin/hi'))
 symlinkSync('/bin/hello', path.join(tree, 'usr/bin/hello'))
 writeFileSync(path.join(tree, 'home/agent/notes.md'), '# work done inside the VM\n')
 writeFileSync(path.join(state, 'cap'), Buffer.from('0100000200200000000000000000000000000000', 'hex'))
+const FIXED = new Date('2026-01-01T00:00:00Z')
+const touchAll = dir => {
+  for (const entry of readdirSync(dir, {withFileTypes: true})) {
+    const full = path.join(dir, entry.name)
+    if (entry.isDirectory()) touchAll(full)
+    lutimesSync(full, FIXED, FIXED)
+  }
+
+  lutimesSync(dir, FIXED, FIXED)
+}
+
+touchAll(tree)
 const rootfs = path.join(workspace, 'rootfs.ext4')
-execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', tree, rootfs, '32M'], {stdio: 'inherit'})
+execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', tree, rootfs, '32M'], {stdio: ['ignore', 'ignore', 'inherit']})
 // What an unprivileged tree cannot hold: another owner, a device node, a file capability.
 writeFileSync(
   path.join(state, 'debugfs.cmds'),
@@ -39,6 +55,7 @@ writeFileSync(
     'cd /dev',
     'mknod null c 1 3',
     'sif null mode 020666',
+    'sif null mtime 20260101000000',
     `ea_set -f ${path.join(state, 'cap')} /usr/bin/passwd security.capability`,
   ].join('\n') + '\n',
 )
@@ -50,23 +67,71 @@ writeFileSync(
   JSON.stringify({event: {identity: {backend: 'linux-kvm', runtimeID: 'demo'}, state: 'stopped'}, updatedAt: new Date().toISOString()}),
 )
 
+const cli = process.env.DEMO_CLI ?? path.join(root, 'bin', 'run.js')
+const quote = arg => (/^[\w./:@=-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`)
 const run = args => {
-  console.log(`\n$ microagent ${args.join(' ')}`)
-  execFileSync(process.execPath, [path.join(root, 'bin', 'run.js'), ...args], {stdio: 'inherit'})
+  console.log(`\n$ microagent ${args.map(arg => quote(arg)).join(' ')}`)
+  execFileSync(process.execPath, [cli, ...args], {env: {...process.env, MICROAGENT_STATE_DIR: state}, stdio: 'inherit'})
+}
+
+async function freePort() {
+  const server = createServer()
+  await new Promise(resolve => {
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  const {port} = server.address()
+  await new Promise(resolve => {
+    server.close(resolve)
+  })
+  return port
+}
+
+/** A throwaway registry on 127.0.0.1, or undefined when docker-registry is not installed. */
+async function startRegistry() {
+  try {
+    execFileSync('sh', ['-c', 'command -v docker-registry'], {stdio: 'ignore'})
+  } catch {
+    return undefined
+  }
+
+  const port = await freePort()
+  const config = path.join(state, 'registry.yml')
+  writeFileSync(config, `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${state}/registry}}\nhttp: {addr: 127.0.0.1:${port}, secret: demo}\n`)
+  const child = spawn('docker-registry', ['serve', config], {stdio: 'ignore'})
+  for (let i = 0; i < 250; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/v2/`)
+      return {host: `127.0.0.1:${port}`, stop: () => child.kill()}
+    } catch {
+      await new Promise(resolve => {
+        setTimeout(resolve, 20)
+      })
+    }
+  }
+
+  child.kill()
+  return undefined
 }
 
 console.log(`Sample stopped workspace "demo" in ${state}`)
-run(['commit', 'demo', 'local/demo:v1', '--state-dir', state, '--created', '2026-01-01T00:00:00Z'])
+console.log(`\n$ export MICROAGENT_STATE_DIR=${state}`)
+run(['commit', 'demo', 'local/demo:v1', '--created', '2026-01-01T00:00:00Z', '-m', 'first snapshot', '--change', 'ENV LANG=C.UTF-8'])
+run(['image', 'list'])
+const registry = await startRegistry()
+if (registry) {
+  try {
+    run(['image', 'push', 'local/demo:v1', `${registry.host}/demo:v1`])
+    run(['image', 'push', 'local/demo:v1', `${registry.host}/demo:v1`])
+  } finally {
+    registry.stop()
+  }
+} else {
+  console.log('\n(docker-registry is not installed, so no push; `bash .ci/run` installs it)')
+}
 
 const layout = path.join(state, 'images', 'oci')
 const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8'))
 const manifest = JSON.parse(readFileSync(path.join(layout, 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8'))
 const layer = path.join(layout, 'blobs', 'sha256', manifest.layers[0].digest.slice(7))
-console.log('\n$ tar -tvzf <layer> --numeric-owner --xattrs --xattrs-include=' * '   # what the image holds')
-console.log(execFileSync('tar', ['-tvzf', layer, '--numeric-owner', '--xattrs', '--xattrs-include=*'], {encoding: 'utf8'}))
-try {
-  console.log(`$ skopeo inspect oci:${layout}:local/demo:v1`)
-  console.log(execFileSync('skopeo', ['inspect', `oci:${layout}:local/demo:v1`], {encoding: 'utf8'}))
-} catch {
-  console.log('(skopeo is not installed; `bash .ci/run` installs it)')
-}
+console.log('\n$ tar -tvzf <layer> --numeric-owner --xattrs --xattrs-include=\'*\'   # what the image holds')
+console.log(execFileSync('tar', ['-tvzf', layer, '--numeric-owner', '--xattrs', '--xattrs-include=*'], {encoding: 'utf8', env: {...process.env, TZ: 'UTC'}}))

@@ -79,6 +79,9 @@ export {
   ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,
 } from './lib/platform.js'
 export {
+  type BlobProgress, type CommitProgress, ProgressDisplay, type ProgressOutput, type PushProgress,
+} from './lib/progress.js'
+export {
   isLocalReference, isLoopbackRegistry, parseReference, type Reference,
 } from './lib/reference.js'
 export {
