@@ -68,7 +68,7 @@ writeFileSync(
 )
 
 const cli = process.env.DEMO_CLI ?? path.join(root, 'bin', 'run.js')
-const quote = arg => (/^[\w./:@=-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`)
+const quote = arg => (/^[\w./:@=-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", String.raw`'\''`)}'`)
 const run = args => {
   console.log(`\n$ microagent ${args.map(arg => quote(arg)).join(' ')}`)
   execFileSync(process.execPath, [cli, ...args], {env: {...process.env, MICROAGENT_STATE_DIR: state}, stdio: 'inherit'})
@@ -91,7 +91,7 @@ async function startRegistry() {
   try {
     execFileSync('sh', ['-c', 'command -v docker-registry'], {stdio: 'ignore'})
   } catch {
-    return undefined
+    return
   }
 
   const port = await freePort()
@@ -110,7 +110,6 @@ async function startRegistry() {
   }
 
   child.kill()
-  return undefined
 }
 
 console.log(`Sample stopped workspace "demo" in ${state}`)

@@ -224,8 +224,9 @@ export class OciLayout {
 
     await withLock(this.lockPath(), async () => {
       // Checked under the lock that `untag` holds while it deletes: a tag never points at a missing blob.
-      const {manifest} = await this.readManifest(descriptor)
-      for (const blob of [manifest.config, ...manifest.layers]) {
+      // Only image manifests are looked into; anything else (an index a plugin tags) is checked as a blob.
+      const read = await this.readManifest(descriptor).catch(() => {})
+      for (const blob of read ? [read.manifest.config, ...read.manifest.layers] : []) {
         if (!(await this.hasBlob(blob.digest, blob.size))) {
           throw new MicroagentError(`blob ${blob.digest} of ${descriptor.digest} vanished before it was tagged (an image rm ran at the same time)`, {
             code: 'LAYOUT_CONFLICT',
