@@ -129,7 +129,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
-      const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), signal: options.signal})
+      const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal})
       const tar = Readable.from(tarLayer(entries, stats, {exclude}), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {

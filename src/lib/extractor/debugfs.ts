@@ -252,7 +252,7 @@ class Walk {
           }
 
           this.visitedDirs.add(stat.inode)
-          yield * this.directory(stat.inode, entryPath, depth + 1)
+          if (!this.options.prune?.(entryPath)) yield * this.directory(stat.inode, entryPath, depth + 1)
         }
       }
     }
@@ -267,7 +267,8 @@ class Walk {
     for (const child of children) {
       if (this.ahead.size >= DIRS_AHEAD) return
       const {inode, type} = child.stat
-      if (type === 'directory' && !this.visitedDirs.has(inode) && !this.ahead.has(inode)) this.ahead.set(inode, new DirLoad(this, inode, child.path))
+      if (type !== 'directory' || this.visitedDirs.has(inode) || this.ahead.has(inode) || this.options.prune?.(child.path)) continue
+      this.ahead.set(inode, new DirLoad(this, inode, child.path))
     }
   }
 

@@ -55,6 +55,11 @@ export interface Skip {
 export interface ExtractOptions {
   /** Called for each thing left out of the image, so the caller can count and report it. */
   onSkip?: (skip: Skip) => void
+  /**
+   * A hint: directories it returns true for are yielded but not descended into, because the caller drops
+   * their subtrees anyway (`--exclude`). An extractor may ignore it.
+   */
+  prune?: (path: Buffer) => boolean
   signal?: AbortSignal
 }
 

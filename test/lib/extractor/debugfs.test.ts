@@ -22,11 +22,15 @@ interface Seen extends Omit<Entry, 'content'> {
   sha256?: string
 }
 
-async function extractAll(disk: string, extractor = new DebugfsExtractor()): Promise<{entries: Map<string, Seen>; order: string[]; skips: Skip[]}> {
+async function extractAll(
+  disk: string,
+  extractor = new DebugfsExtractor(),
+  prune?: (path: Buffer) => boolean,
+): Promise<{entries: Map<string, Seen>; order: string[]; skips: Skip[]}> {
   const entries = new Map<string, Seen>()
   const order: string[] = []
   const skips: Skip[] = []
-  for await (const entry of extractor.entries(disk, {onSkip: skip => skips.push(skip)})) {
+  for await (const entry of extractor.entries(disk, {onSkip: skip => skips.push(skip), prune})) {
     const {content, ...rest} = entry
     const seen: Seen = rest
     if (content) {
@@ -102,6 +106,13 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
     expect(order.slice(order.indexOf('bin'), order.indexOf('bin') + 5)).to.deep.equal(['bin', 'bin/both', 'bin/ping', 'bin/su', 'bin/wall'])
     const names = order.filter(p => !p.includes('/'))
     expect(names).to.deep.equal([...names].sort((a, b) => Buffer.compare(Buffer.from(a, 'latin1'), Buffer.from(b, 'latin1'))))
+  })
+
+  it('yields a pruned directory but not what is under it', async () => {
+    const pruned = await extractAll(image.file, undefined, p => p.toString() === 'usr' || p.toString() === 'links')
+    expect(pruned.order).to.include.members(['usr', 'links'])
+    expect(pruned.order.filter(p => p.startsWith('usr/') || p.startsWith('links/'))).to.deep.equal([])
+    expect(pruned.order).to.deep.equal(result.order.filter(p => !p.startsWith('usr/') && !p.startsWith('links/')))
   })
 
   it('keeps content, byte for byte, sparse and empty files included', () => {
