@@ -183,22 +183,13 @@ export class OciLayout {
 
   /** A stored JSON document (a manifest or a config), checked against its digest. */
   async readJson(digest: string): Promise<Record<string, unknown>> {
-    const bytes = await this.readBlob(digest)
-    let document: unknown
-    try {
-      document = JSON.parse(bytes.toString('utf8'))
-    } catch (error) {
-      throw corrupt(this.blobPath(digest), (error as Error).message)
-    }
-
-    if (!isPlainObject(document)) throw corrupt(this.blobPath(digest), 'not a JSON object')
-    return document
+    return this.parseJson(await this.readBlob(digest), digest)
   }
 
   /** The single-platform image manifest a descriptor points at, with its exact bytes. */
   async readManifest(descriptor: Descriptor): Promise<{bytes: Buffer; manifest: ImageManifest}> {
     const bytes = await this.readBlob(descriptor.digest)
-    const manifest = await this.readJson(descriptor.digest)
+    const manifest = this.parseJson(bytes, descriptor.digest)
     if (!isPlainObject(manifest.config) || !Array.isArray(manifest.layers)) {
       throw corrupt(this.blobPath(descriptor.digest), 'not a single-platform OCI image manifest')
     }
@@ -226,7 +217,7 @@ export class OciLayout {
       // Checked under the lock that `untag` holds while it deletes: a tag never points at a missing blob.
       // Only image manifests are looked into; anything else (an index a plugin tags) is checked as a blob.
       const read = await this.readManifest(descriptor).catch(() => {})
-      for (const blob of read ? [read.manifest.config, ...read.manifest.layers] : []) {
+      for (const blob of [descriptor, ...(read ? [read.manifest.config, ...read.manifest.layers] : [])]) {
         if (!(await this.hasBlob(blob.digest, blob.size))) {
           throw new MicroagentError(`blob ${blob.digest} of ${descriptor.digest} vanished before it was tagged (an image rm ran at the same time)`, {
             code: 'LAYOUT_CONFLICT',
@@ -357,6 +348,18 @@ export class OciLayout {
 
   private lockPath(): string {
     return path.join(this.root, 'index.json.lock')
+  }
+
+  private parseJson(bytes: Buffer, digest: string): Record<string, unknown> {
+    let document: unknown
+    try {
+      document = JSON.parse(bytes.toString('utf8'))
+    } catch (error) {
+      throw corrupt(this.blobPath(digest), (error as Error).message)
+    }
+
+    if (!isPlainObject(document)) throw corrupt(this.blobPath(digest), 'not a JSON object')
+    return document
   }
 
   /** A full disk names the layout; any other failure goes on as it is. */

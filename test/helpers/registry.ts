@@ -167,12 +167,13 @@ export async function startRegistry(mode: AuthMode, options: {relativeUrls?: boo
     host,
     requests() {
       // One "response completed" line per request; other lines (auth decisions) repeat the request fields.
+      // logfmt quotes a value only when it needs to: `uri=/v2/` but `uri="/v2/x?mount=…"`.
       return readFileSync(logFile, 'utf8')
       .split('\n')
       .filter(line => line.includes('msg="response completed"'))
-      .map(line => /http\.request\.method=([A-Z]+) .*?http\.request\.uri="([^"?]*)/.exec(line))
+      .map(line => /http\.request\.method=([A-Z]+) .*?http\.request\.uri=(?:"([^"?]*)|([^\s"?]+))/.exec(line))
       .filter((m): m is RegExpExecArray => m !== null)
-      .map(m => ({method: m[1], path: m[2]}))
+      .map(m => ({method: m[1], path: m[2] ?? m[3]}))
     },
     async stop() {
       await token?.stop()

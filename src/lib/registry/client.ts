@@ -158,6 +158,7 @@ export class RegistryClient {
   readonly origin: string
   private challenge: Challenge | null | undefined
   private readonly fetchImpl: typeof fetch
+  private pinging: Promise<Challenge | null> | undefined
   private readonly tokens = new Map<string, {expiresAt: number; token: string}>()
 
   constructor(private readonly options: RegistryClientOptions) {
@@ -276,9 +277,19 @@ export class RegistryClient {
     return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
   }
 
-  /** GET /v2/ once, to learn how the registry wants to be spoken to (no auth, Basic or Bearer). */
+  /**
+   * GET /v2/ once, to learn how the registry wants to be spoken to (no auth, Basic or Bearer). Requests
+   * made at the same time (the blob pool) share one ping; a failed one is tried again by the next request.
+   */
   private async ping(): Promise<Challenge | null> {
     if (this.challenge !== undefined) return this.challenge
+    this.pinging ??= this.pingOnce().finally(() => {
+      this.pinging = undefined
+    })
+    return this.pinging
+  }
+
+  private async pingOnce(): Promise<Challenge | null> {
     const response = await this.fetchImpl(`${this.origin}/v2/`, {headers: {'user-agent': 'microagent-plugin-image'}, redirect: 'manual', signal: this.options.signal})
     await drain(response)
     if (response.status === 401) {

@@ -58,6 +58,16 @@ describe('registry protocol edge cases (nock)', () => {
     .reply(201, '', {'docker-content-digest': digest})
   }
 
+  it('pings once when the blob pool starts several requests at the same time', async () => {
+    // A second ping would find no interceptor left and fail the push.
+    const scope = nock(REGISTRY).get('/v2/').delay(50).reply(200)
+    for (const blob of [image.config, image.layer]) scope.head(`/v2/team/app/blobs/${blob.digest}`).reply(200)
+    manifestAccepted(scope)
+    const result = await push({concurrency: 3, credential: null})
+    expect(result.blobs).to.deep.equal({existing: 2, mounted: 0, uploaded: 0})
+    expect(scope.isDone()).to.equal(true)
+  })
+
   it('falls back to chunked PATCH uploads on 413, honouring OCI-Chunk-Min-Length', async () => {
     const scope = nock(REGISTRY).get('/v2/').reply(200)
     blobsMissing(scope)
