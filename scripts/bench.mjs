@@ -4,14 +4,15 @@
 // a Debian minbase rootfs and a larger one (debootstrap; /usr/share instead when debootstrap is unavailable),
 // and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
 // Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1.
-import {execFileSync, spawn} from 'node:child_process'
+import {execFileSync} from 'node:child_process'
 import {
-  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+  existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
 } from 'node:fs'
-import {createServer} from 'node:net'
 import {availableParallelism, tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
+
+import {startRegistry} from './registry.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const bin = path.join(root, 'bin', 'run.js')
@@ -111,40 +112,6 @@ function workspace(fixture) {
   return {image, state}
 }
 
-async function freePort() {
-  const server = createServer()
-  await new Promise(resolve => {
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const {port} = server.address()
-  await new Promise(resolve => {
-    server.close(resolve)
-  })
-  return port
-}
-
-async function startRegistry() {
-  const dir = mkdtempSync(path.join(benchDir, 'registry-'))
-  const port = await freePort()
-  writeFileSync(
-    path.join(dir, 'config.yml'),
-    `version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: ${dir}/data}}\nhttp: {addr: 127.0.0.1:${port}, secret: bench}\n`,
-  )
-  const child = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], {stdio: 'ignore'})
-  for (let i = 0; i < 250; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/v2/`)
-      break
-    } catch {
-      await new Promise(resolve => {
-        setTimeout(resolve, 20)
-      })
-    }
-  }
-
-  return {host: `127.0.0.1:${port}`, stop: () => child.kill('SIGKILL')}
-}
-
 const rows = []
 function row(fixture, what, ours, theirs, extra = '') {
   const ratio = theirs ? (ours.seconds / theirs.seconds).toFixed(2) : '-'
@@ -217,7 +184,7 @@ async function main() {
         // (skopeo keeps a blob-info cache, we keep a push history).
         const registries = []
         const fresh = async () => {
-          const registry = await startRegistry()
+          const registry = await startRegistry(benchDir)
           registries.push(registry)
           return registry.host
         }

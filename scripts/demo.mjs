@@ -4,14 +4,15 @@
 // Needs e2fsprogs (mke2fs, debugfs); everything it creates stays under the printed temp folder.
 // Every time in the sample is fixed, so the digests printed are the same on every run (the README quotes them).
 // DEMO_CLI runs another entry point (the tests use bin/dev.js, which needs no build).
-import {execFileSync, spawn} from 'node:child_process'
+import {execFileSync} from 'node:child_process'
 import {
   chmodSync, linkSync, lutimesSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync,
 } from 'node:fs'
-import {createServer} from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
+
+import {startRegistry} from './registry.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '..')
@@ -74,49 +75,22 @@ const run = args => {
   execFileSync(process.execPath, [cli, ...args], {env: {...process.env, MICROAGENT_STATE_DIR: state}, stdio: 'inherit'})
 }
 
-async function freePort() {
-  const server = createServer()
-  await new Promise(resolve => {
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const {port} = server.address()
-  await new Promise(resolve => {
-    server.close(resolve)
-  })
-  return port
-}
-
 /** A throwaway registry on 127.0.0.1, or undefined when docker-registry is not installed. */
-async function startRegistry() {
+async function localRegistry() {
   try {
     execFileSync('sh', ['-c', 'command -v docker-registry'], {stdio: 'ignore'})
   } catch {
     return
   }
 
-  const port = await freePort()
-  const config = path.join(state, 'registry.yml')
-  writeFileSync(config, `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${state}/registry}}\nhttp: {addr: 127.0.0.1:${port}, secret: demo}\n`)
-  const child = spawn('docker-registry', ['serve', config], {stdio: 'ignore'})
-  for (let i = 0; i < 250; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/v2/`)
-      return {host: `127.0.0.1:${port}`, stop: () => child.kill()}
-    } catch {
-      await new Promise(resolve => {
-        setTimeout(resolve, 20)
-      })
-    }
-  }
-
-  child.kill()
+  return startRegistry(state)
 }
 
 console.log(`Sample stopped workspace "demo" in ${state}`)
 console.log(`\n$ export MICROAGENT_STATE_DIR=${state}`)
 run(['commit', 'demo', 'local/demo:v1', '--created', '2026-01-01T00:00:00Z', '-m', 'first snapshot', '--change', 'ENV LANG=C.UTF-8'])
 run(['image', 'list'])
-const registry = await startRegistry()
+const registry = await localRegistry()
 if (registry) {
   try {
     run(['image', 'push', 'local/demo:v1', `${registry.host}/demo:v1`])

@@ -37,6 +37,14 @@ describe('progress display', () => {
   let clock: number
   const now = (): number => clock
 
+  /** Runs each step after advancing the clock by its milliseconds. */
+  const feed = (steps: [number, () => void][]): void => {
+    for (const [ms, step] of steps) {
+      clock += ms
+      step()
+    }
+  }
+
   beforeEach(() => {
     clock = 1_000_000
   })
@@ -44,13 +52,7 @@ describe('progress display', () => {
   it('redraws one live line in place on a terminal, at most every 100 ms, and always the final state', () => {
     const out = output(true)
     const display = new ProgressDisplay(out, {now})
-    display.commit(commit(10))
-    clock += 50
-    display.commit(commit(20))
-    clock += 60
-    display.commit(commit(30))
-    clock += 10
-    display.commit(commit(40, true))
+    feed([[0, () => display.commit(commit(10))], [50, () => display.commit(commit(20))], [60, () => display.commit(commit(30))], [10, () => display.commit(commit(40, true))]])
     expect(out.text).to.deep.equal([
       '\r\u001B[KWriting layer: 10 entries, tar 15kB, compressed 4kB\n',
       '\u001B[1A\r\u001B[KWriting layer: 30 entries, tar 45kB, compressed 12kB\n',
@@ -89,16 +91,9 @@ describe('progress display', () => {
   it('prints plain lines only every 2 s when stderr is not a terminal, and no final line', () => {
     const out = output(false)
     const display = new ProgressDisplay(out, {now})
-    display.commit(commit(10))
-    clock += 1999
-    display.commit(commit(20))
+    feed([[0, () => display.commit(commit(10))], [1999, () => display.commit(commit(20))]])
     expect(out.text).to.deep.equal([])
-    clock += 1
-    display.commit(commit(30))
-    clock += 2000
-    display.push(push(20_000_000))
-    clock += 10
-    display.push(push(50_000_000, true))
+    feed([[1, () => display.commit(commit(30))], [2000, () => display.push(push(20_000_000))], [10, () => display.push(push(50_000_000, true))]])
     expect(out.text).to.deep.equal([
       'Writing layer: 30 entries, tar 45kB, compressed 12kB (22.5kB/s)\n',
       'Pushing: sha256:bbbbbbbbbbbb  uploading 20MB / 50MB\n',
