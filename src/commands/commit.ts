@@ -16,15 +16,19 @@ export default class Commit extends BaseCommand<typeof Commit> {
 
     'image-ref': Args.string({description: 'Tag for the image, e.g. local/demo:v1 or localhost:5000/team/app:1.0.', required: true}),
   }
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    "Reads the workspace's ext4 root filesystem with debugfs, unprivileged and read-only, and writes it as a single-layer",
-    'OCI image into <state-dir>/images/oci, tagged <image-ref>. Owners, modes (setuid/setgid/sticky), mtimes, hard links,',
-    'devices, fifos and xattrs (file capabilities and ACLs included) are kept; sockets cannot be, and are counted.',
-    '',
-    'A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock or',
-    'whose recorded pid is alive. A disk whose journal needs recovery is replayed on a private copy: the workspace disk',
-    'is never modified.',
-  ].join('\n')
+    [
+      "Reads the workspace's ext4 root filesystem with debugfs, unprivileged and read-only, and writes it as a single-layer",
+      'OCI image into <state-dir>/images/oci, tagged <image-ref>. Owners, modes (setuid/setgid/sticky), mtimes, hard links,',
+      'devices, fifos and xattrs (file capabilities and ACLs included) are kept; sockets cannot be, and are counted.',
+    ].join(' '),
+    [
+      'A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock or',
+      'whose recorded pid is alive. A disk whose journal needs recovery is replayed on a private copy: the workspace disk',
+      'is never modified.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> demo local/demo:v1',
     '<%= config.bin %> <%= command.id %> demo local/demo:v1 --created 2026-01-01T00:00:00Z --json',
@@ -101,7 +105,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
         'How the workspace disk is read. debugfs (e2fsprogs) reads ext4 and is built in; another name is asked of the',
         'installed plugins through the microagent:extractor hook, e.g. for another filesystem.',
       ].join(' '),
-      summary: 'Extractor that reads the disk (default debugfs; plugins may add others).',
+      summary: 'Extractor that reads the disk; plugins may add others.',
     }),
     push: Flags.boolean({
       default: false,

@@ -8,10 +8,13 @@ export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
   static override args = {
     'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
   }
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    "Prints a committed image's manifest digest, platform, creation time, runtime config (user, env, entrypoint,",
-    'cmd, working dir, labels...) and layers. --json prints the manifest and config documents in full.',
-  ].join('\n')
+    [
+      "Prints a committed image's manifest digest, platform, creation time, runtime config (user, env, entrypoint,",
+      'cmd, working dir, labels...) and layers. --json prints the manifest and config documents in full.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> local/demo:v1',
     '<%= config.bin %> <%= command.id %> local/demo:v1 --json',

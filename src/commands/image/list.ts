@@ -4,11 +4,14 @@ import {formatBytes, formatTable, shortDigest} from '../../lib/format.js'
 
 export default class ImageList extends BaseCommand<typeof ImageList> {
   static override aliases = ['image ls']
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    'Lists the images committed into <state-dir>/images/oci (reference, manifest digest, platform, size of the',
-    'manifest, config and compressed layers, creation time), then the root filesystems microagent cached from',
-    'registries (<state-dir>/images/index.json), marked "rootfs". Both are sorted by reference.',
-  ].join('\n')
+    [
+      'Lists the images committed into <state-dir>/images/oci (reference, manifest digest, platform, size of the',
+      'manifest, config and compressed layers, creation time), then the root filesystems microagent cached from',
+      'registries (<state-dir>/images/index.json), marked "rootfs". Both are sorted by reference.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --json',

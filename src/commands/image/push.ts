@@ -9,16 +9,20 @@ export default class ImagePush extends BaseCommand<typeof ImagePush> {
     'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
     destination: Args.string({description: 'Where to push it, if not to <image-ref> itself, e.g. localhost:5000/team/app:1.0.'}),
   }
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    'Copies a committed image from <state-dir>/images/oci to a registry: blobs the registry has are skipped, blobs another',
-    'repository of the registry got from an earlier push are mounted, the rest are uploaded (three at a time); the manifest',
-    'goes last and its digest is checked. Failed requests are retried with backoff.',
-    '',
-    'Credentials come from, in order: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json (else ~/.docker/config.json),',
-    '~/.microagent/auth.json, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json; credHelpers and',
-    'credsStore are honoured. No credential means anonymous. Plain HTTP is used for loopback registries only, unless',
-    '--plain-http names another.',
-  ].join('\n')
+    [
+      'Copies a committed image from <state-dir>/images/oci to a registry: blobs the registry has are skipped, blobs another',
+      'repository of the registry got from an earlier push are mounted, the rest are uploaded (three at a time); the manifest',
+      'goes last and its digest is checked. Failed requests are retried with backoff.',
+    ].join(' '),
+    [
+      'Credentials come from, in order: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json (else ~/.docker/config.json),',
+      '~/.microagent/auth.json, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json; credHelpers and',
+      'credsStore are honoured. No credential means anonymous. Plain HTTP is used for loopback registries only, unless',
+      '--plain-http names another.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> localhost:5000/demo:v1',
     '<%= config.bin %> <%= command.id %> local/demo:v1 ghcr.io/acme/demo:v1',

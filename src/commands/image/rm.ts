@@ -9,11 +9,14 @@ export default class ImageRm extends BaseCommand<typeof ImageRm> {
   static override args = {
     'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
   }
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    'Removes the tag from <state-dir>/images/oci and deletes the blobs (manifest, config, layers) that no other tag',
-    'uses; blobs shared with other tags stay. The index changes atomically under the layout lock, so a commit',
-    'or push running at the same time never sees a tag without its blobs.',
-  ].join('\n')
+    [
+      'Removes the tag from <state-dir>/images/oci and deletes the blobs (manifest, config, layers) that no other tag',
+      'uses; blobs shared with other tags stay. The index changes atomically under the layout lock, so a commit',
+      'or push running at the same time never sees a tag without its blobs.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> local/demo:v1',
     '<%= config.bin %> <%= command.id %> local/demo:v1 --json',

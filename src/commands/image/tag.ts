@@ -10,10 +10,13 @@ export default class ImageTag extends BaseCommand<typeof ImageTag> {
 
     target: Args.string({description: 'New tag for the same image, e.g. localhost:5000/team/app:1.0.', required: true}),
   }
+  // Paragraphs: oclif wraps each to the terminal width.
   static override description = [
-    'Adds a second tag to a committed image in <state-dir>/images/oci; both share the same blobs, nothing is',
-    'copied. An existing tag of that name is moved to this image.',
-  ].join('\n')
+    [
+      'Adds a second tag to a committed image in <state-dir>/images/oci; both share the same blobs, nothing is',
+      'copied. An existing tag of that name is moved to this image.',
+    ].join(' '),
+  ].join('\n\n')
   static override examples = [
     '<%= config.bin %> <%= command.id %> local/demo:v1 localhost:5000/demo:v1',
     '<%= config.bin %> <%= command.id %> local/demo:v1 local/demo:latest --json',
