@@ -132,12 +132,11 @@ export interface RemoveResult {
 export async function removeImage(stateDir: string, reference: string): Promise<RemoveResult> {
   const layout = new OciLayout(layoutPath(stateDir))
   const ref = reference.trim()
-  const descriptor = await layout.resolve(ref)
   const result: UntagResult = await layout.untag(ref)
   const deleted = result.deleted.map(blob => ({digest: blob.digest, size_bytes: blob.size}))
   return {
     deleted,
-    digest: descriptor.digest,
+    digest: result.removed.digest,
     kept: result.kept.length,
     reclaimed_bytes: deleted.reduce((sum, blob) => sum + blob.size_bytes, 0),
     reference: ref,
@@ -157,9 +156,8 @@ export async function tagImage(stateDir: string, source: string, target: string)
   const ref = parseTagReference(target, 'tag')
   const layout = new OciLayout(layoutPath(stateDir))
   const descriptor = await layout.resolve(source.trim())
-  const previous = (await layout.readIndex()).manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref.raw)
   // tag() replaces the ref-name annotation and keeps any other.
-  await layout.tag(ref.raw, descriptor)
+  const previous = await layout.tag(ref.raw, descriptor)
   return {
     digest: descriptor.digest,
     reference: ref.raw,

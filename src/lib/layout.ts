@@ -22,10 +22,11 @@ import {isPidAlive} from './pid.js'
 
 export const LAYOUT_VERSION = '1.0.0'
 
-/** What `untag` did: the blobs it deleted, and those it kept because another tag still uses them. */
+/** What `untag` did: the tag's descriptor, the blobs it deleted, and those another tag still uses. */
 export interface UntagResult {
   deleted: Descriptor[]
   kept: Descriptor[]
+  removed: Descriptor
 }
 
 export interface ImageIndex {
@@ -206,14 +207,15 @@ export class OciLayout {
 
   /**
    * Points `ref` at `descriptor`, replacing the tag if it exists; other tags may share its blobs. The
-   * manifest blob must already be stored, so a reader never sees a tag without its content.
+   * manifest blob must already be stored, so a reader never sees a tag without its content. Returns what
+   * the tag pointed at before, if anything.
    */
-  async tag(ref: string, descriptor: Descriptor): Promise<void> {
+  async tag(ref: string, descriptor: Descriptor): Promise<Descriptor | undefined> {
     if (!(await this.hasBlob(descriptor.digest, descriptor.size))) {
       throw corrupt(this.blobPath(descriptor.digest), 'cannot tag a manifest that is not stored')
     }
 
-    await withLock(this.lockPath(), async () => {
+    return withLock(this.lockPath(), async () => {
       // Checked under the lock that `untag` holds while it deletes: a tag never points at a missing blob.
       // Only image manifests are looked into; anything else (an index a plugin tags) is checked as a blob.
       const read = await this.readManifest(descriptor).catch(() => {})
@@ -229,7 +231,8 @@ export class OciLayout {
       }
 
       const index = await this.readIndex()
-      const others = index.manifests.filter(d => d.annotations?.[REF_NAME_ANNOTATION] !== ref)
+      const previous = index.manifests.find(d => d.annotations?.[REF_NAME_ANNOTATION] === ref)
+      const others = index.manifests.filter(d => d !== previous)
       const tagged: Descriptor = {...descriptor, annotations: {...descriptor.annotations, [REF_NAME_ANNOTATION]: ref}}
       const manifests = [...others, tagged].sort((a, b) => {
         const ra = a.annotations?.[REF_NAME_ANNOTATION] ?? ''
@@ -237,6 +240,7 @@ export class OciLayout {
         return ra === rb ? (a.digest < b.digest ? -1 : 1) : (ra < rb ? -1 : 1)
       })
       await this.writeIndex({...index, manifests})
+      return previous
     })
   }
 
@@ -265,7 +269,7 @@ export class OciLayout {
       const candidates = [removed, ...(manifest.config ? [manifest.config] : []), ...manifest.layers]
       const unique = candidates.filter((blob, i) => candidates.findIndex(b => b.digest === blob.digest) === i)
       await this.writeIndex({...index, manifests: remaining})
-      const result: UntagResult = {deleted: [], kept: []}
+      const result: UntagResult = {deleted: [], kept: [], removed}
       for (const blob of unique) {
         if (inUse.has(blob.digest)) {
           result.kept.push(blob)
