@@ -1,7 +1,7 @@
 import {createHash} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import path from 'node:path'
-import {type Readable, Transform} from 'node:stream'
+import {Transform} from 'node:stream'
 
 import type {Descriptor} from '../image.js'
 
@@ -90,28 +90,24 @@ async function pool<T, R>(items: T[], limit: number, task: (item: T) => Promise<
   return results
 }
 
-/** Hashes what passes and fails at the end if it is not `digest`: a damaged blob is never sent as good. */
-function verifier(digest: string, file: string): Transform {
-  const hash = createHash('sha256')
+/**
+ * Passes a blob's bytes on as they are read for upload, telling `onPosition` how far into the blob they
+ * reach; with `verifyDigest`, hashes them and fails at the end on a mismatch, so a damaged blob is never
+ * sent as good.
+ */
+function uploadTap(file: string, start: number, options: {onPosition?: (position: number) => void; verifyDigest?: string}): Transform {
+  const hash = options.verifyDigest ? createHash('sha256') : undefined
+  let position = start
+  options.onPosition?.(position)
   return new Transform({
     flush(callback) {
-      const actual = `sha256:${hash.digest('hex')}`
-      callback(actual === digest ? null : pushFailed(`blob ${digest} in ${path.dirname(file)} is damaged (its content hashes to ${actual})`, 'Commit the image again.'))
+      const actual = hash && `sha256:${hash.digest('hex')}`
+      callback(actual === options.verifyDigest ? null : pushFailed(`blob ${options.verifyDigest} in ${path.dirname(file)} is damaged (its content hashes to ${actual})`, 'Commit the image again.'))
     },
     transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk)
-      callback(null, chunk)
-    },
-  })
-}
-
-/** Tells `onPosition` how far into the blob the bytes that passed reach. */
-function positionTap(start: number, onPosition: (position: number) => void): Transform {
-  let position = start
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
+      hash?.update(chunk)
       position += chunk.length
-      onPosition(position)
+      options.onPosition?.(position)
       callback(null, chunk)
     },
   })
@@ -125,21 +121,10 @@ function fileBody(file: string, start: number, length: number, options: {onPosit
   return () => {
     if (length === 0) return {body: Buffer.alloc(0), length}
     const source = createReadStream(file, {end: start + length - 1, highWaterMark: 1024 * 1024, start})
-    const stages: Transform[] = []
-    if (options.verifyDigest) stages.push(verifier(options.verifyDigest, file))
-    if (options.onPosition) {
-      options.onPosition(start)
-      stages.push(positionTap(start, options.onPosition))
-    }
-
-    let stream: Readable = source
-    for (const stage of stages) {
-      const upstream = stream
-      stream = upstream.pipe(stage)
-      upstream.on('error', error => stage.destroy(error))
-    }
-
-    return {body: stream, length}
+    if (!options.onPosition && !options.verifyDigest) return {body: source, length}
+    const tap = uploadTap(file, start, options)
+    source.on('error', error => tap.destroy(error))
+    return {body: source.pipe(tap), length}
   }
 }
 
