@@ -7,6 +7,7 @@ import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
 
 import Commit from '../../src/commands/commit.js'
 import {FakeExtractor, fakeRootfs} from '../../src/lib/extractor/fake.js'
+import {exitOf} from '../helpers/assert.js'
 import {blobFile, readJson, validateLayout} from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
@@ -14,10 +15,6 @@ import {requireTools} from '../helpers/tools.js'
 interface Envelope {
   error: {code: string; correlation_id: string; exit_code: number; kind: string; message: string; remediation?: string; retryable: boolean}
   ok: false
-}
-
-function exitOf(error: unknown): number | undefined {
-  return (error as undefined | {oclif?: {exit?: number}})?.oclif?.exit
 }
 
 describe('commit command', () => {

@@ -8,3 +8,8 @@ export async function rejection(promise: Promise<unknown>): Promise<Error & {cod
 
   throw new Error('expected a rejection, but the promise resolved')
 }
+
+/** The exit code a command run through @oclif/test's runCommand failed with (undefined when it did not fail). */
+export function exitOf(error: unknown): number | undefined {
+  return (error as undefined | {oclif?: {exit?: number}})?.oclif?.exit
+}

@@ -18,5 +18,3 @@ export async function stateWithImages(...references: string[]): Promise<string> 
 
   return state
 }
-
-export const exitOf = (error: unknown): number | undefined => (error as undefined | {oclif?: {exit?: number}})?.oclif?.exit

@@ -3,14 +3,13 @@ import {expect} from 'chai'
 import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 
+import {exitOf} from '../../helpers/assert.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {
   dockerConfig, PASSWORD, startRegistry, type TestRegistry, USER,
 } from '../../helpers/registry.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../../helpers/state.js'
 import {requireTools} from '../../helpers/tools.js'
-
-const exitOf = (error: unknown): number | undefined => (error as undefined | {oclif?: {exit?: number}})?.oclif?.exit
 
 describe('image push command and commit --push (real registry, htpasswd auth)', () => {
   let registry: TestRegistry

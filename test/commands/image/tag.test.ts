@@ -1,7 +1,8 @@
 import {runCommand} from '@oclif/test'
 import {expect} from 'chai'
 
-import {exitOf, stateWithImages} from '../../helpers/images.js'
+import {exitOf} from '../../helpers/assert.js'
+import {stateWithImages} from '../../helpers/images.js'
 import {requireTools} from '../../helpers/tools.js'
 
 describe('image tag command', () => {
