@@ -9,10 +9,10 @@ import type {ImageIndex} from '../../src/lib/layout.js'
 import {
   inspectImage, listImages, removeImage, tagImage,
 } from '../../src/lib/catalog.js'
-import {commitWorkspace, layoutPath} from '../../src/lib/commit.js'
-import {FakeExtractor, fakeRootfs} from '../../src/lib/extractor/fake.js'
+import {layoutPath} from '../../src/lib/commit.js'
 import {OciLayout} from '../../src/lib/layout.js'
 import {rejection} from '../helpers/assert.js'
+import {commitFake} from '../helpers/images.js'
 import {blobFile, readJson, validateWithClients} from '../helpers/oci.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
@@ -21,20 +21,7 @@ describe('catalog (image list, inspect, tag, rm)', () => {
   let state: string
   let layout: string
 
-  const commit = async (reference: string, created: string, extra = ''): Promise<string> => {
-    const entries = fakeRootfs()
-    if (extra) entries.push({
-      ...entries[1], data: extra, inode: 99, path: 'extra',
-    })
-    const result = await commitWorkspace({
-      created: new Date(created),
-      extractor: new FakeExtractor(entries),
-      reference,
-      stateDir: state,
-      workspace: 'demo',
-    })
-    return result.digest
-  }
+  const commit = (reference: string, created: string, extra = ''): Promise<string> => commitFake(state, reference, created, extra)
 
   const blobs = (): string[] => readdirSync(path.join(layout, 'blobs', 'sha256')).sort()
 
