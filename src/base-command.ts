@@ -1,5 +1,5 @@
 import {
-  Command, Errors, Flags, type Interfaces,
+  Args, Command, Errors, Flags, type Interfaces,
 } from '@oclif/core'
 
 import type {MicroagentHookEvents} from './hook-events.js'
@@ -14,6 +14,11 @@ import {ProgressDisplay} from './lib/progress.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/** The argument naming an image committed into the state dir's layout (image push, inspect, rm, tag). */
+export function committedImageArg() {
+  return Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true})
+}
 
 /** The package name oclif records as the plugin of our commands; the prerun hook filters on it. */
 export const PLUGIN_NAME = '@microagent/plugin-image'

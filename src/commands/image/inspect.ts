@@ -1,12 +1,10 @@
-import {Args} from '@oclif/core'
-
-import {BaseCommand} from '../../base-command.js'
+import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {type ImageInspection, inspectImage} from '../../lib/catalog.js'
 import {formatBytes} from '../../lib/format.js'
 
 export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
   static override args = {
-    'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
+    'image-ref': committedImageArg(),
   }
   // Paragraphs: oclif wraps each to the terminal width.
   static override description = [

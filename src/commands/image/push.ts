@@ -1,12 +1,12 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {layoutPath} from '../../lib/commit.js'
 import {pushImage, type PushResult} from '../../lib/registry/push.js'
 
 export default class ImagePush extends BaseCommand<typeof ImagePush> {
   static override args = {
-    'image-ref': Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
+    'image-ref': committedImageArg(),
     destination: Args.string({description: 'Where to push it, if not to <image-ref> itself, e.g. localhost:5000/team/app:1.0.'}),
   }
   // Paragraphs: oclif wraps each to the terminal width.

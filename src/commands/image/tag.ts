@@ -1,11 +1,11 @@
 import {Args} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {tagImage, type TagResult} from '../../lib/catalog.js'
 
 export default class ImageTag extends BaseCommand<typeof ImageTag> {
   static override args = {
-    source: Args.string({description: 'Tag of a committed image in <state-dir>/images/oci.', required: true}),
+    source: committedImageArg(),
     // Positional order, not alphabetical.
 
     target: Args.string({description: 'New tag for the same image, e.g. localhost:5000/team/app:1.0.', required: true}),
