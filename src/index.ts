@@ -16,7 +16,7 @@ export {
 } from './lib/catalog.js'
 export {applyChanges, CHANGE_INSTRUCTIONS} from './lib/changes.js'
 export {
-  type CommitOptions, type CommitResult, commitWorkspace, layoutPath,
+  type CommitOptions, type CommitResult, commitWorkspace,
 } from './lib/commit.js'
 export {
   type Compression, COMPRESSIONS, createCompressor, LAYER_MEDIA_TYPES,
@@ -73,7 +73,9 @@ export {
 export {
   emptyLayerStats, type LayerOptions, type LayerStats, tarLayer,
 } from './lib/layer.js'
-export {type ImageIndex, OciLayout, type UntagResult} from './lib/layout.js'
+export {
+  type ImageIndex, layoutPath, OciLayout, type UntagResult,
+} from './lib/layout.js'
 export type {Lease} from './lib/lease.js'
 export {
   ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,

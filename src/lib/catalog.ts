@@ -1,11 +1,10 @@
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 
-import {layoutPath} from './commit.js'
 import {MicroagentError} from './errors.js'
 import {isNumber, isPlainObject, isString} from './guards.js'
 import {type Descriptor, type ImageManifest, REF_NAME_ANNOTATION} from './image.js'
-import {OciLayout, type UntagResult} from './layout.js'
+import {layoutPath, OciLayout, type UntagResult} from './layout.js'
 import {parseTagReference} from './reference.js'
 
 /** One image a state dir holds: a committed one (the OCI layout) or a pulled rootfs (microagent's cache). */

@@ -1,4 +1,3 @@
-import path from 'node:path'
 import {Readable} from 'node:stream'
 
 import type {Extractor} from './extractor/extractor.js'
@@ -18,7 +17,7 @@ import {
 import {
   countSkip, emptyLayerStats, type LayerStats, tarLayer,
 } from './layer.js'
-import {OciLayout} from './layout.js'
+import {layoutPath, OciLayout} from './layout.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
 import {parseTagReference} from './reference.js'
@@ -73,11 +72,6 @@ export interface CommitResult {
   /** Uncompressed layer tar size, in bytes. */
   tar_bytes: number
   workspace: string
-}
-
-/** Where the committed images of a state dir live (microagent's `create`/`run` look there). */
-export function layoutPath(stateDir: string): string {
-  return path.join(stateDir, 'images', 'oci')
 }
 
 /** Only ext4 gets the superblock checks and the journal replay; other extractors read the disk as it is. */

@@ -22,6 +22,11 @@ import {isPidAlive} from './pid.js'
 
 export const LAYOUT_VERSION = '1.0.0'
 
+/** Where the committed images of a state dir live (microagent's `create`/`run` look there). */
+export function layoutPath(stateDir: string): string {
+  return path.join(stateDir, 'images', 'oci')
+}
+
 /** What `untag` did: the tag's descriptor, the blobs it deleted, and those another tag still uses. */
 export interface UntagResult {
   deleted: Descriptor[]

@@ -9,8 +9,7 @@ import type {ImageIndex} from '../../src/lib/layout.js'
 import {
   inspectImage, listImages, removeImage, tagImage,
 } from '../../src/lib/catalog.js'
-import {layoutPath} from '../../src/lib/commit.js'
-import {OciLayout} from '../../src/lib/layout.js'
+import {layoutPath, OciLayout} from '../../src/lib/layout.js'
 import {rejection} from '../helpers/assert.js'
 import {commitFake} from '../helpers/images.js'
 import {blobFile, readJson, validateWithClients} from '../helpers/oci.js'

@@ -9,10 +9,10 @@ import {gunzipSync} from 'node:zlib'
 
 import type {Compression} from '../../src/lib/compress.js'
 import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
-import type {ImageIndex} from '../../src/lib/layout.js'
 import type {CommitProgress} from '../../src/lib/progress.js'
 
-import {type CommitResult, commitWorkspace, layoutPath} from '../../src/lib/commit.js'
+import {type CommitResult, commitWorkspace} from '../../src/lib/commit.js'
+import {type ImageIndex, layoutPath} from '../../src/lib/layout.js'
 import {rejection} from '../helpers/assert.js'
 import {
   buildExt4, dirtyImage, runDebugfsWrite, tempDir,
