@@ -38,8 +38,14 @@ function platformText(platform: unknown): string {
   return parts.length > 0 ? parts.join('/') : 'unknown'
 }
 
-function imageSize(descriptor: Descriptor, manifest: ImageManifest): number {
-  return [descriptor, manifest.config, ...manifest.layers].reduce((sum, blob) => sum + (isNumber(blob.size) ? blob.size : 0), 0)
+/** A tagged image's manifest and config (both checked against their digests), platform and stored size. */
+async function readImage(layout: OciLayout, descriptor: Descriptor): Promise<Pick<ImageInspection, 'config' | 'manifest' | 'platform' | 'size_bytes'>> {
+  const {manifest} = await layout.readManifest(descriptor)
+  const config = await layout.readJson(manifest.config.digest)
+  const size = [descriptor, manifest.config, ...manifest.layers].reduce((sum, blob) => sum + (isNumber(blob.size) ? blob.size : 0), 0)
+  return {
+    config, manifest, platform: platformText(descriptor.platform ?? config), size_bytes: size,
+  }
 }
 
 function byReference(a: ImageRecord, b: ImageRecord): number {
@@ -85,14 +91,13 @@ export async function listImages(stateDir: string): Promise<ImageRecord[]> {
   for (const descriptor of (await layout.readIndex()).manifests) {
     const reference = descriptor.annotations?.[REF_NAME_ANNOTATION]
     if (reference === undefined) continue
-    const {manifest} = await layout.readManifest(descriptor)
-    const config = await layout.readJson(manifest.config.digest)
+    const {config, platform, size_bytes} = await readImage(layout, descriptor)
     committed.push({
       ...(isString(config.created) ? {created: config.created} : {}),
       digest: descriptor.digest,
-      platform: platformText(descriptor.platform ?? config),
+      platform,
       reference,
-      size_bytes: imageSize(descriptor, manifest),
+      size_bytes,
       source: 'oci-layout',
     })
   }
@@ -104,16 +109,15 @@ export async function listImages(stateDir: string): Promise<ImageRecord[]> {
 export async function inspectImage(stateDir: string, reference: string): Promise<ImageInspection> {
   const layout = new OciLayout(layoutPath(stateDir))
   const descriptor = await layout.resolve(reference.trim())
-  const {manifest} = await layout.readManifest(descriptor)
-  const config = await layout.readJson(manifest.config.digest)
+  const {config, manifest, platform, size_bytes} = await readImage(layout, descriptor)
   return {
     config,
     digest: descriptor.digest,
     layers: manifest.layers.map(layer => ({digest: layer.digest, media_type: layer.mediaType, size_bytes: layer.size})),
     manifest,
-    platform: platformText(descriptor.platform ?? config),
+    platform,
     reference: reference.trim(),
-    size_bytes: imageSize(descriptor, manifest),
+    size_bytes,
   }
 }
 
