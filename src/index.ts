@@ -83,6 +83,7 @@ export {
 export {
   type BlobProgress, type CommitProgress, ProgressDisplay, type ProgressOutput, type PushProgress,
 } from './lib/progress.js'
+export {ImageRecords} from './lib/records.js'
 export {
   isLocalReference, isLoopbackRegistry, parseReference, type Reference,
 } from './lib/reference.js'
@@ -97,6 +98,9 @@ export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from '
 export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
+export {
+  EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile,
+} from './lib/runtime-files.js'
 export {
   type ImageDefaults,
   leaseStoppedWorkspace,

@@ -25,6 +25,7 @@ export const EXIT_CODES = {
   extraction: 5,
   push: 6,
   layout: 7,
+  policy: 8,
   interrupted: 130,
   transient: 75,
 } as const

@@ -19,6 +19,7 @@ import {
 } from './image.js'
 import {withLock} from './lock.js'
 import {isPidAlive} from './pid.js'
+import {ImageRecords} from './records.js'
 
 export const LAYOUT_VERSION = '1.0.0'
 
@@ -286,6 +287,8 @@ export class OciLayout {
       }
 
       if (result.deleted.length > 0) await syncDir(path.join(this.root, 'blobs', 'sha256'))
+      // The image's local records (secret findings, tree record) go with its manifest, not with a tag.
+      if (result.deleted.some(blob => blob.digest === removed.digest)) await new ImageRecords(this.root).remove(removed.digest)
       return result
     })
   }
