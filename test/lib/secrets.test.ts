@@ -83,7 +83,7 @@ describe('lib/secrets', () => {
       ['root/.git-credentials', 'https://agent:s3cr3t-value@github.com\n', [1]],
       ['root/.netrc', 'machine example.com\n  login agent\n  password s3cr3t\n', [3]],
       ['root/.npmrc', 'registry=https://r.example/\n//r.example/:_authToken=abcdef012345\n', [2]],
-      ['root/.npmrc', String.raw`//r.example/:_authToken=${NPM_TOKEN}` + '\nfund=false\n', []],
+      ['root/.npmrc', `//r.example/:_authToken=${'$'}{NPM_TOKEN}\nfund=false\n`, []],
       ['root/.pypirc', '[pypi]\nusername = __token__\npassword = pypi-AgEIcHlwaS5vcmc\n', [3]],
       ['root/.kube/config', 'users:\n- name: a\n  user:\n    token: eyJhbGciOi\n', [4]],
       ['root/.kube/config', 'users:\n- name: a\n  user:\n    exec:\n      command: aws\n', []],
