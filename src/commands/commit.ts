@@ -8,6 +8,7 @@ import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
 import {resolveCreated} from '../lib/image.js'
 import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
 import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
+import {SECRETS_POLICIES, type SecretsPolicy} from '../lib/secrets-record.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
   static override args = {
@@ -43,6 +44,12 @@ export default class Commit extends BaseCommand<typeof Commit> {
       char: 'a',
       description: 'Written as the config\'s author and in its history entry, e.g. "Jane Doe <jane@example.com>".',
       summary: 'Author of the image.',
+    }),
+    'allow-secrets': Flags.boolean({
+      default: false,
+      dependsOn: ['push'],
+      description: 'With --push: push even if the secret scan found something (image push refuses such an image otherwise).',
+      summary: 'Push an image with secret findings.',
     }),
     arch: Flags.string({
       description: [
@@ -89,6 +96,15 @@ export default class Commit extends BaseCommand<typeof Commit> {
       multiple: true,
       summary: 'Leave matching paths out of the image (e.g. "var/cache/**", "**/*.log").',
     }),
+    'keep-runtime-files': Flags.boolean({
+      default: false,
+      description: [
+        "Commit the disk as it is, with the files microagent itself writes into it: its init, the guest's hostname and",
+        "resolv.conf, and the egress broker's TLS-interception CA (left out of the image and taken out of the trust bundles",
+        'by default, so the image trusts nothing of this host).',
+      ].join(' '),
+      summary: "Keep microagent's own files (init, hostname, egress CA) in the image.",
+    }),
     label: Flags.string({
       description: 'Adds KEY=value to the config\'s labels (after --change LABEL); repeatable.',
       multiple: true,
@@ -106,6 +122,16 @@ export default class Commit extends BaseCommand<typeof Commit> {
         'installed plugins through the microagent:extractor hook, e.g. for another filesystem.',
       ].join(' '),
       summary: 'Extractor that reads the disk; plugins may add others.',
+    }),
+    secrets: Flags.string({
+      default: 'warn',
+      description: [
+        'Every file is scanned for private keys, tokens and credential files as it streams into the layer. warn: commit,',
+        'print the findings (path, rule, line; never the value) and record them, so image push refuses the image without',
+        '--allow-secrets. refuse: fail before tagging (exit 8).',
+      ].join(' '),
+      options: [...SECRETS_POLICIES],
+      summary: 'What to do when the secret scan finds something.',
     }),
     push: Flags.boolean({
       default: false,
@@ -130,10 +156,12 @@ export default class Commit extends BaseCommand<typeof Commit> {
       debugfs: this.flags.debugfs,
       exclude: this.flags.exclude,
       extractor: await this.extractor(this.flags.extractor),
+      keepRuntimeFiles: this.flags['keep-runtime-files'],
       labels: this.flags.label,
       message: this.flags.message,
       onProgress: display?.commit,
       reference: this.args['image-ref'],
+      secrets: this.flags.secrets as SecretsPolicy,
       signal: this.interrupt.signal,
       stateDir: this.context.stateDir,
       workspace: this.args.workspace,
@@ -152,6 +180,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
       [stats.skipped.xattrs, 'extended attributes outside user.*, security.*, trusted.* and ACLs'],
     ] as const
     for (const [count, what] of skipped) if (count > 0) this.logToStderr(`note: left out ${count} ${what}`)
+    this.reportPublishing(result)
     await this.announce('microagent:committed', {result})
     if (!this.flags.push) {
       this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
@@ -159,6 +188,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     }
 
     const pushed = await pushImage({
+      allowSecrets: this.flags['allow-secrets'],
       layoutPath: result.layout_path, onProgress: display?.push, signal: this.interrupt.signal, source: result.reference,
     })
     display?.finish()
@@ -172,5 +202,30 @@ export default class Commit extends BaseCommand<typeof Commit> {
     if (name === 'debugfs') return Commit.extractor
     const {successes} = await this.config.runHook('microagent:extractor', {name})
     return chooseExtractor(name, successes.map(success => ({plugin: success.plugin.name, result: success.result})))
+  }
+
+  /** What stayed out of the image for safety, and what the scan found: stderr, so stdout keeps its shape. */
+  private reportPublishing(result: CommitResult): void {
+    for (const file of result.runtime_files) {
+      const what = {
+        kept: `kept /${file.path}: ${file.why}`,
+        'left-out': `left out /${file.path}`,
+        rewritten: `rewrote /${file.path} without the egress CA (${file.certificates_removed} certificate(s))`,
+      }
+      this.logToStderr(`note: ${what[file.action]}`)
+    }
+
+    if (result.runtime_files.length > 0) this.logToStderr("note: these are microagent's own files; --keep-runtime-files keeps them")
+    const {secrets} = result
+    if (secrets.count > 0) {
+      this.logToStderr(`warning: ${secrets.count} possible secret(s) in the image (values not shown):`)
+      for (const finding of secrets.findings.slice(0, 20)) this.logToStderr(`  /${finding.path}:${finding.line}  ${finding.rule}`)
+      if (secrets.count > 20) this.logToStderr(`  ... and ${secrets.count - 20} more (microagent image inspect ${result.reference})`)
+      this.logToStderr('warning: image push refuses this image unless --allow-secrets is given; leave files out with --exclude \'<path>\'')
+    }
+
+    if (result.layer_media_type.endsWith('+zstd')) {
+      this.logToStderr("note: microagent's own create/run cannot unpack zstd layers (it gunzips gzip layers only); commit with --compression gzip to create workspaces from this image")
+    }
   }
 }

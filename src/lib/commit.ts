@@ -7,7 +7,7 @@ import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.
 import {DigestCounter} from './digest.js'
 import {type DiskView, openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
-import {usageError} from './errors.js'
+import {MicroagentError, usageError} from './errors.js'
 import {pathMatcher} from './exclude.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
 import {isExtractor} from './extractor/extractor.js'
@@ -20,7 +20,14 @@ import {
 import {layoutPath, OciLayout} from './layout.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
+import {ImageRecords} from './records.js'
 import {parseTagReference} from './reference.js'
+import {EGRESS_CA_FILES, type RuntimeFileReport, withoutRuntimeFiles} from './runtime-files.js'
+import {
+  findingPaths, SECRETS_RECORD, secretsAdvice, type SecretsPolicy, secretsRecord,
+} from './secrets-record.js'
+import {scanningSecrets, type SecretScan} from './secrets.js'
+import {pemCertificates} from './trust-bundle.js'
 import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
 
 export interface CommitOptions {
@@ -39,6 +46,8 @@ export interface CommitOptions {
   exclude?: string[]
   /** Swappable for tests and other filesystems; defaults to the debugfs extractor. */
   extractor?: Extractor
+  /** `--keep-runtime-files`: commit microagent's own files (init, hostname, egress CA...) as the disk has them. */
+  keepRuntimeFiles?: boolean
   /** `--label KEY=value`. */
   labels?: string[]
   /** `--message`: the history entry's comment. */
@@ -46,6 +55,8 @@ export interface CommitOptions {
   /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
   onProgress?: (progress: CommitProgress) => void
   reference: string
+  /** `--secrets`: `warn` (default) records findings and goes on; `refuse` fails before tagging when there are any. */
+  secrets?: SecretsPolicy
   signal?: AbortSignal
   stateDir: string
   workspace: string
@@ -63,9 +74,15 @@ export interface CommitResult {
   /** Whether the disk's journal had to be replayed on a private copy. */
   journal_replayed: boolean
   layer_digest: string
+  /** The layer's media type (`+gzip`, `+zstd` or plain tar). */
+  layer_media_type: string
   layout_path: string
   pushed: boolean
   reference: string
+  /** microagent's own files that were left out or rewritten (empty with keepRuntimeFiles). */
+  runtime_files: RuntimeFileReport[]
+  /** What the secret scan found: paths, rules and lines, never the values. */
+  secrets: SecretScan
   /** Compressed layer size, in bytes. */
   size_bytes: number
   stats: LayerStats
@@ -78,6 +95,27 @@ export interface CommitResult {
 async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, debugfs?: string): Promise<DiskView> {
   if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {debugfs, privateCopyPath: layout.ingestPath('.ext4')})
   return {path: rootfs, async release() {}, replayed: false}
+}
+
+/** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
+async function egressCa(extractor: Extractor, disk: string): Promise<Buffer[]> {
+  if (!extractor.readFile) return []
+  const found: Buffer[] = []
+  for (const file of EGRESS_CA_FILES) {
+    const data = await extractor.readFile(disk, Buffer.from(file), 1024 * 1024)
+    for (const cert of data ? pemCertificates(data) : []) if (!found.some(der => der.equals(cert.der))) found.push(cert.der)
+  }
+
+  return found
+}
+
+function secretsRefused(reference: string, scan: SecretScan): MicroagentError {
+  return new MicroagentError(`refusing to commit ${reference}: ${scan.count} possible secret(s) in ${findingPaths(scan)}`, {
+    code: 'SECRETS_FOUND',
+    exit: 'policy',
+    kind: 'policy_denied',
+    remediation: secretsAdvice(scan, '--secrets warn (then image push --allow-secrets)'),
+  })
 }
 
 /** Progress callbacks over the live counters, or undefined when nobody listens. */
@@ -111,6 +149,8 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   await layout.init()
   options.signal?.throwIfAborted()
   const stats = emptyLayerStats()
+  const runtimeFiles: RuntimeFileReport[] = []
+  const secrets: SecretScan = {count: 0, findings: []}
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
   const progress = progressReporter(stats, diffCounter, options.onProgress)
@@ -123,8 +163,9 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
-      const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal})
-      const tar = Readable.from(tarLayer(entries, stats, {exclude}), {objectMode: false})
+      const extracted = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal})
+      const published = options.keepRuntimeFiles ? extracted : withoutRuntimeFiles(extracted, runtimeFiles, await egressCa(extractor, view.path))
+      const tar = Readable.from(tarLayer(scanningSecrets(published, secrets), stats, {exclude}), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
       await view.release()
@@ -151,6 +192,9 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
   const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [layerDescriptor])
   const manifestBlob = await layout.writeBlob(canonicalJson(manifest))
+  if (secrets.count > 0 && options.secrets === 'refuse') throw secretsRefused(ref.raw, secrets)
+  // The findings are recorded before the tag exists, so a push can never see the image without them.
+  await new ImageRecords(layout.root).write(manifestBlob.digest, SECRETS_RECORD, secretsRecord(secrets))
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
     ...manifestBlob,
@@ -169,11 +213,13 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     journal_replayed: replayed,
 
     layer_digest: layer.digest,
+    layer_media_type: layerDescriptor.mediaType,
 
     layout_path: layout.root,
     pushed: false,
     reference: ref.raw,
-
+    runtime_files: runtimeFiles,
+    secrets,
     size_bytes: layer.size,
     stats,
 

@@ -3,6 +3,10 @@
  * commit does with each: an image must carry nothing of the host it was committed on. This table is the one
  * place that knows them; the layer filter, the docs and the incremental commit all read it.
  */
+import type {Entry} from './extractor/extractor.js'
+
+import {extractionError} from './errors.js'
+import {onlyCertificates, pemCertificates, withoutCertificates} from './trust-bundle.js'
 
 /** `leave-out`: the path is not in the image. `remove-ca`: a trust bundle, kept without the egress CA's PEM block. */
 export type RuntimeAction = 'leave-out' | 'remove-ca'
@@ -79,4 +83,173 @@ export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined
 /** Whether a commit leaves this path out by default (the `leave-out` rows). */
 export function isLeftOutRuntimePath(entryPath: Buffer | string): boolean {
   return runtimeFile(entryPath)?.action === 'leave-out'
+}
+
+/** What a commit did with one of microagent's files. */
+export interface RuntimeFileReport {
+  /** `kept`: a file that trusts the CA but cannot be rewritten (reported so the user knows). */
+  action: 'kept' | 'left-out' | 'rewritten'
+  /** Certificates taken out of a rewritten bundle. */
+  certificates_removed?: number
+  path: string
+  why: string
+}
+
+/** Bundles are read whole to be rewritten; anything larger is not a trust bundle. */
+const MAX_BUNDLE = 64 * 1024 * 1024
+
+async function readAll(entry: Entry, limit: number): Promise<Buffer | undefined> {
+  if (entry.size > limit) return undefined
+  if (entry.size === 0 || !entry.content) return Buffer.alloc(0)
+  const chunks: Buffer[] = []
+  for await (const chunk of entry.content()) chunks.push(chunk as Buffer)
+  const data = Buffer.concat(chunks)
+  if (data.length !== entry.size) throw extractionError(`"/${entry.path.toString('latin1')}" gave ${data.length} bytes, ${entry.size} expected`)
+  return data
+}
+
+function withContent(entry: Entry, data: Buffer): Entry {
+  return {...entry, content: () => [data], size: data.length}
+}
+
+/** A link's target resolved by name from the folder holding the link, or undefined if it leaves the root. */
+function resolveLink(linkPath: string, target: string): string | undefined {
+  const parts = target.startsWith('/') ? [] : linkPath.split('/').slice(0, -1)
+  for (const part of target.split('/')) {
+    if (part === '' || part === '.') continue
+    if (part === '..') {
+      if (parts.length === 0) return undefined
+      parts.pop()
+    } else parts.push(part)
+  }
+
+  return parts.join('/')
+}
+
+const CA_FILES = new Set(EGRESS_CA_FILES)
+const EMPTY_FOLDER_WHY = 'folder microagent made for the egress CA, with nothing else in it'
+
+/**
+ * Leaves out the files microagent writes (RUNTIME_FILES), takes the egress CA out of the system trust
+ * bundles (matched by DER, as found in the workspace's own copy of the CA), drops the links in
+ * /etc/ssl/certs that lead to it, and leaves out microagent's own folders when nothing else is in them.
+ * `caCertificates` are CA certificates (DER) read before the walk; the CA files met during the walk add to
+ * them. Everything done is appended to `report`. A disk without these files passes through untouched.
+ *
+ * @yields the entries that stay, bundles rewritten
+ */
+export async function * withoutRuntimeFiles(
+  entries: AsyncIterable<Entry>,
+  report: RuntimeFileReport[],
+  caCertificates: readonly Buffer[] = [],
+): AsyncGenerator<Entry, void, undefined> {
+  const filter = new RuntimeFilter(report, caCertificates)
+  for await (const entry of entries) {
+    const name = entry.path.toString('latin1')
+    if (filter.inDroppedTree(name)) continue
+    const folder = filter.releaseFolder(name)
+    if (folder) yield folder
+    const kept = await filter.decide(entry, name)
+    if (kept) yield kept
+  }
+
+  filter.releaseFolder()
+}
+
+class RuntimeFilter {
+  private readonly ca: Buffer[]
+  /** Links already dropped, so that a link to a dropped link goes too. */
+  private readonly droppedLinks = new Set<string>()
+  private droppedTree: string | undefined
+  /** microagent's folder, held back until something not microagent's shows up in it. */
+  private held: Entry | undefined
+
+  constructor(
+    private readonly report: RuntimeFileReport[],
+    caCertificates: readonly Buffer[],
+  ) {
+    this.ca = [...caCertificates]
+  }
+
+  /** The entry as it goes into the image, or undefined when it stays out. */
+  async decide(entry: Entry, name: string): Promise<Entry | undefined> {
+    const row = runtimeFile(name)
+    if (row?.action === 'leave-out') {
+      if (entry.type === 'file' && CA_FILES.has(name)) await this.learnCa(entry)
+      if (entry.type === 'directory') this.droppedTree = `${name}/`
+      this.report.push({action: 'left-out', path: name, why: row.why})
+      return
+    }
+
+    if (entry.type === 'directory' && RUNTIME_DIRS.includes(name)) {
+      this.held = entry
+      return
+    }
+
+    const inCertDir = name.startsWith(`${CERT_LINK_DIR}/`)
+    if (this.ca.length > 0 && entry.type === 'file' && (row?.action === 'remove-ca' || inCertDir)) return this.bundle(entry, name, row === undefined)
+    if (entry.type === 'symlink' && entry.linkTarget && inCertDir) {
+      const target = resolveLink(name, entry.linkTarget.toString('latin1'))
+      if (target !== undefined && (isLeftOutRuntimePath(target) || this.droppedLinks.has(target))) {
+        this.droppedLinks.add(name)
+        this.report.push({action: 'left-out', path: name, why: `link to ${target}: ${CA_WHY}`})
+        return
+      }
+    }
+
+    return entry
+  }
+
+  inDroppedTree(name: string): boolean {
+    if (this.droppedTree !== undefined && name.startsWith(this.droppedTree)) return true
+    this.droppedTree = undefined
+    return false
+  }
+
+  /**
+   * Called with each name (undefined at the end): the held folder is given back when a name inside it is
+   * kept, and reported as left out when its subtree ends without one.
+   */
+  releaseFolder(name?: string): Entry | undefined {
+    const {held} = this
+    if (!held) return
+    const heldName = held.path.toString('latin1')
+    if (name !== undefined && name.startsWith(`${heldName}/`)) {
+      if (isLeftOutRuntimePath(name)) return
+      this.held = undefined
+      return held
+    }
+
+    this.held = undefined
+    this.report.push({action: 'left-out', path: heldName, why: EMPTY_FOLDER_WHY})
+  }
+
+  /** A bundle without the CA; a file in /etc/ssl/certs that is nothing but the CA (`copy`) stays out. */
+  private async bundle(entry: Entry, name: string, copy: boolean): Promise<Entry | undefined> {
+    const data = await readAll(entry, MAX_BUNDLE)
+    if (!data) {
+      this.report.push({action: 'kept', path: name, why: 'too large to look into for the egress CA'})
+      return entry
+    }
+
+    if (copy && onlyCertificates(data, this.ca)) {
+      this.report.push({action: 'left-out', path: name, why: CA_WHY})
+      return
+    }
+
+    const {bundle, removed} = withoutCertificates(data, this.ca)
+    if (removed > 0) this.report.push({
+      action: 'rewritten', certificates_removed: removed, path: name, why: CA_WHY,
+    })
+    else if (this.ca.some(der => data.includes(der))) {
+      this.report.push({action: 'kept', path: name, why: 'holds the egress CA in a form commit cannot edit (e.g. a Java keystore)'})
+    }
+
+    return withContent(entry, bundle)
+  }
+
+  private async learnCa(entry: Entry): Promise<void> {
+    const data = await readAll(entry, MAX_BUNDLE)
+    for (const cert of data ? pemCertificates(data) : []) if (!this.ca.some(der => der.equals(cert.der))) this.ca.push(cert.der)
+  }
 }

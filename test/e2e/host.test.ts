@@ -48,11 +48,11 @@ describe('in a microagent host: help, shell completion and the extension hooks',
     const bash = readFileSync(path.join(functions, 'bash', 'microagent.bash'), 'utf8')
     const commitLine = bash.split('\n').find(line => line.startsWith('commit '))
     expect(commitLine).to.be.a('string')
-    for (const flag of ['--arch', '--backend', '--change', '--compression', '--exclude', '--extractor', '--label', '--message', '--push', '--state-dir']) {
+    for (const flag of ['--arch', '--backend', '--change', '--compression', '--exclude', '--extractor', '--label', '--message', '--push', '--state-dir', '--keep-runtime-files', '--secrets', '--allow-secrets']) {
       expect(commitLine).to.contain(flag)
     }
 
-    for (const command of ['image:inspect', 'image:list', 'image:push --json --backend --mode --state-dir --plain-http', 'image:rm', 'image:tag']) {
+    for (const command of ['image:inspect', 'image:list', 'image:push --json --backend --mode --state-dir --allow-secrets --plain-http', 'image:rm', 'image:tag']) {
       expect(bash).to.contain(`\n${command}`)
     }
 

@@ -71,8 +71,8 @@ export function buildFidelityImage(file = path.join(tempDir(), 'fidelity.ext4'))
       'sif /bin/wall gid 5',
       'sif /secret mode 0100000',
       // 1700000000.123456789
-      'sif /etc/hostname mtime 0x6553f100',
-      'sif /etc/hostname mtime_extra 0x1d6f3454',
+      'sif /etc/motd mtime 0x6553f100',
+      'sif /etc/motd mtime_extra 0x1d6f3454',
       // one second before the epoch
       'sif /data/old mtime 0xffffffff',
       'sif /data/old mtime_extra 0',
@@ -91,8 +91,8 @@ export function buildFidelityImage(file = path.join(tempDir(), 'fidelity.ext4'))
       'sif wide block[1] 0xffffffff',
       'sif wide mode 020600',
       'cd /',
-      'ea_set /etc/hostname user.comment hello',
-      `ea_set -f ${path.join(scratch, 'big')} /etc/hostname user.big`,
+      'ea_set /etc/motd user.comment hello',
+      `ea_set -f ${path.join(scratch, 'big')} /etc/motd user.big`,
       `ea_set -f ${path.join(scratch, 'cap')} /bin/ping security.capability`,
       `ea_set -f ${path.join(scratch, 'acl')} /data system.posix_acl_access`,
       'ea_set /tmp user.dirattr yes',
@@ -111,7 +111,7 @@ export function buildFidelityImage(file = path.join(tempDir(), 'fidelity.ext4'))
       }
 
       dir('etc')
-      file('etc/hostname', 'demo\n')
+      file('etc/motd', 'demo\n')
       dir('bin')
       file('bin/su', 'su', 0o4755)
       file('bin/wall', 'wall', 0o2755)
@@ -125,8 +125,8 @@ export function buildFidelityImage(file = path.join(tempDir(), 'fidelity.ext4'))
       dir('home/user', 0o700)
       file('home/user/notes', 'mine', 0o600)
       dir('links')
-      symlinkSync('/etc/hostname', path.join(root, 'links/abs'))
-      symlinkSync('../etc/hostname', path.join(root, 'links/rel'))
+      symlinkSync('/etc/motd', path.join(root, 'links/abs'))
+      symlinkSync('../etc/motd', path.join(root, 'links/rel'))
       symlinkSync('nowhere', path.join(root, 'links/dangling'))
       symlinkSync('../../../../etc/passwd', path.join(root, 'links/escape'))
       symlinkSync('x'.repeat(200), path.join(root, 'links/long'))

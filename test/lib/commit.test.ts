@@ -105,7 +105,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
   })
 
   it('keeps content, owners and modes (setuid, setgid, sticky, 000)', () => {
-    expect(get('etc/hostname')).to.include({gid: 0, sha256: sha('demo\n'), uid: 0})
+    expect(get('etc/motd')).to.include({gid: 0, sha256: sha('demo\n'), uid: 0})
     expect(get('data/random')).to.include({gid: 200_000, sha256: image.random.sha256, uid: 100_000})
     expect(get('data/sparse')).to.include({sha256: image.sparse.sha256, size: image.sparse.size})
     expect(get('data/empty')).to.include({gid: 3_000_001, size: 0, uid: 3_000_000})
@@ -125,7 +125,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
   })
 
   it('keeps real mtimes: nanoseconds, before 1970, after 2038', () => {
-    expect(get('etc/hostname').mtime).to.equal('1700000000.123456789')
+    expect(get('etc/motd').mtime).to.equal('1700000000.123456789')
     expect(get('data/old').mtime).to.equal('-1')
     expect(get('data/future').mtime).to.equal('4102444800')
   })
@@ -155,7 +155,7 @@ describe('commit (real debugfs, real ext4, real OCI clients)', () => {
   it('keeps xattrs as SCHILY.xattr records: capability, ACL, binary and large values, on directories', () => {
     expect(get('bin/ping').xattrs).to.deep.equal({'security.capability': CAPABILITY.toString('hex')})
     expect(get('data/').xattrs).to.deep.equal({'system.posix_acl_access': ACL.toString('hex')})
-    expect(get('etc/hostname').xattrs).to.deep.equal({'user.big': BIG_XATTR.toString('hex'), 'user.comment': hex('hello')})
+    expect(get('etc/motd').xattrs).to.deep.equal({'user.big': BIG_XATTR.toString('hex'), 'user.comment': hex('hello')})
     expect(get('tmp/').xattrs).to.deep.equal({'user.dirattr': hex('yes')})
     expect(get('var/').xattrs).to.deep.equal({})
   })

@@ -29,6 +29,11 @@ export default class ImagePush extends BaseCommand<typeof ImagePush> {
     '<%= config.bin %> <%= command.id %> local/demo:v1 registry.lan:5000/demo:v1 --plain-http --json',
   ]
   static override flags = {
+    'allow-secrets': Flags.boolean({
+      default: false,
+      description: 'Push even though the commit found possible secrets in the image (listed by image inspect); without it such an image is refused with exit 8.',
+      summary: 'Push an image with secret findings.',
+    }),
     'plain-http': Flags.boolean({
       aliases: ['insecure'],
       default: false,
@@ -41,6 +46,7 @@ export default class ImagePush extends BaseCommand<typeof ImagePush> {
   async run(): Promise<PushResult> {
     const display = this.progressDisplay()
     const result = await pushImage({
+      allowSecrets: this.flags['allow-secrets'],
       destination: this.args.destination,
       layoutPath: layoutPath(this.context.stateDir),
       onProgress: display?.push,

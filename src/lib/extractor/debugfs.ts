@@ -135,6 +135,43 @@ export class DebugfsExtractor implements Extractor {
       }
     }
   }
+
+  async readFile(disk: string, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+    const session = DebugfsSession.open(this.options.binary ?? (await findDebugfs()), disk, {idleTimeoutMs: this.options.idleTimeoutMs})
+    try {
+      const data = await readFileByPath(session, filePath, maxBytes)
+      await session.close()
+      return data
+    } catch (error) {
+      session.terminate(extractionError('reading a file failed'))
+      await session.close().catch(() => {})
+      throw error
+    }
+  }
+}
+
+/**
+ * One regular file by path, through its own short debugfs session: each component is looked up in its
+ * directory's `ls -p` listing (names are compared as bytes, never sent to debugfs), symlinks are not followed.
+ */
+async function readFileByPath(session: DebugfsSession, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+  let inode = ROOT_INODE
+  const components = filePath.toString('latin1').split('/')
+  for (const [i, component] of components.entries()) {
+    const name = Buffer.from(component, 'latin1')
+    const record = parseDirListing(await session.request(`ls -p <${inode}>`)).find(r => r.inode !== 0 && r.name.equals(name))
+    if (!record) return undefined
+    const wanted = i === components.length - 1 ? TYPE_BITS.file : TYPE_BITS.directory
+    if ((record.mode & 0o17_0000) !== wanted) return undefined
+    inode = record.inode
+  }
+
+  const stat = parseStat(await session.request(`stat <${inode}>`))
+  if (stat.type !== 'file' || stat.size > maxBytes) return undefined
+  const chunks: Buffer[] = []
+  // As in Walk.content: an inline file `cat`s its whole inline area.
+  for await (const chunk of session.stream(`cat <${inode}>`, Math.max(stat.size, stat.inlineDataSize ?? 0))) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).subarray(0, stat.size)
 }
 
 /** A directory's child with everything but its content. */

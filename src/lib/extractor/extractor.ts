@@ -78,6 +78,12 @@ export interface Extractor {
    */
   readonly filesystem?: string
   readonly name: string
+  /**
+   * Optional: one regular file's bytes by its path (raw, relative to the root), symlinks not followed;
+   * undefined when no regular file of at most `maxBytes` is there. Commit reads what it must know before the
+   * walk with it (the egress CA, to take it out of trust bundles met earlier in the walk).
+   */
+  readFile?(disk: string, path: Buffer, maxBytes: number): Promise<Buffer | undefined>
 }
 
 /** Whether a value from another plugin (maybe with its own copy of these types) can serve as an Extractor. */

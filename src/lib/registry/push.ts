@@ -9,11 +9,14 @@ import {MicroagentError, usageError} from '../errors.js'
 import {OciLayout} from '../layout.js'
 import {type BlobProgress, type BlobState, type PushProgress} from '../progress.js'
 import {isLocalReference, parseReference, type Reference} from '../reference.js'
+import {checkPublishable} from '../secrets-record.js'
 import {type Credential, resolveCredential} from './auth.js'
 import {type BodyFactory, RegistryClient, type RegistryClientOptions} from './client.js'
 import {PushHistory} from './history.js'
 
 export interface PushOptions extends Pick<RegistryClientOptions, 'fetch' | 'initialBackoffMs' | 'maxBackoffMs' | 'plainHttp' | 'retries' | 'signal'> {
+  /** `--allow-secrets`: push an image whose commit found possible secrets (refused otherwise, exit 8). */
+  allowSecrets?: boolean
   /** Blobs uploaded at once. */
   concurrency?: number
   /** Use this credential instead of looking one up; `null` for anonymous. */
@@ -268,6 +271,8 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const dest = pushDestination(options.source, options.destination)
   const layout = new OciLayout(options.layoutPath)
   const descriptor = await layout.resolve(options.source)
+  // Before any credential is looked up or any byte leaves the host.
+  await checkPublishable(layout.root, descriptor.digest, options.source, options.allowSecrets ?? false)
   const {bytes: manifestBytes, manifest} = await layout.readManifest(descriptor)
   const credential = options.credential === null ? undefined : (options.credential ?? (await resolveCredential(dest.registry, options.env)))
   const client = new RegistryClient({...options, credential, registry: dest.registry})

@@ -116,7 +116,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
   })
 
   it('keeps content, byte for byte, sparse and empty files included', () => {
-    expect(get('etc/hostname').sha256).to.equal(sha('demo\n'))
+    expect(get('etc/motd').sha256).to.equal(sha('demo\n'))
     expect(get('data/random')).to.include({sha256: image.random.sha256, size: image.random.size})
     expect(get('data/sparse')).to.include({sha256: image.sparse.sha256, size: image.sparse.size})
     expect(get('data/empty').size).to.equal(0)
@@ -140,7 +140,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
   })
 
   it('keeps mtimes with nanoseconds, before 1970 and after 2038', () => {
-    expect(get('etc/hostname').mtime).to.deep.equal({nsec: 123_456_789, sec: 1_700_000_000})
+    expect(get('etc/motd').mtime).to.deep.equal({nsec: 123_456_789, sec: 1_700_000_000})
     expect(get('data/old').mtime).to.deep.equal({nsec: 0, sec: -1})
     expect(get('data/future').mtime).to.deep.equal({nsec: 0, sec: 4_102_444_800})
   })
@@ -150,8 +150,8 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
   })
 
   it('keeps symlink targets raw and never follows them', () => {
-    expect(get('links/abs').linkTarget?.toString()).to.equal('/etc/hostname')
-    expect(get('links/rel').linkTarget?.toString()).to.equal('../etc/hostname')
+    expect(get('links/abs').linkTarget?.toString()).to.equal('/etc/motd')
+    expect(get('links/rel').linkTarget?.toString()).to.equal('../etc/motd')
     expect(get('links/dangling').linkTarget?.toString()).to.equal('nowhere')
     expect(get('links/escape').linkTarget?.toString()).to.equal('../../../../etc/passwd')
     expect(get('links/long').linkTarget?.toString()).to.equal('x'.repeat(200))
@@ -176,7 +176,7 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
   })
 
   it('keeps xattrs: text, 100-byte binary, file capability, ACL, on a directory', () => {
-    expect(Object.fromEntries(get('etc/hostname').xattrs.map(([k, v]) => [k, v.toString('hex')]))).to.deep.equal({
+    expect(Object.fromEntries(get('etc/motd').xattrs.map(([k, v]) => [k, v.toString('hex')]))).to.deep.equal({
       'user.big': BIG_XATTR.toString('hex'),
       'user.comment': Buffer.from('hello').toString('hex'),
     })
