@@ -1,11 +1,15 @@
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 
+import type {SecretScan} from './secrets.js'
+
 import {MicroagentError} from './errors.js'
 import {isNumber, isPlainObject, isString} from './guards.js'
 import {type Descriptor, type ImageManifest, REF_NAME_ANNOTATION} from './image.js'
 import {layoutPath, OciLayout, type UntagResult} from './layout.js'
+import {ImageRecords} from './records.js'
 import {parseTagReference} from './reference.js'
+import {readSecrets} from './secrets-record.js'
 
 /** One image a state dir holds: a committed one (the OCI layout) or a pulled rootfs (microagent's cache). */
 export interface ImageRecord {
@@ -28,7 +32,11 @@ export interface ImageInspection {
   layers: {digest: string; media_type: string; size_bytes: number}[]
   manifest: ImageManifest
   platform: string
+  /** Bytes of the image's local records (secret findings, tree record): kept here, never pushed. */
+  records_bytes: number
   reference: string
+  /** What the commit's secret scan found; undefined for an image committed without a scan (older versions). */
+  secrets?: SecretScan
   size_bytes: number
 }
 
@@ -116,7 +124,9 @@ export async function inspectImage(stateDir: string, reference: string): Promise
     layers: manifest.layers.map(layer => ({digest: layer.digest, media_type: layer.mediaType, size_bytes: layer.size})),
     manifest,
     platform,
+    records_bytes: await new ImageRecords(layout.root).size(descriptor.digest),
     reference: reference.trim(),
+    secrets: await readSecrets(layout.root, descriptor.digest),
     size_bytes,
   }
 }

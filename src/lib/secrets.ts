@@ -66,8 +66,13 @@ const EXAMPLE_TOKEN = /EXAMPLE$/
 const CARRY = 256
 /** A PEM block larger than this is not a key (an RSA-16384 key is about 12 KiB). */
 const MAX_PEM = 32 * 1024
-/** Files whose first bytes hold a NUL are binary: only PEM keys are looked for in them (tokens there are noise). */
+/**
+ * Files whose first 8 KiB hold a NUL are binary, as git and grep decide: only PEM keys are looked for in
+ * them, since a token shape in binary data is noise. Executables and shared libraries (ELF) are not scanned
+ * at all: what they hold is compiled in, not left behind (GnuTLS carries its FIPS self-test keys as PEM).
+ */
 const BINARY_SNIFF = 8192
+const ELF_MAGIC = Buffer.from([0x7F, 0x45, 0x4C, 0x46])
 /** Credential files are read whole up to this size; larger ones are not what they claim to be. */
 const MAX_CREDENTIAL_FILE = 1024 * 1024
 
@@ -183,6 +188,8 @@ export class FileScanner {
   private carry = ''
   /** The line `carry` starts on. */
   private carryLine = 1
+  /** An ELF object: nothing in it is looked at. */
+  private compiled = false
   private readonly credential: (typeof CREDENTIAL_FILES)[number] | undefined
   private readonly found: SecretFinding[] = []
   /** How much of `carry` the previous scan has already looked at. */
@@ -210,7 +217,12 @@ export class FileScanner {
       else this.whole.push(chunk)
     }
 
-    if (this.binary === undefined) this.binary = chunk.subarray(0, BINARY_SNIFF).includes(0)
+    if (this.binary === undefined) {
+      this.binary = chunk.subarray(0, BINARY_SNIFF).includes(0)
+      this.compiled = this.binary && chunk.subarray(0, ELF_MAGIC.length).equals(ELF_MAGIC)
+    }
+
+    if (this.compiled) return
     if (this.binary) {
       // Binary files: a cheap search for a PEM header first; the full scan only around one.
       const seam = this.carry.slice(-PEM_BEGIN.length) + chunk.toString('latin1', 0, PEM_BEGIN.length)
@@ -290,7 +302,8 @@ export class FileScanner {
 
   /** Moves past a chunk that holds nothing to find, keeping its tail as the carry. */
   private skip(chunk: Buffer): void {
-    const tail = chunk.toString('latin1', Math.max(0, chunk.length - CARRY))
+    // The tail of everything so far, not of this chunk alone: chunks may be shorter than a PEM header.
+    const tail = (this.carry + chunk.toString('latin1', Math.max(0, chunk.length - CARRY))).slice(-CARRY)
     this.carryLine += countLines(this.carry, 0, this.carry.length) + countNewlines(chunk) - countLines(tail, 0, tail.length)
     this.carry = tail
     this.scannedInCarry = tail.length

@@ -43,6 +43,14 @@ export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
       for (const step of history) this.log(`  ${step.created_by ?? ''}${step.comment ? `  # ${step.comment}` : ''}`)
     }
 
+    const {secrets} = image
+    if (secrets === undefined) this.log('Secrets:   not scanned (committed by an older version)')
+    else if (secrets.count === 0) this.log('Secrets:   none found')
+    else {
+      this.log(`Secrets:   ${secrets.count} possible secret(s); image push refuses the image without --allow-secrets`)
+      for (const finding of secrets.findings) this.log(`  /${finding.path}:${finding.line}  ${finding.rule}`)
+    }
+
     return image
   }
 }
