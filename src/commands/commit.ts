@@ -4,6 +4,7 @@ import {BaseCommand} from '../base-command.js'
 import {CHANGE_INSTRUCTIONS} from '../lib/changes.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
 import {type Compression, compressionLevel, COMPRESSIONS} from '../lib/compress.js'
+import {usageError} from '../lib/errors.js'
 import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
 import {resolveCreated} from '../lib/image.js'
 import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
@@ -47,7 +48,6 @@ export default class Commit extends BaseCommand<typeof Commit> {
     }),
     'allow-secrets': Flags.boolean({
       default: false,
-      dependsOn: ['push'],
       description: 'With --push: push even if the secret scan found something (image push refuses such an image otherwise).',
       summary: 'Push an image with secret findings.',
     }),
@@ -144,6 +144,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
   async run(): Promise<CommitResult & {push?: PushResult}> {
     // Refuse what cannot work before committing, not after.
     if (this.flags.push) pushDestination(this.args['image-ref'])
+    else if (this.flags['allow-secrets']) throw usageError('--allow-secrets applies to --push', 'Add --push, or push later with `image push <image-ref> --allow-secrets`.')
     compressionLevel(this.flags.compression as Compression, this.flags['compression-level'])
     const display = this.progressDisplay()
     const result = await commitWorkspace({
