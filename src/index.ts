@@ -99,8 +99,17 @@ export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
 export {
-  EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile,
+  EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile, type RuntimeFileReport, withoutRuntimeFiles,
 } from './lib/runtime-files.js'
+export {
+  checkPublishable, readSecrets, SECRETS_POLICIES, SECRETS_RECORD, type SecretsPolicy,
+} from './lib/secrets-record.js'
+export {
+  FileScanner, scanningSecrets, SECRET_RULES, type SecretFinding, type SecretRule, type SecretScan,
+} from './lib/secrets.js'
+export {
+  onlyCertificates, type PemCertificate, pemCertificates, withoutCertificates,
+} from './lib/trust-bundle.js'
 export {
   type ImageDefaults,
   leaseStoppedWorkspace,
