@@ -21,6 +21,9 @@ import {layoutPath, OciLayout} from './layout.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
 import {parseTagReference} from './reference.js'
+import {
+  openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
+} from './sandbox.js'
 import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
 
 export interface CommitOptions {
@@ -28,6 +31,8 @@ export interface CommitOptions {
   arch?: Architecture
   /** `--author`: the config's author. */
   author?: string
+  /** bubblewrap binary for the sandbox; `bwrap` on PATH when omitted. */
+  bwrap?: string
   /** `--change`: Dockerfile instructions applied to the workspace's image defaults (see `applyChanges`). */
   changes?: string[]
   compression?: Compression
@@ -46,6 +51,12 @@ export interface CommitOptions {
   /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
   onProgress?: (progress: CommitProgress) => void
   reference: string
+  /**
+   * `--sandbox`: how debugfs (extraction and journal replay) is confined: `auto` (default) with bubblewrap
+   * where it works, else unconfined with the reason in the result; `require` or fail (exit 8); `off`.
+   * Extractors from other plugins are never confined by this.
+   */
+  sandbox?: SandboxMode
   signal?: AbortSignal
   stateDir: string
   workspace: string
@@ -66,6 +77,8 @@ export interface CommitResult {
   layout_path: string
   pushed: boolean
   reference: string
+  /** Whether debugfs ran confined; when not, with `auto`, `reason` says why and how to enable it. */
+  sandbox: SandboxStatus
   /** Compressed layer size, in bytes. */
   size_bytes: number
   stats: LayerStats
@@ -75,8 +88,8 @@ export interface CommitResult {
 }
 
 /** Only ext4 gets the superblock checks and the journal replay; other extractors read the disk as it is. */
-async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, debugfs?: string): Promise<DiskView> {
-  if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, tools: {debugfs?: string; sandbox: Sandbox}): Promise<DiskView> {
+  if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {...tools, privateCopyPath: layout.ingestPath('.ext4')})
   return {path: rootfs, async release() {}, replayed: false}
 }
 
@@ -103,7 +116,9 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
   const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
   const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
-  const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
+  // Before anything is read: `require` fails here when bubblewrap cannot confine debugfs.
+  const sandbox = await openSandbox({bwrap: options.bwrap, mode: options.sandbox})
+  const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs()), sandbox})
   if (!isExtractor(extractor)) throw usageError('the extractor given is not an Extractor (it needs a name and an entries() method)')
   const compression = options.compression ?? 'gzip'
 
@@ -119,7 +134,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   let layer: {digest: string; size: number}
   let replayed: boolean
   try {
-    const view = await diskFor(extractor, workspace.paths.rootfs, layout, options.debugfs)
+    const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
@@ -173,6 +188,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     layout_path: layout.root,
     pushed: false,
     reference: ref.raw,
+    sandbox: sandbox.status,
 
     size_bytes: layer.size,
     stats,

@@ -26,6 +26,16 @@ export async function findDebugfs(env: NodeJS.ProcessEnv = process.env): Promise
   })
 }
 
+/** debugfs is not where we were told (or found it): the same error from every place that runs it. */
+export function debugfsNotFound(binary: string): MicroagentError {
+  return new MicroagentError(`debugfs not found at "${binary}"`, {
+    code: 'DEBUGFS_NOT_FOUND',
+    exit: 'extraction',
+    kind: 'unsupported',
+    remediation: 'Install e2fsprogs (apt-get install e2fsprogs) or pass --debugfs <path>.',
+  })
+}
+
 /** What debugfs wrote to stderr, less its version banner and blank lines: debugfs exits 0 on errors, so this is the verdict. */
 export function debugfsComplaints(stderr: string): string {
   return stderr
