@@ -55,6 +55,7 @@ export interface ToolRun {
 
 /** The top-level folders that merged-/usr systems keep as links into /usr; older ones as real folders. */
 const ROOT_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']
+const LOADER_CACHE = '/etc/ld.so.cache'
 /** PATH inside the sandbox: nothing outside /usr and its merged-/usr links is there to be found. */
 const CONFINED_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin'
 
@@ -70,8 +71,8 @@ export const ENABLE_HINT = [
  * uts and cgroup namespaces of its own, a session of its own (no TIOCSTI into our terminal), killed when
  * we die, every capability dropped and no environment but what is set. bwrap always sets
  * PR_SET_NO_NEW_PRIVS, so nothing run inside can gain privileges through setuid or file capabilities.
- * The view holds /usr (read-only) and the merged-/usr links, then whatever `binds` add, on a root that is
- * remounted read-only: no $HOME, no /etc, no /tmp, no state dir, no /proc or /dev.
+ * The view holds /usr (read-only), the merged-/usr links and /etc/ld.so.cache, then whatever `binds` add, on
+ * a root that is remounted read-only: no $HOME, no other /etc, no /tmp, no state dir, no /proc or /dev.
  */
 function baseArgs(env: Record<string, string>, binds: string[]): string[] {
   const args = ['--unshare-all', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--clearenv']
@@ -90,6 +91,9 @@ function baseArgs(env: Record<string, string>, binds: string[]): string[] {
     else if (stat.isDirectory()) args.push('--ro-bind', host, host)
   }
 
+  // The loader's index of library folders: without it, a library found only through /etc/ld.so.conf.d (a
+  // /usr/local build, say) would not load. It names folders, nothing of the user's.
+  if (existsSync(LOADER_CACHE)) args.push('--ro-bind', LOADER_CACHE, LOADER_CACHE)
   args.push(...binds, '--remount-ro', '/', '--chdir', '/')
   return args
 }
