@@ -2,7 +2,7 @@ import {
   constants, copyFile, open, rm,
 } from 'node:fs/promises'
 
-import {debugfsComplaints, debugfsNotFound, findDebugfs} from './e2fsprogs.js'
+import {debugfsComplaints, debugfsInvocation, findDebugfs} from './e2fsprogs.js'
 import {extractionError, MicroagentError} from './errors.js'
 import {Sandbox} from './sandbox.js'
 
@@ -119,15 +119,9 @@ export async function openDiskView(disk: string, options: DiskViewOptions): Prom
     await privateCopy(disk, copy)
     const {execa} = await import('execa')
     const binary = options.debugfs ?? (await findDebugfs())
-    let invocation
-    try {
-      invocation = (options.sandbox ?? Sandbox.off()).invocation({
-        args: file => ['-w', '-R', 'journal_run', file], disk: copy, env: {LANG: 'C', LC_ALL: 'C'}, tool: binary, writable: true,
-      })
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw debugfsNotFound(binary)
-      throw error
-    }
+    const invocation = debugfsInvocation(options.sandbox ?? Sandbox.off(), {
+      args: file => ['-w', '-R', 'journal_run', file], disk: copy, env: {LANG: 'C', LC_ALL: 'C'}, tool: binary, writable: true,
+    })
 
     const result = await execa(invocation.file, invocation.args, {env: invocation.env, reject: false})
     const complaints = debugfsComplaints(result.stderr)

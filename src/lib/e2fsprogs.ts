@@ -2,6 +2,7 @@ import {access, constants} from 'node:fs/promises'
 import path from 'node:path'
 
 import {MicroagentError} from './errors.js'
+import {type Invocation, type Sandbox, type ToolRun} from './sandbox.js'
 
 const SEARCH_DIRS = ['/usr/sbin', '/sbin', '/opt/homebrew/opt/e2fsprogs/sbin', '/usr/local/opt/e2fsprogs/sbin']
 
@@ -34,6 +35,16 @@ export function debugfsNotFound(binary: string): MicroagentError {
     kind: 'unsupported',
     remediation: 'Install e2fsprogs (apt-get install e2fsprogs) or pass --debugfs <path>.',
   })
+}
+
+/** The command line that runs debugfs (`run.tool`) under `sandbox`; a binary that is not there is DEBUGFS_NOT_FOUND. */
+export function debugfsInvocation(sandbox: Sandbox, run: ToolRun): Invocation {
+  try {
+    return sandbox.invocation(run)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw debugfsNotFound(run.tool)
+    throw error
+  }
 }
 
 /** What debugfs wrote to stderr, less its version banner and blank lines: debugfs exits 0 on errors, so this is the verdict. */

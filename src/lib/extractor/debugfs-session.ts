@@ -4,7 +4,7 @@ import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
 import {type ChildExit, spawnChild} from '../child.js'
-import {debugfsComplaints, debugfsNotFound} from '../e2fsprogs.js'
+import {debugfsComplaints, debugfsInvocation, debugfsNotFound} from '../e2fsprogs.js'
 import {extractionError} from '../errors.js'
 import {Sandbox} from '../sandbox.js'
 
@@ -138,17 +138,11 @@ export class DebugfsSession {
     // No -w: the disk is opened read-only. SS_READLINE_PATH=none keeps libss from loading readline; stat
     // prints local times that are never read (the raw hex is), and UTC spares glibc a look at
     // /etc/localtime for each of them. Confined, these four are debugfs's whole environment (and PATH).
-    let invocation
-    try {
-      invocation = sandbox.invocation({
-        args: () => [opened], disk, env: {
-          LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
-        }, tool: binary,
-      })
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw debugfsNotFound(binary)
-      throw error
-    }
+    const invocation = debugfsInvocation(sandbox, {
+      args: () => [opened], disk, env: {
+        LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
+      }, tool: binary,
+    })
 
     const child = spawnChild(invocation.file, invocation.args, invocation.env)
     this.proc = child.process
