@@ -3,7 +3,8 @@
 // images, several runs each, medians. Fixtures are built once into BENCH_DIR (default /tmp/microagent-bench):
 // a Debian minbase rootfs and a larger one (debootstrap; /usr/share instead when debootstrap is unavailable),
 // and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
-// Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1.
+// Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1,
+// BENCH_ROWS (comma list of row groups: commit, gzip, push, sandbox; default all).
 import {execFileSync} from 'node:child_process'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
@@ -19,6 +20,8 @@ const bin = path.join(root, 'bin', 'run.js')
 const benchDir = process.env.BENCH_DIR ?? path.join(tmpdir(), 'microagent-bench')
 const runs = Number(process.env.BENCH_RUNS ?? 3)
 const only = process.env.BENCH_ONLY?.split(',')
+const rowGroups = process.env.BENCH_ROWS?.split(',')
+const wanted = group => !rowGroups || rowGroups.includes(group)
 const created = '2026-01-01T00:00:00Z'
 mkdirSync(benchDir, {recursive: true})
 
@@ -143,8 +146,8 @@ async function main() {
       const layout = path.join(state, 'images', 'oci')
       const staging = path.join(benchDir, 'rdump')
       const classicOut = path.join(benchDir, 'classic.tar.gz')
-      const commit = compression =>
-        `node ${bin} commit bench local/bench:${compression} --state-dir ${state} --created ${created} --compression ${compression} > /dev/null`
+      const commit = (compression, extra = '') =>
+        `node ${bin} commit bench local/bench:${compression} --state-dir ${state} --created ${created} --compression ${compression}${extra} > /dev/null`
       const classic = `debugfs -R 'rdump / ${staging}' ${image} 2>/dev/null && tar -C ${staging} -cf - . | gzip -6 | tee ${classicOut} | sha256sum > /dev/null`
       const clean = () => {
         rmSync(staging, {force: true, recursive: true})
@@ -156,49 +159,66 @@ async function main() {
 
       const rootfsBytes = duBytes(fixture.tree)
       console.error(`${fixture.name}: tree ${(rootfsBytes / 1e6).toFixed(0)} MB`)
-      const [ours, theirs, zstd] = sideBySide([commit('gzip'), classic, commit('zstd')], clean)
-      // Disk beyond the output: the classic pipeline stages the whole tree; commit streams (its temp blob is the output).
-      clean()
-      sh(classic)
-      const stagingBytes = duBytes(staging)
-      row(fixture.name, 'commit gzip vs rdump+tar+gzip -6+sha256sum', ours, theirs, `staging: ours 0 B, classic ${(stagingBytes / 1e6).toFixed(0)} MB (${((100 * stagingBytes) / rootfsBytes).toFixed(0)} % of the rootfs)`)
-      row(fixture.name, 'commit zstd vs rdump+tar+gzip -6+sha256sum', zstd, theirs)
+      if (wanted('sandbox')) {
+        // The cost of confining debugfs: the same commit with bubblewrap (auto) and without (off), in turn; gzip is
+        // the default commit, none leaves only the extraction, which is all that confinement touches.
+        clean()
+        const probe = JSON.parse(sh(`node ${bin} commit bench local/bench:probe --state-dir ${state} --created ${created} --sandbox auto --json`))
+        const confined = probe.sandbox.confined ? 'yes' : `no (${probe.sandbox.reason})`
+        for (const compression of ['gzip', 'none']) {
+          const [auto, off] = sideBySide([commit(compression, ' --sandbox auto'), commit(compression, ' --sandbox off')], clean)
+          const cost = ((100 * (auto.seconds - off.seconds)) / off.seconds).toFixed(1)
+          row(fixture.name, `commit ${compression} --sandbox auto vs --sandbox off`, auto, off, `confined: ${confined}; cost ${cost} %`)
+        }
+      }
 
-      // The secret scan's share: the scanner's own time over the same files' bytes, read in the commit's 1 MiB
-      // pieces (reading them is not counted), against the commit it runs inside.
-      const scanScript = path.join(benchDir, 'scan.mjs')
-      writeFileSync(scanScript, [
-        "import {lstatSync, readdirSync, readFileSync} from 'node:fs'",
-        "import path from 'node:path'",
-        `import {FileScanner} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'secrets.js'))}`,
-        'let ns = 0n; let bytes = 0; let findings = 0',
-        'const walk = dir => { for (const name of readdirSync(dir)) { const file = path.join(dir, name); const info = lstatSync(file)',
-        '  if (info.isDirectory()) walk(file); else if (info.isFile() && info.size > 0) { const data = readFileSync(file); bytes += data.length',
-        '    const start = process.hrtime.bigint(); const scanner = new FileScanner(file)',
-        '    for (let i = 0; i < data.length; i += 1 << 20) scanner.push(data.subarray(i, i + (1 << 20)))',
-        '    findings += scanner.end().length; ns += process.hrtime.bigint() - start } } }',
-        'walk(process.argv[2])',
-        'console.log(JSON.stringify({bytes, findings, seconds: Number(ns) / 1e9}))',
-      ].join('\n'))
-      const scans = Array.from({length: runs}, () => JSON.parse(sh(`node ${scanScript} ${fixture.tree}`)))
-      const scan = {rssKiB: 0, seconds: median(scans.map(x => x.seconds))}
-      row(fixture.name, 'secret scan (scanner time, same files) vs commit gzip', scan, ours, `${(scans[0].bytes / 1e6).toFixed(0)} MB scanned, ${scans[0].findings} findings; goal <= 0.05`)
+      if (wanted('commit')) {
+        const [ours, theirs, zstd] = sideBySide([commit('gzip'), classic, commit('zstd')], clean)
+        // Disk beyond the output: the classic pipeline stages the whole tree; commit streams (its temp blob is the output).
+        clean()
+        sh(classic)
+        const stagingBytes = duBytes(staging)
+        row(fixture.name, 'commit gzip vs rdump+tar+gzip -6+sha256sum', ours, theirs, `staging: ours 0 B, classic ${(stagingBytes / 1e6).toFixed(0)} MB (${((100 * stagingBytes) / rootfsBytes).toFixed(0)} % of the rootfs)`)
+        row(fixture.name, 'commit zstd vs rdump+tar+gzip -6+sha256sum', zstd, theirs)
 
-      // Compression alone, on the same tar: our parallel gzip vs pigz on both cores.
-      sh(`node ${bin} commit bench local/bench:tar --state-dir ${state} --created ${created} --compression none > /dev/null`)
-      const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8'))
-      const tarDescriptor = index.manifests.find(m => m.annotations['org.opencontainers.image.ref.name'] === 'local/bench:tar')
-      const manifest = JSON.parse(readFileSync(path.join(layout, 'blobs', 'sha256', tarDescriptor.digest.slice(7)), 'utf8'))
-      const tar = path.join(layout, 'blobs', 'sha256', manifest.layers[0].digest.slice(7))
-      const gzipScript = path.join(benchDir, 'gzip.mjs')
-      writeFileSync(
-        gzipScript,
-        `import {createReadStream, createWriteStream} from 'node:fs'\nimport {pipeline} from 'node:stream/promises'\nimport {createCompressor} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'compress.js'))}\nawait pipeline(createReadStream(process.argv[2]), createCompressor('gzip'), createWriteStream('/dev/null'))\n`,
-      )
-      const [ourGzip, pigz] = sideBySide([`node ${gzipScript} ${tar}`, `pigz -6 -p 2 -c ${tar} > /dev/null`])
-      row(fixture.name, 'gzip -6 of the tar vs pigz -6 -p 2', ourGzip, pigz, `tar ${(statSync(tar).size / 1e6).toFixed(0)} MB`)
+        // The secret scan's share: the scanner's own time over the same files' bytes, read in the commit's 1 MiB
+        // pieces (reading them is not counted), against the commit it runs inside.
+        const scanScript = path.join(benchDir, 'scan.mjs')
+        writeFileSync(scanScript, [
+          "import {lstatSync, readdirSync, readFileSync} from 'node:fs'",
+          "import path from 'node:path'",
+          `import {FileScanner} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'secrets.js'))}`,
+          'let ns = 0n; let bytes = 0; let findings = 0',
+          'const walk = dir => { for (const name of readdirSync(dir)) { const file = path.join(dir, name); const info = lstatSync(file)',
+          '  if (info.isDirectory()) walk(file); else if (info.isFile() && info.size > 0) { const data = readFileSync(file); bytes += data.length',
+          '    const start = process.hrtime.bigint(); const scanner = new FileScanner(file)',
+          '    for (let i = 0; i < data.length; i += 1 << 20) scanner.push(data.subarray(i, i + (1 << 20)))',
+          '    findings += scanner.end().length; ns += process.hrtime.bigint() - start } } }',
+          'walk(process.argv[2])',
+          'console.log(JSON.stringify({bytes, findings, seconds: Number(ns) / 1e9}))',
+        ].join('\n'))
+        const scans = Array.from({length: runs}, () => JSON.parse(sh(`node ${scanScript} ${fixture.tree}`)))
+        const scan = {rssKiB: 0, seconds: median(scans.map(x => x.seconds))}
+        row(fixture.name, 'secret scan (scanner time, same files) vs commit gzip', scan, ours, `${(scans[0].bytes / 1e6).toFixed(0)} MB scanned, ${scans[0].findings} findings; goal <= 0.05`)
+      }
 
-      if (pushing) {
+      if (wanted('gzip')) {
+        // Compression alone, on the same tar: our parallel gzip vs pigz on both cores.
+        sh(`node ${bin} commit bench local/bench:tar --state-dir ${state} --created ${created} --compression none > /dev/null`)
+        const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8'))
+        const tarDescriptor = index.manifests.find(m => m.annotations['org.opencontainers.image.ref.name'] === 'local/bench:tar')
+        const manifest = JSON.parse(readFileSync(path.join(layout, 'blobs', 'sha256', tarDescriptor.digest.slice(7)), 'utf8'))
+        const tar = path.join(layout, 'blobs', 'sha256', manifest.layers[0].digest.slice(7))
+        const gzipScript = path.join(benchDir, 'gzip.mjs')
+        writeFileSync(
+          gzipScript,
+          `import {createReadStream, createWriteStream} from 'node:fs'\nimport {pipeline} from 'node:stream/promises'\nimport {createCompressor} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'compress.js'))}\nawait pipeline(createReadStream(process.argv[2]), createCompressor('gzip'), createWriteStream('/dev/null'))\n`,
+        )
+        const [ourGzip, pigz] = sideBySide([`node ${gzipScript} ${tar}`, `pigz -6 -p 2 -c ${tar} > /dev/null`])
+        row(fixture.name, 'gzip -6 of the tar vs pigz -6 -p 2', ourGzip, pigz, `tar ${(statSync(tar).size / 1e6).toFixed(0)} MB`)
+      }
+
+      if (pushing && wanted('push')) {
         sh(commit('gzip'))
         // A fresh registry for every push, so that neither tool can skip or mount a blob it saw before
         // (skopeo keeps a blob-info cache, we keep a push history).

@@ -102,6 +102,16 @@ export {
   EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile, type RuntimeFileReport, withoutRuntimeFiles,
 } from './lib/runtime-files.js'
 export {
+  CONFINED_DISK,
+  openSandbox,
+  parseSandboxMode,
+  Sandbox,
+  SANDBOX_MODES,
+  type SandboxMode,
+  type SandboxOptions,
+  type SandboxStatus,
+} from './lib/sandbox.js'
+export {
   checkPublishable, readSecrets, SECRETS_POLICIES, SECRETS_RECORD, type SecretsPolicy,
 } from './lib/secrets-record.js'
 export {

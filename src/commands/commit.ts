@@ -9,6 +9,7 @@ import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
 import {resolveCreated} from '../lib/image.js'
 import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
 import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
+import {SANDBOX_MODES, type SandboxMode} from '../lib/sandbox.js'
 import {SECRETS_POLICIES, type SecretsPolicy} from '../lib/secrets-record.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
@@ -29,6 +30,11 @@ export default class Commit extends BaseCommand<typeof Commit> {
       'A running, paused, starting or stopping workspace is refused, as is one whose VM still holds its runtime lock or',
       'whose recorded pid is alive. A disk whose journal needs recovery is replayed on a private copy: the workspace disk',
       'is never modified.',
+    ].join(' '),
+    [
+      'debugfs (and the journal replay) parses a disk the guest controls, so it runs confined by bubblewrap where it can:',
+      'no network, no home, /etc, /tmp or state dir, only /usr and the disk (read-only), no capabilities or new privileges.',
+      'See --sandbox.',
     ].join(' '),
   ].join('\n\n')
   static override examples = [
@@ -133,6 +139,18 @@ export default class Commit extends BaseCommand<typeof Commit> {
       options: [...SECRETS_POLICIES],
       summary: 'What to do when the secret scan finds something.',
     }),
+    sandbox: Flags.string({
+      default: 'auto',
+      description: [
+        'How debugfs (extraction and journal replay) is confined with bubblewrap (bwrap): auto confines it where bwrap',
+        'works and otherwise runs it unconfined with one warning; require fails (exit 8) before reading when it cannot be',
+        'confined; off never confines it. Also read from MICROAGENT_SANDBOX; MICROAGENT_BWRAP names another bwrap binary.',
+        'Extractors from other plugins are not confined.',
+      ].join(' '),
+      env: 'MICROAGENT_SANDBOX',
+      options: [...SANDBOX_MODES],
+      summary: 'Confine debugfs with bubblewrap: auto, require or off.',
+    }),
     push: Flags.boolean({
       default: false,
       description: 'Push the image to its registry right after committing (as `image push <image-ref>` does); the ref must name a registry, not local/.',
@@ -150,6 +168,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     const result = await commitWorkspace({
       arch: this.flags.arch === undefined ? undefined : normalizeArch(this.flags.arch),
       author: this.flags.author,
+      bwrap: process.env.MICROAGENT_BWRAP || undefined,
       changes: this.flags.change,
       compression: this.flags.compression as Compression,
       compressionLevel: this.flags['compression-level'],
@@ -163,6 +182,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
       onProgress: display?.commit,
       reference: this.args['image-ref'],
       secrets: this.flags.secrets as SecretsPolicy,
+      sandbox: this.flags.sandbox as SandboxMode,
       signal: this.interrupt.signal,
       stateDir: this.context.stateDir,
       workspace: this.args.workspace,
@@ -173,6 +193,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     this.log(`  digest: ${result.digest}`)
     this.log(`  layer:  ${result.size_bytes} bytes (tar ${result.tar_bytes} bytes, ${stats.entries} entries)`)
     this.log(`  layout: ${result.layout_path}`)
+    if (!result.sandbox.confined && result.sandbox.reason) this.logToStderr(`warning: debugfs ran unconfined: ${result.sandbox.reason}`)
     if (result.journal_replayed) this.logToStderr('note: the disk journal needed recovery; it was replayed on a private copy')
     const skipped = [
       [stats.skipped.excluded, 'paths matched by --exclude (subtrees counted once)'],

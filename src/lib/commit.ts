@@ -24,6 +24,9 @@ import {ImageRecords} from './records.js'
 import {parseTagReference} from './reference.js'
 import {EGRESS_CA_FILES, type RuntimeFileReport, withoutRuntimeFiles} from './runtime-files.js'
 import {
+  openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
+} from './sandbox.js'
+import {
   findingPaths, SECRETS_RECORD, secretsAdvice, type SecretsPolicy, secretsRecord,
 } from './secrets-record.js'
 import {scanningSecrets, type SecretScan} from './secrets.js'
@@ -35,6 +38,8 @@ export interface CommitOptions {
   arch?: Architecture
   /** `--author`: the config's author. */
   author?: string
+  /** bubblewrap binary for the sandbox; `bwrap` on PATH when omitted. */
+  bwrap?: string
   /** `--change`: Dockerfile instructions applied to the workspace's image defaults (see `applyChanges`). */
   changes?: string[]
   compression?: Compression
@@ -55,6 +60,12 @@ export interface CommitOptions {
   /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
   onProgress?: (progress: CommitProgress) => void
   reference: string
+  /**
+   * `--sandbox`: how debugfs (extraction and journal replay) is confined: `auto` (default) with bubblewrap
+   * where it works, else unconfined with the reason in the result; `require` or fail (exit 8); `off`.
+   * Extractors from other plugins are never confined by this.
+   */
+  sandbox?: SandboxMode
   /** `--secrets`: `warn` (default) records findings and goes on; `refuse` fails before tagging when there are any. */
   secrets?: SecretsPolicy
   signal?: AbortSignal
@@ -81,6 +92,8 @@ export interface CommitResult {
   reference: string
   /** microagent's own files that were left out or rewritten (empty with keepRuntimeFiles). */
   runtime_files: RuntimeFileReport[]
+  /** Whether debugfs ran confined; when not, with `auto`, `reason` says why and how to enable it. */
+  sandbox: SandboxStatus
   /** What the secret scan found: paths, rules and lines, never the values. */
   secrets: SecretScan
   /** Compressed layer size, in bytes. */
@@ -92,8 +105,8 @@ export interface CommitResult {
 }
 
 /** Only ext4 gets the superblock checks and the journal replay; other extractors read the disk as it is. */
-async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, debugfs?: string): Promise<DiskView> {
-  if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {debugfs, privateCopyPath: layout.ingestPath('.ext4')})
+async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, tools: {debugfs?: string; sandbox: Sandbox}): Promise<DiskView> {
+  if ((extractor.filesystem ?? 'ext4') === 'ext4') return openDiskView(rootfs, {...tools, privateCopyPath: layout.ingestPath('.ext4')})
   return {path: rootfs, async release() {}, replayed: false}
 }
 
@@ -141,7 +154,9 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
   const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
   const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
-  const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
+  // Before anything is read: `require` fails here when bubblewrap cannot confine debugfs.
+  const sandbox = await openSandbox({bwrap: options.bwrap, mode: options.sandbox})
+  const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs()), sandbox})
   if (!isExtractor(extractor)) throw usageError('the extractor given is not an Extractor (it needs a name and an entries() method)')
   const compression = options.compression ?? 'gzip'
 
@@ -159,7 +174,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   let layer: {digest: string; size: number}
   let replayed: boolean
   try {
-    const view = await diskFor(extractor, workspace.paths.rootfs, layout, options.debugfs)
+    const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
@@ -220,6 +235,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     reference: ref.raw,
     runtime_files: runtimeFiles,
     secrets,
+    sandbox: sandbox.status,
     size_bytes: layer.size,
     stats,
 

@@ -2,8 +2,9 @@ import {
   constants, copyFile, open, rm,
 } from 'node:fs/promises'
 
-import {debugfsComplaints, findDebugfs} from './e2fsprogs.js'
+import {debugfsComplaints, debugfsInvocation, findDebugfs} from './e2fsprogs.js'
 import {extractionError, MicroagentError} from './errors.js'
+import {Sandbox} from './sandbox.js'
 
 /** Where the ext2/3/4 superblock starts, and the offsets of the fields read from it (ext4 `struct ext4_super_block`). */
 const SUPERBLOCK_OFFSET = 1024
@@ -77,6 +78,8 @@ export interface DiskViewOptions {
   debugfs?: string
   /** Where a private copy may go: a path on the same filesystem as the disk makes reflinks possible. */
   privateCopyPath: string
+  /** How the replay's debugfs is run (the copy bound read-write, nothing else writable): unconfined when omitted. */
+  sandbox?: Sandbox
 }
 
 /**
@@ -115,7 +118,12 @@ export async function openDiskView(disk: string, options: DiskViewOptions): Prom
   try {
     await privateCopy(disk, copy)
     const {execa} = await import('execa')
-    const result = await execa(options.debugfs ?? (await findDebugfs()), ['-w', '-R', 'journal_run', copy], {env: {LANG: 'C', LC_ALL: 'C'}, reject: false})
+    const binary = options.debugfs ?? (await findDebugfs())
+    const invocation = debugfsInvocation(options.sandbox ?? Sandbox.off(), {
+      args: file => ['-w', '-R', 'journal_run', file], disk: copy, env: {LANG: 'C', LC_ALL: 'C'}, tool: binary, writable: true,
+    })
+
+    const result = await execa(invocation.file, invocation.args, {env: invocation.env, reject: false})
     const complaints = debugfsComplaints(result.stderr)
     if (result.failed || complaints !== '' || (await readSuperblock(copy)).needsRecovery) {
       throw extractionError(`replaying the journal of a private copy of ${disk} failed: ${complaints || result.shortMessage || 'the journal still needs recovery'}`)

@@ -224,6 +224,53 @@ describe('commit command', () => {
       expect(stderr).to.contain('apt-get install e2fsprogs')
     })
 
+    describe('--sandbox', () => {
+      const savedSandbox = {bwrap: process.env.MICROAGENT_BWRAP, mode: process.env.MICROAGENT_SANDBOX}
+
+      afterEach(() => {
+        for (const [key, value] of [['MICROAGENT_BWRAP', savedSandbox.bwrap], ['MICROAGENT_SANDBOX', savedSandbox.mode]] as const) {
+          if (value === undefined) delete process.env[key]
+          else process.env[key] = value
+        }
+      })
+
+      it('require exits 8 before reading when bubblewrap is missing, with the envelope and nothing tagged', async () => {
+        process.env.MICROAGENT_BWRAP = '/nonexistent/bwrap'
+        const {error, stderr} = await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--sandbox', 'require', '--json'])
+        expect(exitOf(error)).to.equal(8)
+        const envelope = JSON.parse(stderr) as Envelope
+        expect(envelope.error).to.include({code: 'SANDBOX_UNAVAILABLE', exit_code: 8, kind: 'policy_denied'})
+        expect(envelope.error.remediation).to.contain('apt-get install bubblewrap')
+        expect(fake.disks).to.deep.equal([])
+        expect(existsSync(path.join(state, 'images', 'oci', 'index.json'))).to.equal(false)
+      })
+
+      it('takes the mode from MICROAGENT_SANDBOX', async () => {
+        process.env.MICROAGENT_BWRAP = '/nonexistent/bwrap'
+        process.env.MICROAGENT_SANDBOX = 'require'
+        expect(exitOf((await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state])).error)).to.equal(8)
+        expect(exitOf((await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--sandbox', 'off'])).error)).to.equal(undefined)
+      })
+
+      it('auto commits unconfined and warns once, naming how to enable it; the JSON says so too', async () => {
+        process.env.MICROAGENT_BWRAP = '/nonexistent/bwrap'
+        const human = await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state])
+        expect(human.error).to.equal(undefined)
+        const warnings = human.stderr.split('\n').filter(line => line.includes('unconfined'))
+        expect(warnings).to.have.length(1)
+        expect(warnings[0]).to.match(/^warning: debugfs ran unconfined: bubblewrap is not installed/).and.contain('apt-get install bubblewrap')
+        const json = JSON.parse((await runCommand(['commit', 'demo', 'local/x:2', '--state-dir', state, '--json'])).stdout) as {sandbox: unknown}
+        expect(json.sandbox).to.deep.include({confined: false, mode: 'auto'})
+      })
+
+      it('off says nothing, and an unknown mode is a usage error', async () => {
+        process.env.MICROAGENT_BWRAP = '/nonexistent/bwrap'
+        const off = await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--sandbox', 'off'])
+        expect(off.stderr).to.not.contain('unconfined')
+        expect(exitOf((await runCommand(['commit', 'demo', 'local/x:1', '--state-dir', state, '--sandbox', 'sometimes'])).error)).to.equal(2)
+      })
+    })
+
     it('keeps the workspace disk untouched on failure', async () => {
       const rootfs = path.join(state, 'workspaces', 'demo', 'rootfs.ext4')
       const before = readFileSync(rootfs)

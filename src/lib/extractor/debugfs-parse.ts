@@ -25,6 +25,26 @@ function decimal(raw: Buffer, what: string): number {
   return Number(text)
 }
 
+/** `(uid_t)-1`: chown's "leave unchanged", so no file can be given it as an owner. */
+const NO_ID = 2 ** 32 - 1
+
+/**
+ * An owner id as debugfs prints it. ext4 ids are 32-bit unsigned (16 low bits plus `i_uid_high`), but
+ * debugfs 1.42–1.47 prints them with `%d`, so ids from 2^31 on come out negative: `-2` is 4294967294.
+ * Returns undefined for anything that is not a 32-bit id.
+ */
+export function ownerId(text: string): number | undefined {
+  if (!/^-?\d{1,10}$/.test(text)) return undefined
+  const value = Number(text)
+  if (value < -(2 ** 31) || value > NO_ID) return undefined
+  return value < 0 ? value + 2 ** 32 : value
+}
+
+function listedId(raw: Buffer, what: string): void {
+  const text = raw.toString('latin1')
+  if (ownerId(text) === undefined) throw extractionError(`cannot parse a debugfs directory listing: bad ${what} "${text}"`)
+}
+
 /**
  * Parses `ls -p` output. Names are raw bytes and may hold newlines, but a name holding `/` (possible only
  * on a byte-edited disk) makes the record ambiguous: such a listing is refused, never guessed at.
@@ -54,8 +74,8 @@ export function parseDirListing(buf: Buffer): DirRecord[] {
     }
 
     pos++
-    decimal(uid, 'uid')
-    decimal(gid, 'gid')
+    listedId(uid, 'uid')
+    listedId(gid, 'gid')
     const modeText = mode.toString('latin1')
     if (!/^[0-7]{1,7}$/.test(modeText)) throw extractionError(`cannot parse a debugfs directory listing: bad mode "${modeText}"`)
     records.push({inode: decimal(inode, 'inode'), mode: Number.parseInt(modeText, 8), name: Buffer.from(name)})
@@ -155,11 +175,27 @@ export function decodeTime(lo: string, extra: string | undefined): Timestamp {
   return {nsec: Math.min(ext >>> 2, 999_999_999), sec: low + (ext & 3) * 2 ** 32}
 }
 
+/**
+ * An owner from `stat`. `(uid_t)-1` is refused rather than written: an unpacker's chown would take it as
+ * "leave unchanged", and the file (setuid bits and all) would stay owned by whoever unpacks it, often root.
+ */
+function statId(text: string, what: 'gid' | 'uid', inode: string): number {
+  const id = ownerId(text)
+  if (id === undefined) throw extractionError(`cannot parse debugfs stat output: bad ${what} "${text}" for inode ${inode}`)
+  if (id === NO_ID) {
+    throw extractionError(`inode ${inode} is owned by ${what} 4294967295, which is (uid_t)-1 and names no owner`, {
+      remediation: 'Give the file a real owner in the workspace (chown; 0 to 4294967294), or leave it out with --exclude; check the disk with `e2fsck -fn <rootfs>` on a copy.',
+    })
+  }
+
+  return id
+}
+
 /** Parses the fixed layout of `stat <ino>` (debugfs 1.42–1.47). */
 export function parseStat(buf: Buffer): InodeStat {
   const text = buf.toString('latin1')
   const head = match(text, /^Inode: (\d+)\s+Type: ([^\n]*?)\s+Mode:\s+([0-7]+)\s/, 'inode header')
-  const owner = match(text, /\nUser:\s+(\d+)\s+Group:\s+(\d+)\s+(?:Project:\s+\d+\s+)?Size: (\d+)\n/, 'owner and size')
+  const owner = match(text, /\nUser:\s+(-?\d+)\s+Group:\s+(-?\d+)\s+(?:Project:\s+\d+\s+)?Size: (\d+)\n/, 'owner and size')
   const links = match(text, /\nLinks: (\d+)\s+Blockcount: (\d+)\n/, 'link count')
   const xattrBlock = /\nFile ACL: (\d+)/.exec(text)
   const flags = match(text, /\sFlags: 0x([0-9a-f]{1,8})\n/, 'flags')
@@ -167,14 +203,14 @@ export function parseStat(buf: Buffer): InodeStat {
   const stat: InodeStat = {
     blockCount: Number(links[2]),
     flags: Number.parseInt(flags[1], 16),
-    gid: Number(owner[2]),
+    gid: statId(owner[2], 'gid', head[1]),
     inode: Number(head[1]),
     links: Number(links[1]),
     mode: Number.parseInt(head[3], 8) & 0o7777,
     mtime: mtime ? decodeTime(mtime[1], mtime[2]) : {nsec: 0, sec: 0},
     size: Number(owner[3]),
     type: TYPE_NAMES[head[2]] ?? 'bad',
-    uid: Number(owner[1]),
+    uid: statId(owner[1], 'uid', head[1]),
     xattrBlock: xattrBlock ? Number(xattrBlock[1]) : 0,
     xattrs: [],
   }

@@ -4,8 +4,9 @@ import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
 import {type ChildExit, spawnChild} from '../child.js'
-import {debugfsComplaints} from '../e2fsprogs.js'
-import {extractionError, MicroagentError} from '../errors.js'
+import {debugfsComplaints, debugfsInvocation, debugfsNotFound} from '../e2fsprogs.js'
+import {extractionError} from '../errors.js'
+import {Sandbox} from '../sandbox.js'
 
 /** A delimited reply larger than this is treated as hostile (a 100,000-entry directory lists in ~3 MB). */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -71,6 +72,8 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
 export interface SessionOptions {
   /** Pending requests with no output from debugfs for this long fail the session (a crafted disk can make it spin). */
   idleTimeoutMs?: number
+  /** How debugfs is run: unconfined when omitted. */
+  sandbox?: Sandbox
 }
 
 /** Bits of the per-session nonce. */
@@ -128,14 +131,20 @@ export class DebugfsSession {
     readonly disk: string,
     options: SessionOptions,
   ) {
-    const opened = noncePath(disk, randomBytes(NONCE_BITS / 8))
+    const sandbox = options.sandbox ?? Sandbox.off()
+    // debugfs echoes the path it opened, so the marker is spelled as the (maybe confined) process sees it.
+    const opened = noncePath(sandbox.diskPath(disk), randomBytes(NONCE_BITS / 8))
     this.marker = Buffer.from(`${PROMPT}Open mode: read-only\nFilesystem in use: ${opened}\n${PROMPT}`, 'latin1')
     // No -w: the disk is opened read-only. SS_READLINE_PATH=none keeps libss from loading readline; stat
     // prints local times that are never read (the raw hex is), and UTC spares glibc a look at
-    // /etc/localtime for each of them.
-    const child = spawnChild(binary, [opened], {
-      LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
+    // /etc/localtime for each of them. Confined, these four are debugfs's whole environment (and PATH).
+    const invocation = debugfsInvocation(sandbox, {
+      args: () => [opened], disk, env: {
+        LANG: 'C', LC_ALL: 'C', SS_READLINE_PATH: 'none', TZ: 'UTC',
+      }, tool: binary,
     })
+
+    const child = spawnChild(invocation.file, invocation.args, invocation.env)
     this.proc = child.process
     this.exited = child.exited
     this.proc.stdout.on('data', (chunk: Buffer) => this.onStdout(chunk))
@@ -269,12 +278,7 @@ export class DebugfsSession {
     const stderr = debugfsComplaints(this.stderrBuf)
     const missing = result.code === 'ENOENT'
     const error = missing
-      ? new MicroagentError(`debugfs not found at "${this.binary}"`, {
-        code: 'DEBUGFS_NOT_FOUND',
-        exit: 'extraction',
-        kind: 'unsupported',
-        remediation: 'Install e2fsprogs (apt-get install e2fsprogs) or pass --debugfs <path>.',
-      })
+      ? debugfsNotFound(this.binary)
       : extractionError(`debugfs exited unexpectedly (${result.signal ?? `exit ${result.exitCode}`})${stderr ? `: ${stderr}` : ''}`)
     this.fail(error)
   }

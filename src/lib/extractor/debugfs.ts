@@ -6,6 +6,7 @@ import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
 import {findDebugfs} from '../e2fsprogs.js'
 import {extractionError} from '../errors.js'
+import {openSandbox, type Sandbox} from '../sandbox.js'
 import {BlockReader} from './block-reader.js'
 import {
   type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseStat, TYPE_BITS,
@@ -85,6 +86,8 @@ export interface DebugfsExtractorOptions {
   binary?: string
   /** See SessionOptions.idleTimeoutMs. */
   idleTimeoutMs?: number
+  /** How debugfs is confined; when omitted, `openSandbox({mode: 'auto'})` (confined where bubblewrap works). */
+  sandbox?: Sandbox
 }
 
 function join(prefix: Buffer, name: Buffer): Buffer {
@@ -114,8 +117,16 @@ export class DebugfsExtractor implements Extractor {
 
   async * entries(disk: string, options: ExtractOptions = {}): AsyncGenerator<Entry, void, undefined> {
     const binary = this.options.binary ?? (await findDebugfs())
+    const sandbox = this.options.sandbox ?? (await openSandbox())
     const blocks = await BlockReader.open(disk)
-    const session = DebugfsSession.open(binary, disk, {idleTimeoutMs: this.options.idleTimeoutMs})
+    let session: DebugfsSession
+    try {
+      session = DebugfsSession.open(binary, disk, {idleTimeoutMs: this.options.idleTimeoutMs, sandbox})
+    } catch (error) {
+      blocks.close()
+      throw error
+    }
+
     const onAbort = (): void => session.terminate(extractionError('extraction was cancelled'))
     options.signal?.addEventListener('abort', onAbort, {once: true})
     let done = false
@@ -137,7 +148,10 @@ export class DebugfsExtractor implements Extractor {
   }
 
   async readFile(disk: string, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
-    const session = DebugfsSession.open(this.options.binary ?? (await findDebugfs()), disk, {idleTimeoutMs: this.options.idleTimeoutMs})
+    const binary = this.options.binary ?? (await findDebugfs())
+    // Confined like the walk: this session parses the same guest-controlled disk.
+    const sandbox = this.options.sandbox ?? (await openSandbox())
+    const session = DebugfsSession.open(binary, disk, {idleTimeoutMs: this.options.idleTimeoutMs, sandbox})
     try {
       const data = await readFileByPath(session, filePath, maxBytes)
       await session.close()
