@@ -19,7 +19,7 @@ export {
   type CommitOptions, type CommitResult, commitWorkspace,
 } from './lib/commit.js'
 export {
-  type Compression, COMPRESSIONS, createCompressor, LAYER_MEDIA_TYPES,
+  type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
 } from './lib/compress.js'
 export {
   type Backend,
