@@ -99,6 +99,9 @@ export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
 export {
+  QUIRK_IDS, type QuirkId, REGISTRY_QUIRKS, type RegistryQuirk,
+} from './lib/registry/quirks.js'
+export {
   EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile,
 } from './lib/runtime-files.js'
 export {
