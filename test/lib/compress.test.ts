@@ -84,6 +84,17 @@ describe('compress', () => {
       return
     }
 
+    // No zstd binary needed: with an empty PATH the default still compresses (the command would fail ENOENT).
+    const path0 = process.env.PATH
+    let withoutBinary: Buffer
+    try {
+      process.env.PATH = ''
+      withoutBinary = await compressWith(data, 'zstd')
+    } finally {
+      process.env.PATH = path0
+    }
+
+    expect(execFileSync('zstd', ['-d', '-c'], {input: withoutBinary}).equals(data)).to.equal(true)
     const big = Buffer.concat(Array.from({length: 6}, (_, i) => Buffer.concat([randomBytes(1024 * 1024), Buffer.alloc(1024 * 1024, i)])))
     const one = await compressWith(big, 'zstd', {parallelism: 1, zstd: 'zlib'})
     const four = await compressWith(big, 'zstd', {parallelism: 4, zstd: 'zlib'})
