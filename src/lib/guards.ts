@@ -13,10 +13,6 @@ export function isString(value: unknown): value is string {
   return typeof value === 'string'
 }
 
-export function isNonEmptyString(value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0
-}
-
 /** A finite or infinite number, but not NaN. */
 export function isNumber(value: unknown): value is number {
   return typeof value === 'number' && !Number.isNaN(value)
