@@ -164,6 +164,8 @@ class UploadSteps {
     private readonly onSent?: (digest: string, position: number) => void,
     private readonly chunkBytes = DEFAULT_CHUNK,
   ) {
+    // A chunk of 0 bytes (or NaN) would never reach the end of the blob.
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw usageError(`chunkBytes must be a positive integer, not ${chunkBytes}`)
     this.push = `repository:${repository}:pull,push`
   }
 

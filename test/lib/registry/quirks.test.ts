@@ -101,6 +101,8 @@ describe('registry quirks (nock)', () => {
       manifestAccepted(scope)
       await push()
       expect(scope.isDone()).to.equal(true)
+      // Nor from the caller: a chunk of 0 bytes would never end.
+      for (const chunkBytes of [0, -1, Number.NaN, 1.5]) expect((await rejection(push({chunkBytes}))).exitCode, String(chunkBytes)).to.equal(2)
       // A value that is not a positive integer is ignored, never a chunk of NaN bytes.
       expect([chunkSize(CHUNK, 'abc'), chunkSize(CHUNK, '-5'), chunkSize(CHUNK, '1e9'), chunkSize(CHUNK, null), chunkSize(CHUNK, '4')]).to.deep.equal([10, 10, 10, 10, 10])
     },
