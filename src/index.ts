@@ -19,7 +19,7 @@ export {
   type CommitOptions, type CommitResult, commitWorkspace,
 } from './lib/commit.js'
 export {
-  type Compression, COMPRESSIONS, createCompressor, LAYER_MEDIA_TYPES,
+  type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
 } from './lib/compress.js'
 export {
   type Backend,
@@ -98,6 +98,9 @@ export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from '
 export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'
+export {
+  QUIRK_IDS, type QuirkId, REGISTRY_QUIRKS, type RegistryQuirk,
+} from './lib/registry/quirks.js'
 export {
   EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile, type RuntimeFileReport, withoutRuntimeFiles,
 } from './lib/runtime-files.js'

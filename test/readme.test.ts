@@ -12,7 +12,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 /** Demo output without what changes from run to run: the temp folder, the registry port, the progress lines. */
 function normalize(text: string): string[] {
   return text
-  .replaceAll(/\/tmp\/microagent-demo-\w+/g, '<state>')
+  // Any temp dir: CI's Node 24 run has its own TMPDIR.
+  .replaceAll(/(?:\/[\w.-]+)*\/microagent-demo-\w+/g, '<state>')
   .replaceAll(/127\.0\.0\.1:\d+/g, '<registry>')
   .split('\n')
   .filter(line => !/^(Wrote layer: |Writing layer: |sha256:[0-9a-f]{12} {2}\S)/.test(line))
@@ -59,7 +60,7 @@ describe('README', () => {
       const fresh = execFileSync(process.execPath, [path.join(root, 'scripts', 'demo.mjs')], {
         encoding: 'utf8', env: {...process.env, DEMO_CLI: path.join(root, 'bin', 'dev.js'), NODE_ENV: 'development'}, stdio: ['ignore', 'pipe', 'pipe'],
       })
-      const state = /in (\/tmp\/microagent-demo-\w+)/.exec(fresh)?.[1]
+      const state = /in ((?:\/[\w.-]+)*\/microagent-demo-\w+)/.exec(fresh)?.[1]
       if (state) rmSync(state, {force: true, recursive: true})
       expect(session(`${documented}\n$ tar`)).to.deep.equal(session(fresh))
       expect(documented).to.match(/^Wrote layer: 15 entries/m)

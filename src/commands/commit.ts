@@ -77,7 +77,10 @@ export default class Commit extends BaseCommand<typeof Commit> {
     }),
     compression: Flags.string({
       default: 'gzip',
-      description: 'Layer compression: gzip (every client reads it; parallel members on all cores), zstd (several times faster, needs the zstd command and a client that reads tar+zstd) or none.',
+      description: [
+        'Layer compression: gzip (every client reads it; parallel members on all cores),',
+        'zstd (several times faster; written by Node ≥ 22.15, else by the zstd command; for clients that read tar+zstd) or none.',
+      ].join(' '),
       options: [...COMPRESSIONS],
       summary: 'Layer compression.',
     }),

@@ -6,6 +6,7 @@ import type {SecretScan} from './secrets.js'
 import {MicroagentError} from './errors.js'
 import {isNumber, isPlainObject, isString} from './guards.js'
 import {type Descriptor, type ImageManifest, REF_NAME_ANNOTATION} from './image.js'
+import {loadIs} from './is.js'
 import {layoutPath, OciLayout, type UntagResult} from './layout.js'
 import {ImageRecords} from './records.js'
 import {parseTagReference} from './reference.js'
@@ -81,13 +82,15 @@ async function rootfsCacheRecords(stateDir: string): Promise<ImageRecord[]> {
     })
   }
 
-  const images = isPlainObject(parsed) && Array.isArray(parsed.images) ? parsed.images : []
-  return images.filter(image => isPlainObject(image) && isString(image.image_ref)).map(image => ({
-    digest: isString(image.digest) ? image.digest : '',
-    ...(isString(image.last_used_at) ? {last_used_at: image.last_used_at} : {}),
+  // microagent's file, not ours: checked with @sindresorhus/is, loaded only when the file exists.
+  const is = await loadIs()
+  const images = is.plainObject(parsed) && is.array(parsed.images) ? parsed.images : []
+  return images.filter((image): image is Record<PropertyKey, unknown> => is.plainObject(image) && is.string(image.image_ref)).map(image => ({
+    digest: is.string(image.digest) ? image.digest : '',
+    ...(is.string(image.last_used_at) ? {last_used_at: image.last_used_at} : {}),
     platform: platformText(image.platform),
     reference: image.image_ref as string,
-    size_bytes: isNumber(image.size_bytes) ? image.size_bytes : 0,
+    size_bytes: is.number(image.size_bytes) ? image.size_bytes : 0,
     source: 'rootfs-cache' as const,
   }))
 }

@@ -3,6 +3,7 @@ import {
   Duplex, PassThrough, Transform, type TransformCallback,
 } from 'node:stream'
 import {Worker} from 'node:worker_threads'
+import zlib from 'node:zlib'
 
 import {spawnChild} from './child.js'
 import {MicroagentError, usageError} from './errors.js'
@@ -25,28 +26,67 @@ const LEVELS: Readonly<Record<Compression, {default: number; max: number; min: n
 export interface CompressorOptions {
   /** gzip 1–9 (default 6, gzip's own), zstd 1–19 (default 3, zstd's own). */
   level?: number
-  /** Independent gzip members compressed at once, each on a worker thread. */
+  /** Independent gzip members (or zstd frames, with zlib's zstd) compressed at once, each on a worker thread. */
   parallelism?: number
+  /**
+   * Who writes zstd: `zlib` (Node's own, from 22.15) or the `zstd` command. Default: zlib where this
+   * Node has it, else the command. Both write one standard zstd frame with a checksum.
+   */
+  zstd?: ZstdImplementation
 }
 
-/** Input bytes per gzip member: large enough that the ratio stays within ~1 % of one stream. */
-export const GZIP_MEMBER_BYTES = 4 * 1024 * 1024
+export type ZstdImplementation = 'command' | 'zlib'
 
 /**
- * The gzip workers' code. Plain CommonJS evaluated in the worker, so that it runs the same from the
- * TypeScript sources (tests, bin/dev.js) and from the build, with no loader in the worker.
+ * Input bytes per gzip member or zstd frame: large enough that the ratio stays within ~1 % of one
+ * stream (zstd's window at its default level is 2 MiB anyway).
  */
-const GZIP_WORKER = `
+export const MEMBER_BYTES = 4 * 1024 * 1024
+
+type MemberAlgorithm = 'gzip' | 'zstd'
+
+/**
+ * The workers' code. Plain CommonJS evaluated in the worker, so that it runs the same from the
+ * TypeScript sources (tests, bin/dev.js) and from the build, with no loader in the worker. A zstd frame
+ * is compressed on the worker's own thread (nbWorkers 0), with the checksum the zstd command writes, by
+ * one zstd stream per worker that ends a frame (ZSTD_e_end) per member: zstdCompressSync sets up a new
+ * context for every call, which cost more than the compression (measured on Node 24.22.3, 325 MB of
+ * tar in 4 MiB frames: 3.4 s that way, 1.3 s reusing the context, 1.15 s for `zstd -3 -T1`). A frame
+ * starts from a clean state whatever came before it, so the bytes do not depend on which worker made it.
+ */
+const MEMBER_WORKER = `
 const {parentPort} = require('node:worker_threads')
 const {setFlagsFromString} = require('node:v8')
 const {runInNewContext} = require('node:vm')
-const {gzipSync} = require('node:zlib')
+const zlib = require('node:zlib')
 setFlagsFromString('--expose-gc')
 const collect = runInNewContext('gc')
 const owns = buffer => buffer.byteOffset === 0 && buffer.byteLength === buffer.buffer.byteLength
-parentPort.on('message', ({data, id, level}) => {
+let zstd
+let frame = []
+const zstdFrame = (data, level) => new Promise((resolve, reject) => {
+  if (!zstd) {
+    const c = zlib.constants
+    zstd = zlib.createZstdCompress({chunkSize: 1024 * 1024, params: {[c.ZSTD_c_checksumFlag]: 1, [c.ZSTD_c_compressionLevel]: level, [c.ZSTD_c_nbWorkers]: 0}})
+    zstd.on('data', chunk => frame.push(chunk))
+  }
+  zstd.once('error', reject)
+  zstd.write(data)
+  zstd.flush(zlib.constants.ZSTD_e_end, () => {
+    // Output pushed while flushing can reach 'data' on a later tick: take the frame once those have run.
+    setImmediate(() => {
+      zstd.off('error', reject)
+      const output = frame.length === 1 ? frame[0] : Buffer.concat(frame)
+      frame = []
+      resolve(output)
+    })
+  })
+})
+const compress = async (algorithm, data, level) =>
+  algorithm === 'gzip' ? zlib.gzipSync(data, {chunkSize: 1024 * 1024, level, memLevel: 9}) : zstdFrame(data, level)
+parentPort.on('message', async ({algorithm, data, id, level}) => {
   try {
-    const output = gzipSync(data, {chunkSize: 1024 * 1024, level, memLevel: 9})
+    const output = await compress(algorithm, data, level)
     // Both buffers move back without a copy: the output, and the input for the next member.
     parentPort.postMessage({data, id, output}, [data.buffer, ...(owns(output) ? [output.buffer] : [])])
   } catch (error) {
@@ -58,13 +98,13 @@ parentPort.on('message', ({data, id, level}) => {
 })
 `
 
-interface GzipTask {
+interface MemberTask {
   data: Buffer
   reject(error: Error): void
-  resolve(result: GzipResult): void
+  resolve(result: MemberResult): void
 }
 
-interface GzipResult {
+interface MemberResult {
   /** The input buffer, handed back for reuse. */
   data: Buffer
   output: Buffer
@@ -76,18 +116,19 @@ function asBuffer(bytes: Uint8Array): Buffer {
 }
 
 /**
- * Worker threads that gzip whole buffers. A member is handed over (its memory transferred, not copied)
+ * Worker threads that compress whole buffers. A member is handed over (its memory transferred, not copied)
  * and compressed in one call, so the main thread is not involved until the member is done: it keeps
  * extracting and archiving meanwhile. (zlib's own async API needs the main thread for every output chunk.)
  */
-class GzipPool {
+class MemberPool {
   private readonly idle: Worker[] = []
   private nextId = 0
-  private readonly queue: GzipTask[] = []
-  private readonly running = new Map<number, GzipTask>()
+  private readonly queue: MemberTask[] = []
+  private readonly running = new Map<number, MemberTask>()
   private readonly workers: Worker[] = []
 
   constructor(
+    private readonly algorithm: MemberAlgorithm,
     private readonly level: number,
     private readonly size: number,
   ) {}
@@ -99,8 +140,8 @@ class GzipPool {
   }
 
   /** Compresses `data`, which must own its whole ArrayBuffer: it is moved to the worker and back. */
-  compress(data: Buffer): Promise<GzipResult> {
-    return new Promise<GzipResult>((resolve, reject) => {
+  compress(data: Buffer): Promise<MemberResult> {
+    return new Promise<MemberResult>((resolve, reject) => {
       this.queue.push({data, reject, resolve})
       this.dispatch()
     })
@@ -113,7 +154,9 @@ class GzipPool {
       const task = this.queue.shift()!
       const id = this.nextId++
       this.running.set(id, task)
-      worker.postMessage({data: task.data, id, level: this.level}, [task.data.buffer as ArrayBuffer])
+      worker.postMessage({
+        algorithm: this.algorithm, data: task.data, id, level: this.level,
+      }, [task.data.buffer as ArrayBuffer])
     }
   }
 
@@ -126,14 +169,14 @@ class GzipPool {
 
   private spawn(): undefined | Worker {
     if (this.workers.length >= this.size) return undefined
-    const worker = new Worker(GZIP_WORKER, {eval: true})
+    const worker = new Worker(MEMBER_WORKER, {eval: true})
     worker.on('message', (message: {data?: Uint8Array; error?: string; id: number; output?: Uint8Array}) => {
       const task = this.running.get(message.id)
       if (!task) return
       this.running.delete(message.id)
       const {data, output} = message
       if (data && output) task.resolve({data: asBuffer(data), output: asBuffer(output)})
-      else task.reject(new Error(`gzip failed: ${message.error}`))
+      else task.reject(new Error(`${this.algorithm} failed: ${message.error}`))
       this.idle.push(worker)
       this.dispatch()
     })
@@ -145,21 +188,22 @@ class GzipPool {
 
 /**
  * gzip as concatenated independent members (RFC 1952 allows any number; every gzip reader accepts
- * them), each compressed on a worker thread while the main thread extracts and archives. Member
- * boundaries fall at fixed input offsets, so the output depends on the input and the level only: the
- * same tar always gives the same blob, whatever the machine's core count.
+ * them), or zstd as concatenated frames (RFC 8878: a zstd stream is one or more frames), each
+ * compressed on a worker thread while the main thread extracts and archives. Member boundaries fall at
+ * fixed input offsets, so the output depends on the input and the level only (and, for zstd, on the
+ * zstd inside this Node): the same tar always gives the same blob, whatever the machine's core count.
  */
-export class ParallelGzip extends Transform {
+export class ParallelMembers extends Transform {
   private filled = 0
-  private readonly inFlight: Promise<GzipResult>[] = []
+  private readonly inFlight: Promise<MemberResult>[] = []
   private member: Buffer
-  private readonly pool: GzipPool
+  private readonly pool: MemberPool
   /** Member buffers back from the workers, reused so that memory stays flat whatever the layer's size. */
   private readonly spare: Buffer[] = []
 
-  constructor(level: number, private readonly parallelism: number) {
-    super({highWaterMark: GZIP_MEMBER_BYTES})
-    this.pool = new GzipPool(level, parallelism)
+  constructor(algorithm: MemberAlgorithm, level: number, private readonly parallelism: number) {
+    super({highWaterMark: MEMBER_BYTES})
+    this.pool = new MemberPool(algorithm, level, parallelism)
     this.member = this.freshMember()
   }
 
@@ -184,11 +228,11 @@ export class ParallelGzip extends Transform {
   override _transform(chunk: Buffer, _encoding: string, callback: TransformCallback): void {
     // Copied into the member being filled: the producer may reuse its buffer once this callback has run.
     for (let at = 0; at < chunk.length;) {
-      const take = Math.min(GZIP_MEMBER_BYTES - this.filled, chunk.length - at)
+      const take = Math.min(MEMBER_BYTES - this.filled, chunk.length - at)
       chunk.copy(this.member, this.filled, at, at + take)
       this.filled += take
       at += take
-      if (this.filled === GZIP_MEMBER_BYTES) {
+      if (this.filled === MEMBER_BYTES) {
         this.launch(this.member)
         this.member = this.freshMember()
         this.filled = 0
@@ -203,14 +247,14 @@ export class ParallelGzip extends Transform {
   private async drain(keep: number): Promise<void> {
     while (this.inFlight.length > keep) {
       const {data, output} = await this.inFlight.shift()!
-      if (data.length === GZIP_MEMBER_BYTES) this.spare.push(data)
+      if (data.length === MEMBER_BYTES) this.spare.push(data)
       this.push(output)
     }
   }
 
   private freshMember(): Buffer {
     // Slow (unpooled) allocation: a member must own its ArrayBuffer to be moved to a worker.
-    return this.spare.pop() ?? Buffer.allocUnsafeSlow(GZIP_MEMBER_BYTES)
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(MEMBER_BYTES)
   }
 
   private launch(data: Buffer): void {
@@ -221,8 +265,19 @@ export class ParallelGzip extends Transform {
   }
 }
 
+/** Whether this Node's zlib writes zstd (Node ≥ 22.15, 23.8); @types/node 20 does not know the API. */
+function zlibHasZstd(): boolean {
+  // eslint-disable-next-line n/no-unsupported-features/node-builtins -- feature detection: absent on Node 20
+  return typeof (zlib as unknown as {zstdCompressSync?: unknown}).zstdCompressSync === 'function'
+}
+
+/** What writes zstd here by default: Node's zlib when it has zstd, else the zstd command. */
+export function defaultZstdImplementation(): ZstdImplementation {
+  return zlibHasZstd() ? 'zlib' : 'command'
+}
+
 /** zstd through the zstd command (Node 20 has no zstd), on as many threads as there are cores. */
-function zstdStream(level: number): Duplex {
+function commandZstdStream(level: number): Duplex {
   const {exited, process: child, stderr} = spawnChild('zstd', [`-${level}`, '-T0', '-q', '-c', '-'])
   const duplex = Duplex.from({readable: child.stdout, writable: child.stdin})
   exited.then(result => {
@@ -232,12 +287,34 @@ function zstdStream(level: number): Duplex {
         code: 'COMPRESSOR_FAILED',
         exit: 'layout',
         kind: missing ? 'unsupported' : 'permanent',
-        remediation: missing ? 'Install zstd (apt-get install zstd), or use --compression gzip.' : 'Retry; if it persists, use --compression gzip.',
+        remediation: missing
+          ? 'Install zstd (apt-get install zstd), run on Node ≥ 22.15 (its zlib writes zstd), or use --compression gzip.'
+          : 'Retry; if it persists, use --compression gzip.',
       }))
     }
   })
   duplex.on('close', () => child.kill())
   return duplex
+}
+
+/**
+ * zlib's zstd runs as independent frames on worker threads, like gzip. Not zlib's streaming zstd with
+ * its own threads (nbWorkers ≥ 1): on Node 24.22.3 that stream fails with ERR_STREAM_PUSH_AFTER_EOF,
+ * and single-threaded it would be one core.
+ */
+function zstdStream(level: number, options: CompressorOptions): Duplex {
+  const implementation = options.zstd ?? defaultZstdImplementation()
+  if (implementation === 'command') return commandZstdStream(level)
+  if (!zlibHasZstd()) {
+    throw new MicroagentError(`this Node (${process.version}) has no zstd in zlib`, {
+      code: 'COMPRESSOR_FAILED',
+      exit: 'layout',
+      kind: 'unsupported',
+      remediation: 'Use Node ≥ 22.15, or let the zstd command compress (the default on older Node).',
+    })
+  }
+
+  return new ParallelMembers('zstd', level, Math.max(1, options.parallelism ?? availableParallelism()))
 }
 
 /** Checks a level against the algorithm's range; usage error otherwise. */
@@ -252,12 +329,15 @@ export function compressionLevel(compression: Compression, level?: number): numb
 }
 
 /**
- * A transform that compresses a layer tar. Output depends on the input and the options only (gzip
- * members carry no name and no mtime), so the same tar gives the same blob digest.
+ * A transform that compresses a layer tar. Output depends on the input, the options and, for zstd, on
+ * who compresses (see `defaultZstdImplementation`): gzip members carry no name and no mtime, and zstd
+ * is written by one implementation per Node version, so the same tar on the same Node and zstd gives
+ * the same blob digest. zlib's zstd (Node ≥ 22.15) and the zstd command write the same format, but
+ * their bytes differ (other zstd versions and settings): a zstd layer's digest may change with Node.
  */
 export function createCompressor(compression: Compression, options: CompressorOptions = {}): Duplex {
   const level = compressionLevel(compression, options.level)
   if (compression === 'none') return new PassThrough()
-  if (compression === 'zstd') return zstdStream(level)
-  return new ParallelGzip(level, Math.max(1, options.parallelism ?? availableParallelism()))
+  if (compression === 'zstd') return zstdStream(level, options)
+  return new ParallelMembers('gzip', level, Math.max(1, options.parallelism ?? availableParallelism()))
 }

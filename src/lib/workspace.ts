@@ -3,7 +3,7 @@ import {readdir, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {MicroagentError, notFoundError, usageError} from './errors.js'
-import {isNumber, isPlainObject, isString} from './guards.js'
+import {type Is, loadIs} from './is.js'
 import {holdLease, type Lease} from './lease.js'
 import {isPidAlive, processStartTime} from './pid.js'
 import {type Architecture, normalizeArch} from './platform.js'
@@ -116,23 +116,25 @@ export async function readRuntimeState(paths: WorkspacePaths): Promise<RuntimeSt
   const runtimeFile = path.join(paths.runtimeDir, 'runtime.json')
   const runtime = await readJsonIfExists(runtimeFile)
   if (runtime !== undefined) {
-    if (!isPlainObject(runtime) || !isPlainObject(runtime.event) || !isString(runtime.event.state)) {
+    const is = await loadIs()
+    if (!is.plainObject(runtime) || !is.plainObject(runtime.event) || !is.string(runtime.event.state)) {
       throw unreadableRecord(runtimeFile, new Error('no event.state'))
     }
 
     return {
-      pid: isNumber(runtime.pid) && Number.isSafeInteger(runtime.pid) ? runtime.pid : 0,
+      pid: is.safeInteger(runtime.pid) ? runtime.pid : 0,
       source: 'runtime.json',
-      startedAt: isString(runtime.startedAt) ? runtime.startedAt : undefined,
+      startedAt: is.string(runtime.startedAt) ? runtime.startedAt : undefined,
       state: runtime.event.state,
-      updatedAt: isString(runtime.updatedAt) ? runtime.updatedAt : undefined,
+      updatedAt: is.string(runtime.updatedAt) ? runtime.updatedAt : undefined,
     }
   }
 
   const eventFile = path.join(paths.runtimeDir, 'event.json')
   const event = await readJsonIfExists(eventFile)
   if (event !== undefined) {
-    if (!isPlainObject(event) || !isString(event.state)) throw unreadableRecord(eventFile, new Error('no state'))
+    const is = await loadIs()
+    if (!is.plainObject(event) || !is.string(event.state)) throw unreadableRecord(eventFile, new Error('no state'))
     return {pid: 0, source: 'event.json', state: event.state}
   }
 
@@ -194,41 +196,41 @@ export interface WorkspaceManifest {
   imageDefaults: ImageDefaults
 }
 
-function stringList(value: unknown): string[] | undefined {
-  return Array.isArray(value) && value.every(item => isString(item)) ? (value as string[]) : undefined
+function stringList(is: Is, value: unknown): string[] | undefined {
+  return is.array(value, is.string) ? value : undefined
 }
 
-function pick(record: Record<string, unknown>, ...keys: string[]): unknown {
+function pick(record: Record<PropertyKey, unknown>, ...keys: string[]): unknown {
   for (const key of keys) if (record[key] !== undefined) return record[key]
   return undefined
 }
 
 /** Reads `image_defaults` with Go's field names or snake_case keys: the JSON spelling upstream is inferred. */
-export function imageDefaultsFrom(manifest: Record<string, unknown>): ImageDefaults {
+export function imageDefaultsFrom(is: Is, manifest: Record<PropertyKey, unknown>): ImageDefaults {
   const raw = manifest.image_defaults
   const defaults: ImageDefaults = {}
-  if (isPlainObject(raw)) {
+  if (is.plainObject(raw)) {
     const user = pick(raw, 'User', 'user')
     const workingDir = pick(raw, 'WorkingDir', 'working_dir', 'workdir')
     const stopSignal = pick(raw, 'StopSignal', 'stop_signal')
     const labels = pick(raw, 'Labels', 'labels')
-    if (isString(user)) defaults.User = user
-    if (isString(workingDir)) defaults.WorkingDir = workingDir
-    if (isString(stopSignal)) defaults.StopSignal = stopSignal
-    if (isPlainObject(labels) && Object.values(labels).every(v => isString(v))) {
+    if (is.string(user)) defaults.User = user
+    if (is.string(workingDir)) defaults.WorkingDir = workingDir
+    if (is.string(stopSignal)) defaults.StopSignal = stopSignal
+    if (is.plainObject<string>(labels) && Object.values(labels).every(v => is.string(v))) {
       defaults.Labels = labels as Record<string, string>
     }
 
-    defaults.Env = stringList(pick(raw, 'Env', 'env'))
-    defaults.Entrypoint = stringList(pick(raw, 'Entrypoint', 'entrypoint'))
-    defaults.Cmd = stringList(pick(raw, 'Cmd', 'cmd'))
-    defaults.ExposedPorts = stringList(pick(raw, 'ExposedPorts', 'exposed_ports'))
-    defaults.Volumes = stringList(pick(raw, 'Volumes', 'volumes'))
+    defaults.Env = stringList(is, pick(raw, 'Env', 'env'))
+    defaults.Entrypoint = stringList(is, pick(raw, 'Entrypoint', 'entrypoint'))
+    defaults.Cmd = stringList(is, pick(raw, 'Cmd', 'cmd'))
+    defaults.ExposedPorts = stringList(is, pick(raw, 'ExposedPorts', 'exposed_ports'))
+    defaults.Volumes = stringList(is, pick(raw, 'Volumes', 'volumes'))
   }
 
-  defaults.Env ??= stringList(manifest.image_env)
-  defaults.Entrypoint ??= stringList(manifest.image_entrypoint)
-  defaults.Cmd ??= stringList(manifest.image_cmd)
+  defaults.Env ??= stringList(is, manifest.image_env)
+  defaults.Entrypoint ??= stringList(is, manifest.image_entrypoint)
+  defaults.Cmd ??= stringList(is, manifest.image_cmd)
   for (const key of Object.keys(defaults) as (keyof ImageDefaults)[]) {
     if (defaults[key] === undefined) delete defaults[key]
   }
@@ -240,9 +242,9 @@ export function imageDefaultsFrom(manifest: Record<string, unknown>): ImageDefau
  * The guest architecture, where microagent recorded it: an `arch` field, or the name of the guest-init
  * artifact it injected (`artifacts/microagent-guestinit-<arch>[-<sha>]`).
  */
-async function recordedArch(paths: WorkspacePaths, manifest: Record<string, unknown>): Promise<Architecture | undefined> {
+async function recordedArch(is: Is, paths: WorkspacePaths, manifest: Record<PropertyKey, unknown>): Promise<Architecture | undefined> {
   const field = pick(manifest, 'arch', 'architecture', 'guest_arch')
-  if (isString(field)) return normalizeArch(field)
+  if (is.string(field)) return normalizeArch(field)
   let names: string[] = []
   try {
     names = await readdir(path.join(paths.workspaceDir, 'artifacts'))
@@ -281,8 +283,9 @@ export async function readWorkspaceManifest(paths: WorkspacePaths): Promise<Work
     })
   }
 
-  if (!isPlainObject(manifest)) return {imageDefaults: {}}
-  return {arch: await recordedArch(paths, manifest), imageDefaults: imageDefaultsFrom(manifest)}
+  const is = await loadIs()
+  if (!is.plainObject(manifest)) return {imageDefaults: {}}
+  return {arch: await recordedArch(is, paths, manifest), imageDefaults: imageDefaultsFrom(is, manifest)}
 }
 
 export interface Workspace {

@@ -6,7 +6,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 /**
  * One kind of trouble, for the first `times` requests that `match` (Infinity: for all of them):
- * - `status`: answer with that status (503, 500...) without asking the registry;
+ * - `status`: answer with that status (503, 500, 413...) without asking the registry, once the body is in;
  * - `reset`: forward, then cut both connections once `afterBytes` of the request body went through;
  * - `delay`: wait `ms` before forwarding.
  */
@@ -72,9 +72,13 @@ export async function startFaultProxy(target: string, faults: Fault[]): Promise<
     }
 
     case 'status': {
+      // Answered once the body is in, as a proxy with lingering close does: answering mid-body makes node:http
+      // close the socket, and the client then sees a reset instead of the status, at random.
       incoming.resume()
-      response.writeHead(fault.status, {'content-type': 'application/json', 'retry-after': '0'})
-      response.end('{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}')
+      incoming.on('end', () => {
+        response.writeHead(fault.status, {'content-type': 'application/json', 'retry-after': '0'})
+        response.end('{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}')
+      })
     }
     }
   })

@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 
 import {
-  isNonEmptyString, isNumber, isObject, isPlainObject, isString,
+  isNumber, isObject, isPlainObject, isString,
 } from '../../src/lib/guards.js'
 
 describe('guards', () => {
@@ -11,9 +11,8 @@ describe('guards', () => {
     for (const value of [null, [], 'x', 1, new Date(0), new Map(), () => {}]) expect(isPlainObject(value), String(value)).to.equal(false)
   })
 
-  it('tells strings, non-empty strings, numbers and objects apart', () => {
+  it('tells strings, numbers and objects apart', () => {
     expect([isString(''), isString('a'), isString(1)]).to.deep.equal([true, true, false])
-    expect([isNonEmptyString(''), isNonEmptyString('a'), isNonEmptyString(0)]).to.deep.equal([false, true, false])
     expect([isNumber(0), isNumber(Number.NaN), isNumber('1')]).to.deep.equal([true, false, false])
     expect([isObject([]), isObject(() => {}), isObject(null), isObject('x')]).to.deep.equal([true, true, false, false])
   })

@@ -4,6 +4,7 @@ import {mkdirSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
+import {loadIs} from '../../src/lib/is.js'
 import {
   imageDefaultsFrom,
   isFileLocked,
@@ -224,8 +225,8 @@ describe('workspace', () => {
   })
 
   describe('manifest', () => {
-    it('carries image_defaults (Go field names)', () => {
-      const defaults = imageDefaultsFrom({
+    it('carries image_defaults (Go field names)', async () => {
+      const defaults = imageDefaultsFrom(await loadIs(), {
         image_cmd: ['ignored'],
         image_defaults: {
           Cmd: ['serve'], Env: ['A=1'], ExposedPorts: ['8080/tcp'], Labels: {a: 'b'}, StopSignal: 'SIGTERM', User: 'app', Volumes: ['/data'], WorkingDir: '/srv',
@@ -243,8 +244,8 @@ describe('workspace', () => {
       })
     })
 
-    it('falls back to image_env, image_entrypoint, image_cmd', () => {
-      expect(imageDefaultsFrom({image_cmd: ['serve'], image_entrypoint: ['/init'], image_env: ['PATH=/usr/bin']})).to.deep.equal({
+    it('falls back to image_env, image_entrypoint, image_cmd', async () => {
+      expect(imageDefaultsFrom(await loadIs(), {image_cmd: ['serve'], image_entrypoint: ['/init'], image_env: ['PATH=/usr/bin']})).to.deep.equal({
         Cmd: ['serve'],
         Entrypoint: ['/init'],
         Env: ['PATH=/usr/bin'],

@@ -1,4 +1,5 @@
 import {MicroagentError, usageError} from '../errors.js'
+import {loadIs} from '../is.js'
 
 export const ENTRY_TYPES = ['file', 'directory', 'symlink', 'char', 'block', 'fifo'] as const
 export type EntryType = (typeof ENTRY_TYPES)[number]
@@ -100,10 +101,12 @@ export interface ExtractorAnswer {
 
 /**
  * Picks the extractor named `name` from the plugins' answers: exactly one plugin must offer it, and what
- * it offers must look like an Extractor. Errors say what is installed and what to do.
+ * it offers must look like an Extractor (checked with @sindresorhus/is: an object with a non-empty `name`,
+ * an `entries` function and, if any, a string `filesystem`). Errors say what is installed and what to do.
  */
-export function chooseExtractor(name: string, answers: ExtractorAnswer[]): Extractor {
-  const offered = answers.filter(answer => answer.result !== undefined && answer.result !== null)
+export async function chooseExtractor(name: string, answers: ExtractorAnswer[]): Promise<Extractor> {
+  const is = await loadIs()
+  const offered = answers.filter(answer => !is.nullOrUndefined(answer.result))
   if (offered.length === 0) {
     throw usageError(
       `no installed plugin provides the extractor "${name}"`,
@@ -116,8 +119,9 @@ export function chooseExtractor(name: string, answers: ExtractorAnswer[]): Extra
   }
 
   const [{plugin, result}] = offered
-  if (!isExtractor(result)) {
-    throw new MicroagentError(`plugin ${plugin} answered --extractor "${name}" with something that is not an Extractor (it needs a name and an entries() method)`, {
+  const shaped = is.object(result) && isExtractor(result) && is.nonEmptyString(result.name) && is.function(result.entries)
+  if (!shaped || !(is.undefined(result.filesystem) || is.string(result.filesystem))) {
+    throw new MicroagentError(`plugin ${plugin} answered --extractor "${name}" with something that is not an Extractor (it needs a name, an entries() method and, if any, a string filesystem)`, {
       code: 'BAD_EXTRACTOR',
       exit: 'internal',
       kind: 'permanent',

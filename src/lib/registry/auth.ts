@@ -3,7 +3,7 @@ import {homedir} from 'node:os'
 import path from 'node:path'
 
 import {MicroagentError} from '../errors.js'
-import {isNonEmptyString, isPlainObject, isString} from '../guards.js'
+import {type Is, loadIs} from '../is.js'
 import {DEFAULT_REGISTRY} from '../reference.js'
 
 /** What a config file or helper holds for one registry. Never printed: see `describeCredential`. */
@@ -75,17 +75,17 @@ function decodeAuth(value: string, file: string): {password: string; username: s
   return {password: decoded.slice(colon + 1).replace(/\0+$/, ''), username: decoded.slice(0, colon)}
 }
 
-function fromAuthsEntry(entry: unknown, file: string): Credential | undefined {
-  if (!isPlainObject(entry)) return undefined
+function fromAuthsEntry(is: Is, entry: unknown, file: string): Credential | undefined {
+  if (!is.plainObject(entry)) return undefined
   const credential: Credential = {source: file}
-  if (isNonEmptyString(entry.auth)) Object.assign(credential, decodeAuth(entry.auth, file))
-  if (isNonEmptyString(entry.username) && isString(entry.password)) {
+  if (is.nonEmptyString(entry.auth)) Object.assign(credential, decodeAuth(entry.auth, file))
+  if (is.nonEmptyString(entry.username) && is.string(entry.password)) {
     credential.username = entry.username
     credential.password = entry.password
   }
 
-  if (isNonEmptyString(entry.identitytoken)) credential.identityToken = entry.identitytoken
-  if (isNonEmptyString(entry.registrytoken)) credential.registryToken = entry.registrytoken
+  if (is.nonEmptyString(entry.identitytoken)) credential.identityToken = entry.identitytoken
+  if (is.nonEmptyString(entry.registrytoken)) credential.registryToken = entry.registrytoken
   // `{}` is what Docker writes beside a credential helper: no credential here.
   return credential.username || credential.identityToken || credential.registryToken ? credential : undefined
 }
@@ -128,13 +128,14 @@ export async function runCredentialHelper(name: string, serverUrl: string, file:
     })
   }
 
-  if (!isPlainObject(answer) || !isString(answer.Secret) || answer.Secret === '') return undefined
+  const is = await loadIs()
+  if (!is.plainObject(answer) || !is.nonEmptyString(answer.Secret)) return undefined
   // A helper answers Username "<token>" for an identity (refresh) token.
   if (answer.Username === '<token>') return {identityToken: answer.Secret, source: helper}
-  return {password: answer.Secret, source: helper, username: isString(answer.Username) ? answer.Username : ''}
+  return {password: answer.Secret, source: helper, username: is.string(answer.Username) ? answer.Username : ''}
 }
 
-async function readAuthFile(file: string): Promise<Record<string, unknown> | undefined> {
+async function readAuthFile(is: Is, file: string): Promise<Record<PropertyKey, unknown> | undefined> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -151,7 +152,7 @@ async function readAuthFile(file: string): Promise<Record<string, unknown> | und
     throw badFile(file, `not valid JSON (${(error as Error).message})`)
   }
 
-  if (!isPlainObject(config)) throw badFile(file, 'not a JSON object')
+  if (!is.plainObject(config)) throw badFile(file, 'not a JSON object')
   return config
 }
 
@@ -160,25 +161,26 @@ async function readAuthFile(file: string): Promise<Record<string, unknown> | und
  * as docker/cli ranks them. Keys match after normalisation (scheme and path dropped, Docker Hub aliases).
  */
 export async function credentialFromFile(file: AuthFile, registry: string): Promise<Credential | undefined> {
-  const config = await readAuthFile(file.path)
+  const is = await loadIs()
+  const config = await readAuthFile(is, file.path)
   if (!config) return undefined
   const target = normalizeRegistryKey(registry)
   const serverUrl = target === DEFAULT_REGISTRY ? DOCKER_HUB_KEY : target
   const find = (map: unknown): [string, unknown] | undefined => {
-    if (!isPlainObject(map)) return undefined
+    if (!is.plainObject(map)) return undefined
     const entries = Object.entries(map)
     return entries.find(([key]) => key === registry) ?? entries.find(([key]) => normalizeRegistryKey(key) === target)
   }
 
   const helper = find(config.credHelpers)
-  if (helper && isNonEmptyString(helper[1])) return runCredentialHelper(helper[1], serverUrl, file.path)
-  if (isNonEmptyString(config.credsStore)) {
+  if (helper && is.nonEmptyString(helper[1])) return runCredentialHelper(helper[1], serverUrl, file.path)
+  if (is.nonEmptyString(config.credsStore)) {
     const stored = await runCredentialHelper(config.credsStore, serverUrl, file.path)
     if (stored) return stored
   }
 
   const auth = find(config.auths)
-  return auth ? fromAuthsEntry(auth[1], file.path) : undefined
+  return auth ? fromAuthsEntry(is, auth[1], file.path) : undefined
 }
 
 /** The first credential any file holds for `registry`, or undefined for anonymous access. */

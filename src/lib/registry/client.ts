@@ -1,9 +1,8 @@
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {isMicroagentError, MicroagentError} from '../errors.js'
-import {
-  isNonEmptyString, isNumber, isObject, isPlainObject,
-} from '../guards.js'
+import {isObject} from '../guards.js'
+import {type Is, loadIs} from '../is.js'
 import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
 import {type Credential, describeCredential} from './auth.js'
 import {streamingRequest} from './http.js'
@@ -123,12 +122,12 @@ async function readBounded(response: Response): Promise<string> {
 }
 
 /** The distribution spec's error codes in a body, e.g. `BLOB_UNKNOWN: blob unknown to registry`. */
-function specErrors(body: string): string {
+function specErrors(is: Is, body: string): string {
   try {
     const parsed = JSON.parse(body) as unknown
-    if (isPlainObject(parsed) && Array.isArray(parsed.errors)) {
+    if (is.plainObject(parsed) && is.array(parsed.errors)) {
       return parsed.errors
-      .map(e => (isPlainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
+      .map(e => (is.plainObject(e) ? `${String(e.code ?? '')}${e.message ? `: ${String(e.message)}` : ''}` : ''))
       .filter(Boolean)
       .join('; ')
     }
@@ -260,8 +259,9 @@ export class RegistryClient {
     }
 
     const response = await this.requestToken(realm, challenge, scopes)
+    const is = await loadIs()
     if (!response.ok) {
-      const detail = specErrors(await readBounded(response))
+      const detail = specErrors(is, await readBounded(response))
       const kind = response.status === 401 || response.status === 403 ? 'policy_denied' : (RETRYABLE_STATUS.has(response.status) ? 'transient' : 'permanent')
       throw this.failure(
         `the token service ${redactUrl(realm)} refused ${describeCredential(credential)} (${response.status}${detail ? `: ${detail}` : ''})`,
@@ -269,11 +269,18 @@ export class RegistryClient {
       )
     }
 
-    const body = (await response.json()) as Record<string, unknown>
-    const token = isNonEmptyString(body.token) ? body.token : (isNonEmptyString(body.access_token) ? body.access_token : undefined)
+    let body: unknown
+    try {
+      body = await response.json()
+    } catch {
+      body = undefined
+    }
+
+    if (!is.plainObject(body)) throw this.failure(`the token service ${redactUrl(realm)} answered something that is not a JSON object`, 'permanent')
+    const token = is.nonEmptyString(body.token) ? body.token : (is.nonEmptyString(body.access_token) ? body.access_token : undefined)
     if (!token) throw this.failure(`the token service ${redactUrl(realm)} returned no token`, 'permanent')
     // The token spec's default lifetime is 60 s; renew a little early so a request never carries a dead token.
-    const lifetime = Math.max(isNumber(body.expires_in) ? body.expires_in : 60, 60)
+    const lifetime = Math.max(is.number(body.expires_in) ? body.expires_in : 60, 60)
     return {expiresAt: Date.now() + (lifetime - 10) * 1000, token}
   }
 
@@ -340,7 +347,7 @@ export class RegistryClient {
   }
 
   private async responseError(request: RegistryRequest, response: Response): Promise<MicroagentError> {
-    const detail = specErrors(await readBounded(response))
+    const detail = specErrors(await loadIs(), await readBounded(response))
     const message = `${request.what}: ${request.method} ${redactUrl(response.url || new URL(request.url, this.origin))} answered ${response.status}${detail ? ` (${detail})` : ''}`
     if (RETRYABLE_STATUS.has(response.status)) return this.transient(message, undefined, retryAfterMs(response))
     if (response.status === 401 || response.status === 403) {

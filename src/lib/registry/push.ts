@@ -13,10 +13,15 @@ import {checkPublishable} from '../secrets-record.js'
 import {type Credential, resolveCredential} from './auth.js'
 import {type BodyFactory, RegistryClient, type RegistryClientOptions} from './client.js'
 import {PushHistory} from './history.js'
+import {
+  chunkSize, MOUNT_REFUSED, parseRange, PATCH_ACCEPTED, rangeReaches,
+} from './quirks.js'
 
 export interface PushOptions extends Pick<RegistryClientOptions, 'fetch' | 'initialBackoffMs' | 'maxBackoffMs' | 'plainHttp' | 'retries' | 'signal'> {
   /** `--allow-secrets`: push an image whose commit found possible secrets (refused otherwise, exit 8). */
   allowSecrets?: boolean
+  /** Bytes per PATCH when a blob must go in chunks (default 8 MiB); a larger OCI-Chunk-Min-Length wins. */
+  chunkBytes?: number
   /** Blobs uploaded at once. */
   concurrency?: number
   /** Use this credential instead of looking one up; `null` for anonymous. */
@@ -139,13 +144,15 @@ function withDigest(location: string, digest: string): URL {
 
 interface UploadSession {
   location: string
-  minChunk: number
+  /** OCI-Chunk-Min-Length as the registry sent it, if it did. */
+  minChunk: null | string
 }
 
+/** The upload's next Location, resolved against the request it answers (quirk `location-opaque`). */
 function sessionOf(response: Response, fallback?: string): UploadSession {
   return {
     location: new URL(response.headers.get('location') ?? fallback ?? '', response.url).toString(),
-    minChunk: Number(response.headers.get('oci-chunk-min-length') ?? 0),
+    minChunk: response.headers.get('oci-chunk-min-length'),
   }
 }
 
@@ -158,7 +165,10 @@ class UploadSteps {
     private readonly repository: string,
     /** Hears how far into a blob the upload has read (progress). */
     private readonly onSent?: (digest: string, position: number) => void,
+    private readonly chunkBytes = DEFAULT_CHUNK,
   ) {
+    // A chunk of 0 bytes (or NaN) would never reach the end of the blob.
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw usageError(`chunkBytes must be a positive integer, not ${chunkBytes}`)
     this.push = `repository:${repository}:pull,push`
   }
 
@@ -169,12 +179,15 @@ class UploadSteps {
     return response.status === 200
   }
 
-  /** Sends the blob in chunks of at least the registry's minimum, then closes the upload. */
+  /**
+   * Sends the blob in chunks of at least the registry's minimum, checking after every PATCH that the
+   * registry's Range reached the last byte sent (quirk `patch-range-stalls`), then closes the upload.
+   */
   async putChunked(blob: Descriptor, file: string): Promise<void> {
     const session = await this.start(blob)
     if (session === 'mounted') return
     let {location} = session
-    const chunk = Math.max(DEFAULT_CHUNK, session.minChunk)
+    const chunk = chunkSize(this.chunkBytes, session.minChunk)
     for (let offset = 0; offset < blob.size; offset += chunk) {
       const length = Math.min(chunk, blob.size - offset)
       const end = offset + length - 1
@@ -182,7 +195,7 @@ class UploadSteps {
         body: fileBody(file, offset, length, {onPosition: this.sent(blob)}),
         headers: {'content-range': `${offset}-${end}`, 'content-type': 'application/octet-stream'},
         method: 'PATCH',
-        ok: [202, 204],
+        ok: [...PATCH_ACCEPTED],
         retries: 0,
         scopes: [this.push],
         url: location,
@@ -191,6 +204,7 @@ class UploadSteps {
       await patch.body?.cancel()
       // Always the newest Location: a stale one is refused (BLOB_UPLOAD_INVALID).
       location = sessionOf(patch, location).location
+      await this.checkRange(patch, location, blob, {end, offset})
     }
 
     const done = await this.client.send({
@@ -218,18 +232,53 @@ class UploadSteps {
     return response.status === 201
   }
 
-  /** Opens an upload session, or mounts the blob from `mountFrom` (a 202 there means "upload instead"). */
+  /**
+   * Opens an upload session, or mounts the blob from `mountFrom` (a 202 there means "upload instead"; a
+   * refusal means the same, quirk `mount-refused`). The mount's token also asks to pull the source
+   * repository, as Docker Hub requires (quirk `mount-scope`).
+   */
   async start(blob: Descriptor, mountFrom?: string): Promise<'mounted' | UploadSession> {
     const base = `/v2/${this.repository}/blobs/uploads/`
     const response = await this.client.send({
       method: 'POST',
-      ok: mountFrom ? [201, 202] : [202],
+      ok: mountFrom ? [201, 202, ...MOUNT_REFUSED] : [202],
       scopes: mountFrom ? [this.push, `repository:${mountFrom}:pull`] : [this.push],
       url: mountFrom ? `${base}?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : base,
       what: mountFrom ? `mount blob ${blob.digest} from ${mountFrom}` : `start upload of blob ${blob.digest}`,
     })
     await response.body?.cancel()
+    if (mountFrom && MOUNT_REFUSED.includes(response.status)) return this.start(blob)
     return response.status === 201 ? 'mounted' : sessionOf(response)
+  }
+
+  /**
+   * Fails the upload unless the registry holds bytes 0–`end`: by the PATCH's Range, else by the upload's
+   * status (quirk `range-missing`). A registry that answers neither is left to its digest check at the PUT.
+   */
+  private async checkRange(patch: Response, location: string, blob: Descriptor, {end, offset}: {end: number; offset: number}): Promise<void> {
+    let header = patch.headers.get('range')
+    if (header === null) {
+      const status = await this.client.send({
+        method: 'GET', ok: [200, 204, 404, 405], scopes: [this.push], url: location, what: `check upload of blob ${blob.digest}`,
+      })
+      await status.body?.cancel()
+      if (status.status === 404 || status.status === 405) return
+      header = status.headers.get('range')
+      if (header === null) return
+    }
+
+    const range = parseRange(header)
+    if (range && rangeReaches(range, offset, end)) return
+    // The session is useless now; deleting it is a courtesy, and its failure changes nothing.
+    await this.client.send({
+      method: 'DELETE', ok: [200, 202, 204, 404, 405], retries: 0, scopes: [this.push], url: location, what: `cancel upload of blob ${blob.digest}`,
+    }).then(response => response.body?.cancel(), () => {})
+    throw pushFailed(
+      `${this.client.origin} lost part of blob ${blob.digest}: after sending bytes ${offset}-${end} of ${blob.size} in chunks, `
+      + `its upload holds "${header}" (it should end at ${end}); the upload was abandoned and no manifest was sent`,
+      'The registry drops chunk data (Amazon ECR does: aws/containers-roadmap#2831). Chunks are used only after the registry '
+      + 'or a proxy refused the blob in one request (413): raise that size limit so the blob goes whole, or push elsewhere.',
+    )
   }
 
   private sent(blob: Descriptor): ((position: number) => void) | undefined {
@@ -283,7 +332,7 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
   const blobs = [manifest.config, ...manifest.layers]
   const unique = blobs.filter((blob, i) => blobs.findIndex(b => b.digest === blob.digest) === i)
   const progress = pushProgress(unique, options.onProgress)
-  const steps = new UploadSteps(client, dest.repository, progress?.sent)
+  const steps = new UploadSteps(client, dest.repository, progress?.sent, options.chunkBytes)
   const uploadBlob = async (blob: Descriptor): Promise<BlobOutcome> => {
     progress?.state(blob.digest, 'checking')
     if (await steps.exists(blob)) {

@@ -103,6 +103,26 @@ describe('registry faults (a fault-injecting proxy in front of a real registry)'
     expect(await stored()).to.equal(committed.digest)
   })
 
+  it('sends a blob refused whole (413, a proxy limit) in chunks whose Range the registry confirms, and the image arrives intact', async () => {
+    // Every PUT with a body is refused, as a proxy with a small body limit would; a PUT closing a chunked upload
+    // goes to a session that received PATCHes, and passes.
+    const patched = new Set<string>()
+    const wholePut = (method: string, p: string): boolean => {
+      if (method === 'PATCH') patched.add(p)
+      return method === 'PUT' && p.includes('/blobs/uploads/') && !patched.has(p)
+    }
+
+    const {host, log} = await through([{
+      kind: 'status', match: wholePut, status: 413, times: Number.POSITIVE_INFINITY,
+    }])
+    const result = await push(host, {chunkBytes: 1024 * 1024})
+    expect(result.blobs.uploaded).to.equal(2)
+    expect(log.filter(r => r.fault === 'status')).to.have.length(2)
+    // The 3 MiB layer (noise: gzip cannot shrink it) in four PATCHes at least, the config in one.
+    expect(log.filter(r => r.method === 'PATCH').length).to.be.at.least(5)
+    expect(await stored()).to.equal(committed.digest)
+  })
+
   it('gives the retryable exit code and stores no manifest when the registry keeps failing', async () => {
     const {host} = await through([{
       kind: 'status', match: manifestPut, status: 503, times: Number.POSITIVE_INFINITY,
