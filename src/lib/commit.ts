@@ -3,8 +3,9 @@ import {Readable} from 'node:stream'
 import type {Extractor} from './extractor/extractor.js'
 
 import {applyChanges} from './changes.js'
+import {changeset, WalkGate} from './changeset.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
-import {DigestCounter} from './digest.js'
+import {DigestCounter, sha256Digest} from './digest.js'
 import {type DiskView, openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
 import {usageError} from './errors.js'
@@ -15,12 +16,16 @@ import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
 } from './image.js'
 import {
-  countSkip, emptyLayerStats, type LayerStats, tarLayer,
+  countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
 } from './layer.js'
 import {layoutPath, OciLayout} from './layout.js'
+import {buildChildConfig, defaultsFromConfig, openParentImage} from './parent-image.js'
+import {readParentTree} from './parent-tree.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
 import {parseTagReference} from './reference.js'
+import {isLeftOutRuntimePath} from './runtime-files.js'
+import {PendingTreeRecord} from './tree-record.js'
 import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
 
 export interface CommitOptions {
@@ -43,6 +48,11 @@ export interface CommitOptions {
   labels?: string[]
   /** `--message`: the history entry's comment. */
   message?: string
+  /**
+   * `--parent`: an image in the layout to stack on. The new image is its layers plus one layer holding the
+   * changes from its tree to the disk's.
+   */
+  parent?: string
   /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
   onProgress?: (progress: CommitProgress) => void
   reference: string
@@ -62,9 +72,16 @@ export interface CommitResult {
   digest: string
   /** Whether the disk's journal had to be replayed on a private copy. */
   journal_replayed: boolean
+  /** The new layer's digest (with --parent, the diff layer on top of the parent's). */
   layer_digest: string
+  /** Layers of the image, the parent's included. */
+  layers: number
   layout_path: string
+  /** With --parent: the parent, and where its tree was read from (its tree record, or its layers). */
+  parent?: {digest: string; layers: number; reference: string; tree: 'layers' | 'record'; tree_note?: string}
   pushed: boolean
+  /** Bytes of the tree record kept beside the image (never pushed), for the next --parent. */
+  record_bytes: number
   reference: string
   /** Compressed layer size, in bytes. */
   size_bytes: number
@@ -101,14 +118,20 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   applyChanges({}, options.changes, options.labels)
   const exclude = pathMatcher(options.exclude)
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
-  const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
-  const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
   const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs())})
   if (!isExtractor(extractor)) throw usageError('the extractor given is not an Extractor (it needs a name and an entries() method)')
   const compression = options.compression ?? 'gzip'
 
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
+  const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
+  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config) : workspace.manifest.imageDefaults, options.changes, options.labels)
+  const architecture = options.arch ?? workspace.manifest.arch ?? (parent?.architecture as Architecture | undefined) ?? hostArch()
+  if (parent && parent.architecture !== architecture) {
+    throw usageError(`--parent ${parent.ref} is ${parent.architecture}, this commit is ${architecture}: one image cannot mix them`, 'Give --parent an image of the same architecture, or commit without --parent.')
+  }
+
+  const parentTree = parent ? await readParentTree(layout, parent) : undefined
   options.signal?.throwIfAborted()
   const stats = emptyLayerStats()
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
@@ -118,17 +141,30 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const lease = await leaseStoppedWorkspace(workspace)
   let layer: {digest: string; size: number}
   let replayed: boolean
+  let record: PendingTreeRecord | undefined
   try {
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, options.debugfs)
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
-      const entries = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal})
-      const tar = Readable.from(tarLayer(entries, stats, {exclude}), {objectMode: false})
+      record = PendingTreeRecord.open(layout, await extractor.filesystemUuid?.(view.path))
+      const gate = parentTree ? new WalkGate() : undefined
+      const entries = extractor.entries(view.path, {
+        beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
+      })
+      const items = parentTree
+        ? tarLayer(changeset(exclude ? excluding(entries, exclude, stats) : entries, parentTree, {
+          diskUuid: await extractor.filesystemUuid?.(view.path), ignore: isLeftOutRuntimePath, onNode: record.add, stats, walk: gate,
+        }), stats)
+        : tarLayer(entries, stats, {exclude, onArchived: record.archived})
+      const tar = Readable.from(items, {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
       await view.release()
     }
+  } catch (error) {
+    await record?.discard()
+    throw error
   } finally {
     await lease?.release()
   }
@@ -136,21 +172,34 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const diffId = diffCounter?.digest() ?? layer.digest
   progress?.done(layer.size)
 
-  const config = buildConfig({
-    architecture,
-    author: options.author,
-    comment: options.message,
-    created: options.created,
-    defaults,
-    diffId,
-    workspace: workspace.name,
-  })
-  // Past this point nothing is visible until the tag moves; stop here if the user asked to.
-  options.signal?.throwIfAborted()
-  const configBlob = await layout.writeBlob(canonicalJson(config))
-  const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
-  const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [layerDescriptor])
-  const manifestBlob = await layout.writeBlob(canonicalJson(manifest))
+  const config = parent
+    ? buildChildConfig({
+      author: options.author, comment: options.message, created: options.created, defaults, diffId, parent, workspace: workspace.name,
+    })
+    : buildConfig({
+      architecture,
+      author: options.author,
+      comment: options.message,
+      created: options.created,
+      defaults,
+      diffId,
+      workspace: workspace.name,
+    })
+  let recordBytes: number
+  let manifestBlob: {digest: string; size: number}
+  try {
+    // Past this point nothing is visible until the tag moves; stop here if the user asked to.
+    options.signal?.throwIfAborted()
+    const configBlob = await layout.writeBlob(canonicalJson(config))
+    const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
+    const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [...(parent?.layers ?? []), layerDescriptor])
+    manifestBlob = await layout.writeBlob(canonicalJson(manifest))
+    recordBytes = await record.store(layout, manifestBlob.digest, [...(parent?.diffIds ?? []), diffId])
+  } catch (error) {
+    await record.discard()
+    throw error
+  }
+
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
     ...manifestBlob,
@@ -160,8 +209,8 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   return {
     architecture,
 
-    config_digest: configBlob.digest,
-    created: config.created,
+    config_digest: sha256Digest(canonicalJson(config)),
+    created: config.created as string,
 
     diff_id: diffId,
     digest: manifestBlob.digest,
@@ -169,9 +218,22 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     journal_replayed: replayed,
 
     layer_digest: layer.digest,
+    layers: (parent?.layers.length ?? 0) + 1,
 
     layout_path: layout.root,
+    ...(parent && parentTree
+      ? {
+        parent: {
+          digest: parent.descriptor.digest,
+          layers: parent.layers.length,
+          reference: parent.ref,
+          tree: parentTree.source,
+          ...(parentTree.recordProblem ? {tree_note: parentTree.recordProblem} : {}),
+        },
+      }
+      : {}),
     pushed: false,
+    record_bytes: recordBytes,
     reference: ref.raw,
 
     size_bytes: layer.size,

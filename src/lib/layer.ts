@@ -1,3 +1,5 @@
+import {createHash} from 'node:crypto'
+
 import type {Entry, Skip} from './extractor/extractor.js'
 
 import {extractionError} from './errors.js'
@@ -25,6 +27,24 @@ export interface LayerStats {
     xattrs: number
   }
   symlinks: number
+  /** Whiteouts (`.wh.<name>` and opaque `.wh..wh..opq`) in a diff layer. */
+  whiteouts: number
+}
+
+/**
+ * A deletion in a diff layer: `path` is gone (written as `.wh.<name>` beside it), or, when `opaque`, the
+ * directory `path` hides everything the layers below hold in it (written as `path/.wh..wh..opq`).
+ */
+export interface Whiteout {
+  kind: 'whiteout'
+  opaque?: boolean
+  path: Buffer
+}
+
+export type LayerItem = Entry | Whiteout
+
+export function isWhiteout(item: LayerItem): item is Whiteout {
+  return (item as Partial<Whiteout>).kind === 'whiteout'
 }
 
 export function emptyLayerStats(): LayerStats {
@@ -40,6 +60,7 @@ export function emptyLayerStats(): LayerStats {
       excluded: 0, lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
     },
     symlinks: 0,
+    whiteouts: 0,
   }
 }
 
@@ -89,6 +110,23 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
   }
 }
 
+/** Whether any component of a path is named `.wh.*`. */
+export function isWhiteoutPath(entryPath: Buffer): boolean {
+  return isWhiteoutName(checkEntryPath(entryPath))
+}
+
+const OPAQUE = Buffer.from('.wh..wh..opq')
+
+/** The tar member of a whiteout: an empty file, owned by root, mode 0, time 0, so that it is deterministic. */
+function whiteoutHeader(whiteout: Whiteout): Buffer {
+  const components = checkEntryPath(whiteout.path)
+  if (isWhiteoutName(components)) throw extractionError(`refusing a whiteout of a whiteout name: "${whiteout.path.toString('latin1')}"`)
+  const name = whiteout.opaque ? [...components, OPAQUE] : [...components.slice(0, -1), Buffer.concat([WHITEOUT_PREFIX, components.at(-1)!])]
+  return encodeHeader({
+    gid: 0, mode: 0, mtime: 0, path: Buffer.concat(name.flatMap((c, i) => (i === 0 ? [c] : [Buffer.from('/'), c]))), size: 0, typeflag: TYPEFLAG.file, uid: 0,
+  })
+}
+
 function isWhiteoutName(components: Buffer[]): boolean {
   return components.some(c => c.subarray(0, WHITEOUT_PREFIX.length).equals(WHITEOUT_PREFIX))
 }
@@ -108,6 +146,11 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
 export interface LayerOptions {
   /** Paths to leave out (with their subtrees), e.g. from `pathMatcher`. */
   exclude?: (path: Buffer) => boolean
+  /**
+   * Hears each entry once archived, with its content's hex sha256 (files only), for the tree record.
+   * Setting it makes the layer hash file content as it streams.
+   */
+  onArchived?: (entry: Entry, sha256: string | undefined) => Promise<void> | void
 }
 
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
@@ -146,10 +189,10 @@ class Gatherer {
  *
  * @yields header blocks and file content, as they stream
  */
-export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+export async function * tarLayer(entries: AsyncIterable<LayerItem>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
   const gatherer = new Gatherer()
   const kept = options.exclude ? excluding(entries, options.exclude, stats) : entries
-  for await (const piece of tarPieces(kept, stats)) yield * gatherer.add(piece)
+  for await (const piece of tarPieces(kept, stats, options.onArchived)) yield * gatherer.add(piece)
   yield * gatherer.flush()
 }
 
@@ -159,9 +202,14 @@ export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStat
  * resolved: when the first name of an inode is excluded, the next kept name carries the content.
  * @yields the entries that stay
  */
-async function * excluding(entries: AsyncIterable<Entry>, exclude: (path: Buffer) => boolean, stats: LayerStats): AsyncGenerator<Entry, void, undefined> {
+export async function * excluding<T extends LayerItem>(entries: AsyncIterable<T>, exclude: (path: Buffer) => boolean, stats: LayerStats): AsyncGenerator<T, void, undefined> {
   let prefix: Buffer | undefined
   for await (const entry of entries) {
+    if (isWhiteout(entry)) {
+      yield entry
+      continue
+    }
+
     if (prefix && entry.path.length > prefix.length && entry.path.subarray(0, prefix.length).equals(prefix)) continue
     prefix = undefined
     if (!exclude(entry.path)) {
@@ -174,9 +222,17 @@ async function * excluding(entries: AsyncIterable<Entry>, exclude: (path: Buffer
   }
 }
 
-async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
+async function * tarPieces(entries: AsyncIterable<LayerItem>, stats: LayerStats, onArchived?: LayerOptions['onArchived']): AsyncGenerator<Buffer, void, undefined> {
   const firstName = new Map<number, Buffer>()
+  /** Content hashes of multiply-linked inodes, for the names after the first. */
+  const linkedSha = new Map<number, string | undefined>()
   for await (const entry of entries) {
+    if (isWhiteout(entry)) {
+      stats.whiteouts++
+      yield whiteoutHeader(entry)
+      continue
+    }
+
     const components = checkEntryPath(entry.path)
     if (isWhiteoutName(components)) {
       // Only count the topmost one: its subtree goes with it.
@@ -194,8 +250,11 @@ async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): As
       yield encodeHeader({
         ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
       })
+      await onArchived?.(entry, linkedSha.get(entry.inode))
       continue
     }
+
+    let sha256: string | undefined
 
     if (!isDir) firstName.set(entry.inode, entry.path)
     switch (entry.type) {
@@ -223,7 +282,20 @@ async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): As
     case 'file': {
       stats.files++
       yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
-      yield * fileContent(entry)
+      if (onArchived) {
+        const hash = createHash('sha256')
+        for await (const piece of fileContent(entry)) {
+          hash.update(piece)
+          yield piece
+        }
+
+        sha256 = hash.digest('hex')
+        if ((entry.links ?? 2) > 1) linkedSha.set(entry.inode, sha256)
+      } else {
+        yield * fileContent(entry)
+      }
+
+      yield padding(entry.size)
       stats.contentBytes += entry.size
       break
     }
@@ -236,6 +308,8 @@ async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): As
       break
     }
     }
+
+    await onArchived?.(entry, sha256)
   }
 
   yield END_OF_ARCHIVE
@@ -254,6 +328,4 @@ async function * fileContent(entry: Entry): AsyncGenerator<Buffer, void, undefin
   if (seen !== entry.size) {
     throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
   }
-
-  yield padding(entry.size)
 }

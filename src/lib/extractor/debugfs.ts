@@ -4,6 +4,7 @@ import {finished} from 'node:stream/promises'
 
 import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
+import {readSuperblock} from '../disk.js'
 import {findDebugfs} from '../e2fsprogs.js'
 import {extractionError} from '../errors.js'
 import {BlockReader} from './block-reader.js'
@@ -124,6 +125,7 @@ export class DebugfsExtractor implements Extractor {
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
       const walk = new Walk(session, blocks, options)
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
+      await options.beforeClose?.()
       done = true
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
@@ -134,6 +136,10 @@ export class DebugfsExtractor implements Extractor {
         await session.close().catch(() => {})
       }
     }
+  }
+
+  async filesystemUuid(disk: string): Promise<string | undefined> {
+    return (await readSuperblock(disk)).uuid
   }
 }
 
@@ -334,8 +340,11 @@ class Walk {
   private entry(child: Child, onStream: (stream: Readable) => void): Entry {
     const {linkTarget, path: entryPath, stat, xattrs} = child
     const base = {
+      ctime: stat.ctime,
+      generation: stat.generation,
       gid: stat.gid,
       inode: stat.inode,
+      links: stat.links,
       mode: stat.mode,
       mtime: stat.mtime,
       path: entryPath,

@@ -1,0 +1,234 @@
+/**
+ * Reads tar archives (ustar, pax, GNU long names) exactly: names and link targets as raw bytes, mtimes
+ * with nanoseconds, `SCHILY.xattr.*` values as raw bytes. node-tar, the package the design card names,
+ * decodes names as UTF-8, keeps mtimes in milliseconds and drops xattrs, so a tree read through it would
+ * not be the tree the layers hold; this reader is what `commit --parent` uses for parents without a
+ * tree record.
+ */
+import type {Timestamp} from './extractor/extractor.js'
+
+import {BLOCK} from './tar.js'
+
+export type TarMemberType = 'block' | 'char' | 'directory' | 'fifo' | 'file' | 'hardlink' | 'symlink'
+
+export interface TarMember {
+  devMajor: number
+  devMinor: number
+  gid: number
+  /** Link target (symlinks) or linked name (hard links), raw bytes. */
+  linkpath: Buffer
+  mode: number
+  mtime: Timestamp
+  /** Raw name bytes as the archive holds them (maybe with `./` or a trailing `/`). */
+  path: Buffer
+  size: number
+  type: TarMemberType
+  uid: number
+  xattrs: [string, Buffer][]
+}
+
+export class TarFormatError extends Error {}
+
+const TYPES: Readonly<Record<string, TarMemberType>> = {
+  '\0': 'file', 0: 'file', 1: 'hardlink', 2: 'symlink', 3: 'char', 4: 'block', 5: 'directory', 6: 'fifo', 7: 'file',
+}
+
+/** Reads exact byte counts from a stream of chunks. */
+class ByteSource {
+  private buffered: Buffer[] = []
+  private done = false
+  private readonly iterator: AsyncIterator<Buffer>
+  private length = 0
+
+  constructor(source: AsyncIterable<Buffer>) {
+    this.iterator = source[Symbol.asyncIterator]()
+  }
+
+  /** Exactly `n` bytes, or fewer only at the end of the stream. */
+  async read(n: number): Promise<Buffer> {
+    while (this.length < n && !this.done) await this.fill()
+    const all = Buffer.concat(this.buffered)
+    const out = all.subarray(0, n)
+    this.buffered = all.length > n ? [all.subarray(n)] : []
+    this.length = all.length - out.length
+    return out
+  }
+
+  /**
+   * @yields `n` bytes in pieces, as they arrive
+   */
+  async * stream(n: number): AsyncGenerator<Buffer, void, undefined> {
+    let left = n
+    while (left > 0) {
+      if (this.length === 0) {
+        if (this.done) throw new TarFormatError('archive ends inside a member')
+        await this.fill()
+        continue
+      }
+
+      const head = this.buffered[0]
+      const piece = head.subarray(0, left)
+      if (piece.length === head.length) this.buffered.shift()
+      else this.buffered[0] = head.subarray(piece.length)
+      this.length -= piece.length
+      left -= piece.length
+      yield piece
+    }
+  }
+
+  private async fill(): Promise<void> {
+    const next = await this.iterator.next()
+    if (next.done) {
+      this.done = true
+      return
+    }
+
+    this.buffered.push(next.value)
+    this.length += next.value.length
+  }
+}
+
+function field(block: Buffer, offset: number, width: number): Buffer {
+  const raw = block.subarray(offset, offset + width)
+  const nul = raw.indexOf(0)
+  return nul === -1 ? raw : raw.subarray(0, nul)
+}
+
+function numeric(block: Buffer, offset: number, width: number): number {
+  const raw = block.subarray(offset, offset + width)
+  if ((raw[0] & 0x80) !== 0) {
+    // base-256, big-endian, two's complement
+    let value = BigInt(raw[0] & 0x7F) - ((raw[0] & 0x40) === 0 ? 0n : 128n)
+    for (const byte of raw.subarray(1)) value = value * 256n + BigInt(byte)
+    return Number(value)
+  }
+
+  const text = raw.toString('latin1').replaceAll('\0', ' ').trim()
+  if (text === '') return 0
+  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad number field ${JSON.stringify(text)}`)
+  return Number.parseInt(text, 8)
+}
+
+function checksumOk(block: Buffer): boolean {
+  let sum = 0
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]
+  return numeric(block, 148, 8) === sum
+}
+
+/** pax time `[-]sec[.fraction]`, exact. */
+export function parsePaxTime(text: string): Timestamp {
+  const found = /^(-?)(\d+)(?:\.(\d+))?$/.exec(text)
+  if (!found) throw new TarFormatError(`bad pax time ${JSON.stringify(text)}`)
+  const fraction = (found[3] ?? '').slice(0, 9).padEnd(9, '0')
+  let total = BigInt(found[2]) * 1_000_000_000n + BigInt(fraction)
+  if (found[1] === '-') total = -total
+  let sec = total / 1_000_000_000n
+  let nsec = total % 1_000_000_000n
+  if (nsec < 0n) {
+    sec -= 1n
+    nsec += 1_000_000_000n
+  }
+
+  return {nsec: Number(nsec), sec: Number(sec)}
+}
+
+function paxRecords(body: Buffer): Map<string, Buffer> {
+  const records = new Map<string, Buffer>()
+  let pos = 0
+  while (pos < body.length) {
+    const space = body.indexOf(0x20, pos)
+    if (space === -1) break
+    const length = Number(body.toString('latin1', pos, space))
+    if (!Number.isSafeInteger(length) || length <= space - pos || pos + length > body.length || body[pos + length - 1] !== 0x0A) {
+      throw new TarFormatError('bad pax record')
+    }
+
+    const record = body.subarray(space + 1, pos + length - 1)
+    const eq = record.indexOf(0x3D)
+    if (eq === -1) throw new TarFormatError('bad pax record')
+    records.set(record.toString('utf8', 0, eq), Buffer.from(record.subarray(eq + 1)))
+    pos += length
+  }
+
+  return records
+}
+
+/**
+ * Reads an uncompressed tar stream. For each member, `onMember` gets the member and its content (which it
+ * must read to the end, or not at all: what it leaves is skipped).
+ */
+export async function readTar(
+  source: AsyncIterable<Buffer>,
+  onMember: (member: TarMember, content: AsyncIterable<Buffer>) => Promise<void>,
+): Promise<void> {
+  const bytes = new ByteSource(source)
+  let global = new Map<string, Buffer>()
+  let pax = new Map<string, Buffer>()
+  let longName: Buffer | undefined
+  let longLink: Buffer | undefined
+  for (;;) {
+    const block = await bytes.read(BLOCK)
+    if (block.length === 0) return
+    if (block.length < BLOCK) throw new TarFormatError('archive ends inside a header')
+    if (block.every(byte => byte === 0)) return
+    if (!checksumOk(block)) throw new TarFormatError('header checksum mismatch')
+    const typeflag = String.fromCodePoint(block[156])
+    const size = numeric(block, 124, 12)
+    const padded = Math.ceil(size / BLOCK) * BLOCK
+    if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
+      const body = (await bytes.read(padded)).subarray(0, size)
+      if (body.length < size) throw new TarFormatError('archive ends inside a member')
+      if (typeflag === 'x') pax = paxRecords(body)
+      else if (typeflag === 'g') global = new Map([...global, ...paxRecords(body)])
+      else if (typeflag === 'L') longName = field(body, 0, body.length)
+      else longLink = field(body, 0, body.length)
+      continue
+    }
+
+    const type = TYPES[typeflag]
+    if (!type) throw new TarFormatError(`unsupported member type ${JSON.stringify(typeflag)}`)
+    const records = new Map([...global, ...pax])
+    const ustar = block.toString('latin1', 257, 263) === 'ustar\0'
+    const prefix = ustar ? field(block, 345, 155) : Buffer.alloc(0)
+    const name = field(block, 0, 100)
+    const member: TarMember = {
+      devMajor: numeric(block, 329, 8),
+      devMinor: numeric(block, 337, 8),
+      gid: records.has('gid') ? Number(records.get('gid')!.toString()) : numeric(block, 116, 8),
+      linkpath: records.get('linkpath') ?? longLink ?? Buffer.from(field(block, 157, 100)),
+      mode: numeric(block, 100, 8) & 0o7777,
+      mtime: records.has('mtime') ? parsePaxTime(records.get('mtime')!.toString('latin1')) : {nsec: 0, sec: numeric(block, 136, 12)},
+      path: records.get('path') ?? longName ?? Buffer.from(prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : name),
+      size: records.has('size') ? Number(records.get('size')!.toString()) : size,
+      type,
+      uid: records.has('uid') ? Number(records.get('uid')!.toString()) : numeric(block, 108, 8),
+      xattrs: [...records].filter(([key]) => key.startsWith('SCHILY.xattr.')).map(([key, value]): [string, Buffer] => [key.slice('SCHILY.xattr.'.length), value])
+      .sort((a, b) => (a[0] < b[0] ? -1 : (a[0] > b[0] ? 1 : 0))),
+    }
+    pax = new Map()
+    longName = undefined
+    longLink = undefined
+    for (const value of [member.uid, member.gid, member.size]) {
+      if (!Number.isSafeInteger(value) || value < 0) throw new TarFormatError('bad uid, gid or size')
+    }
+
+    // Links, directories and devices carry no content, whatever their size field says (pax size of a hard link is the target's).
+    const dataSize = type === 'file' ? member.size : 0
+    if (type !== 'file') member.size = 0
+    let consumed = 0
+    const content = (async function * () {
+      for await (const piece of bytes.stream(dataSize)) {
+        consumed += piece.length
+        yield piece
+      }
+    })()
+    await onMember(member, content)
+    // What the consumer left (it may stop early) is skipped, with the padding.
+    const rest = Math.ceil(dataSize / BLOCK) * BLOCK - consumed
+    if (rest > 0 && (await bytes.read(rest)).length < rest) throw new TarFormatError('archive ends inside a member')
+    // A header's size field for non-file members counts bytes that follow too (rare; GNU never writes it).
+    if (type !== 'file' && padded > 0 && typeflag !== '1') {
+      if ((await bytes.read(padded)).length < padded) throw new TarFormatError('archive ends inside a member')
+    }
+  }
+}
