@@ -56,6 +56,10 @@ const EMPTY_SHA = createHash('sha256').digest('hex')
  * changeset has archived what it had to defer.
  */
 export class WalkGate {
+  readonly beforeClose = (): Promise<void> => {
+    this.markEnded()
+    return this.released
+  }
   readonly ended: Promise<void>
   private markEnded!: () => void
   private readonly released: Promise<void>
@@ -70,11 +74,6 @@ export class WalkGate {
     })
   }
 
-  readonly beforeClose = (): Promise<void> => {
-    this.markEnded()
-    return this.released
-  }
-
   release(): void {
     this.unblock()
   }
@@ -86,24 +85,26 @@ function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
 
 /** Everything but content that an unpack sets on a path. */
 function sameMeta(entry: Entry, node: TreeNode): boolean {
-  return entry.type === node.type
-    && entry.mode === node.mode
-    && entry.uid === node.uid
-    && entry.gid === node.gid
-    && entry.mtime.sec === node.mtime.sec
-    && entry.mtime.nsec === node.mtime.nsec
-    && entry.size === node.size
-    && (entry.devMajor ?? 0) === (node.devMajor ?? 0)
-    && (entry.devMinor ?? 0) === (node.devMinor ?? 0)
-    && (entry.linkTarget === undefined ? node.linkTarget === undefined : node.linkTarget !== undefined && entry.linkTarget.equals(node.linkTarget))
-    && sameXattrs(entry.xattrs, node.xattrs)
+  const link = entry.linkTarget === undefined ? node.linkTarget === undefined : node.linkTarget !== undefined && entry.linkTarget.equals(node.linkTarget)
+  const same = [
+    entry.type === node.type,
+    entry.mode === node.mode,
+    entry.uid === node.uid,
+    entry.gid === node.gid,
+    entry.mtime.sec === node.mtime.sec,
+    entry.mtime.nsec === node.mtime.nsec,
+    entry.size === node.size,
+    (entry.devMajor ?? 0) === (node.devMajor ?? 0),
+    (entry.devMinor ?? 0) === (node.devMinor ?? 0),
+    link,
+  ]
+  return same.every(Boolean) && sameXattrs(entry.xattrs, node.xattrs)
 }
 
 function sameIdentity(entry: Entry, node: TreeNode): boolean {
   const id = node.identity
-  return id !== undefined && entry.ctime !== undefined && entry.generation !== undefined
-    && id.inode === entry.inode && id.generation === entry.generation
-    && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec
+  if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
+  return [id.inode === entry.inode, id.generation === entry.generation, id.ctime.sec === entry.ctime.sec, id.ctime.nsec === entry.ctime.nsec].every(Boolean)
 }
 
 /** Reads a file's content once: its sha256, and the bytes themselves when small. */
@@ -204,6 +205,7 @@ class Merge {
     const disk = entries[Symbol.asyncIterator]()
     const ended = this.options.walk?.ended.then((): 'ended' => 'ended')
     let skip: Buffer | undefined
+    let previous: Buffer | undefined
     let settled = false
     try {
       await this.parentNodes.load()
@@ -220,6 +222,13 @@ class Merge {
         }
 
         const entry = result.value
+        if (previous && compareTreePaths(previous, entry.path) >= 0) {
+          throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
+            remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
+          })
+        }
+
+        previous = entry.path
         if (skip && isUnder(entry.path, skip)) continue
         skip = undefined
         if (isWhiteoutPath(entry.path)) {
@@ -230,7 +239,7 @@ class Merge {
 
         yield * this.deleteBefore(entry.path)
         yield * this.closeFrames(entry.path)
-        const head = this.parentNodes.head
+        const {head} = this.parentNodes
         const node = head && head.path.equals(entry.path) ? head : undefined
         if (node) await this.parentNodes.load()
         if (this.ignore(entry.path)) {
@@ -242,8 +251,8 @@ class Merge {
         yield * this.entry(entry, node)
       }
 
-      yield * this.deleteBefore(undefined)
-      yield * this.closeFrames(undefined)
+      yield * this.deleteBefore()
+      yield * this.closeFrames()
     } finally {
       if (!settled) this.options.walk?.release()
       await disk.return?.()
@@ -251,7 +260,7 @@ class Merge {
     }
   }
 
-  private async * closeFrames(next: Buffer | undefined): AsyncGenerator<Whiteout, void, undefined> {
+  private async * closeFrames(next?: Buffer): AsyncGenerator<Whiteout, void, undefined> {
     while (this.frames.length > (next === undefined ? 0 : 1)) {
       const frame = this.frames.at(-1)!
       if (next !== undefined && isUnder(next, frame.path)) return
@@ -269,7 +278,7 @@ class Merge {
   }
 
   /** Parent nodes before `path` (all that are left, if undefined) are gone from the disk. */
-  private async * deleteBefore(path: Buffer | undefined): AsyncGenerator<Whiteout, void, undefined> {
+  private async * deleteBefore(path?: Buffer): AsyncGenerator<Whiteout, void, undefined> {
     for (;;) {
       const node = this.parentNodes.head
       if (!node || (path !== undefined && compareTreePaths(node.path, path) >= 0)) return
@@ -289,8 +298,8 @@ class Merge {
     while (this.parentNodes.head && isUnder(this.parentNodes.head.path, dir)) await this.parentNodes.load()
   }
 
-  private async emit(entry: Entry, group?: Group, chunks?: Buffer[]): Promise<{item: Entry; sha256: () => string | undefined}> {
-    if (entry.type !== 'file') return {item: entry, sha256: () => undefined}
+  private async emit(entry: Entry, group?: Group, chunks?: Buffer[]): Promise<{item: Entry; sha256?: () => string | undefined}> {
+    if (entry.type !== 'file') return {item: entry}
     if (entry.size === 0) return {item: entry, sha256: () => EMPTY_SHA}
     const known = group?.sha256
     if (chunks) return {item: {...entry, content: () => chunks}, sha256: () => known}
@@ -306,7 +315,12 @@ class Merge {
       },
     }
     let digest: string | undefined
-    return {item, sha256: () => known ?? (digest ??= hash.digest('hex'))}
+    const sha256 = (): string => {
+      digest ??= hash.digest('hex')
+      return digest
+    }
+
+    return {item, sha256: () => known ?? sha256()}
   }
 
   private async * emitGroup(group: Group): AsyncGenerator<Entry, void, undefined> {
@@ -314,7 +328,7 @@ class Merge {
     for (const member of group.members.splice(0)) {
       const {item, sha256} = await this.emit(member.entry, group)
       yield item
-      group.sha256 ??= sha256()
+      group.sha256 ??= sha256?.()
     }
   }
 
@@ -340,7 +354,7 @@ class Merge {
     if (!same || !sameMeta(entry, node)) {
       const {item, sha256} = await this.emit(entry)
       yield item
-      await this.record(nodeFromEntry(entry, sha256()))
+      await this.record(nodeFromEntry(entry, sha256?.()))
       return
     }
 
@@ -358,15 +372,24 @@ class Merge {
 
     const {chunks, sha256} = await hashContent(entry)
     if (sha256 === node.sha256) this.keep()
-    else yield (await this.emit(entry, {links: 1, members: [], seen: 0, sha256}, chunks)).item
+    else yield (await this.emit(entry, {
+      links: 1, members: [], seen: 0, sha256,
+    }, chunks)).item
     await this.record(nodeFromEntry(entry, sha256))
+  }
+
+  private keep(): void {
+    this.frames.at(-1)!.kept = true
   }
 
   /** The parent's node (and subtree) stay as the layers below have them, and are part of the new tree. */
   private async keepParent(node: TreeNode): Promise<void> {
     this.keep()
+    // Identities and groups describe the parent's disk, not this one: a kept node carries neither.
     const copy = (kept: TreeNode): TreeNode => {
-      const {group, identity, ...rest} = kept
+      const rest = {...kept}
+      delete rest.group
+      delete rest.identity
       return rest
     }
 
@@ -376,10 +399,6 @@ class Merge {
       await this.record(copy(this.parentNodes.head))
       await this.parentNodes.load()
     }
-  }
-
-  private keep(): void {
-    this.frames.at(-1)!.kept = true
   }
 
   private async * member(entry: Entry, node: TreeNode | undefined): AsyncGenerator<Entry, void, undefined> {

@@ -48,13 +48,13 @@ export interface CommitOptions {
   labels?: string[]
   /** `--message`: the history entry's comment. */
   message?: string
+  /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
+  onProgress?: (progress: CommitProgress) => void
   /**
    * `--parent`: an image in the layout to stack on. The new image is its layers plus one layer holding the
    * changes from its tree to the disk's.
    */
   parent?: string
-  /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
-  onProgress?: (progress: CommitProgress) => void
   reference: string
   signal?: AbortSignal
   stateDir: string

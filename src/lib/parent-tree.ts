@@ -129,9 +129,11 @@ class LayeredTree {
   private nextId = 1
 
   constructor() {
-    this.root = {children: new Map(), inode: this.inode({
-      gid: 0, mode: 0o755, mtime: {nsec: 0, sec: 0}, size: 0, type: 'directory', uid: 0, xattrs: [],
-    }), layer: -1}
+    this.root = {
+      children: new Map(), inode: this.inode({
+        gid: 0, mode: 0o755, mtime: {nsec: 0, sec: 0}, size: 0, type: 'directory', uid: 0, xattrs: [],
+      }), layer: -1,
+    }
   }
 
   /** The directory at `parts`, made (as plain root-owned directories) where the layer skipped them. */
@@ -140,9 +142,11 @@ class LayeredTree {
     for (const part of parts) {
       let child = node.children!.get(part)
       if (!child) {
-        child = {children: new Map(), inode: this.inode({
-          gid: 0, mode: 0o755, mtime: {nsec: 0, sec: 0}, size: 0, type: 'directory', uid: 0, xattrs: [],
-        }), layer}
+        child = {
+          children: new Map(), inode: this.inode({
+            gid: 0, mode: 0o755, mtime: {nsec: 0, sec: 0}, size: 0, type: 'directory', uid: 0, xattrs: [],
+          }), layer,
+        }
         node.children!.set(part, child)
       }
 
@@ -282,7 +286,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
     try {
       await readTar(source, (member, content) => applyMember(tree, member, content, i, refuse))
       // A tar's end blocks may be followed by padding: read it, so that the diff_id covers the whole stream.
-      for await (const piece of source) void piece
+      for await (const piece of source) if (piece === undefined) break
     } catch (error) {
       if (error instanceof TarFormatError) throw refuse(`is not a readable tar archive (${error.message})`)
       throw error
@@ -294,7 +298,9 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
   const groups = new Map<string, Buffer[]>()
   // Groups are known only after the walk: collect the nodes first (the tree is in memory anyway).
   const nodes = [...tree.nodes(groups)]
-  return {groups, nodes: (async function * () {
-    yield * nodes
-  })()}
+  return {
+    groups, nodes: (async function * () {
+      yield * nodes
+    })(),
+  }
 }

@@ -178,10 +178,26 @@ export async function readTar(
     if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
       const body = (await bytes.read(padded)).subarray(0, size)
       if (body.length < size) throw new TarFormatError('archive ends inside a member')
-      if (typeflag === 'x') pax = paxRecords(body)
-      else if (typeflag === 'g') global = new Map([...global, ...paxRecords(body)])
-      else if (typeflag === 'L') longName = field(body, 0, body.length)
-      else longLink = field(body, 0, body.length)
+      switch (typeflag) {
+      case 'g': {
+        global = new Map([...global, ...paxRecords(body)])
+        break;
+      }
+
+      case 'L': {
+        longName = field(body, 0, body.length)
+        break;
+      }
+
+      case 'x': {
+        pax = paxRecords(body)
+        break;
+      }
+
+      default: {longLink = field(body, 0, body.length)
+      }
+      }
+
       continue
     }
 
@@ -227,8 +243,6 @@ export async function readTar(
     const rest = Math.ceil(dataSize / BLOCK) * BLOCK - consumed
     if (rest > 0 && (await bytes.read(rest)).length < rest) throw new TarFormatError('archive ends inside a member')
     // A header's size field for non-file members counts bytes that follow too (rare; GNU never writes it).
-    if (type !== 'file' && padded > 0 && typeflag !== '1') {
-      if ((await bytes.read(padded)).length < padded) throw new TarFormatError('archive ends inside a member')
-    }
+    if (type !== 'file' && padded > 0 && typeflag !== '1' && (await bytes.read(padded)).length < padded) throw new TarFormatError('archive ends inside a member')
   }
 }

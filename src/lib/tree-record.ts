@@ -7,9 +7,9 @@
  * stream for the merge.
  */
 import {createHash, type Hash} from 'node:crypto'
+import {once} from 'node:events'
 import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
 import {unlink} from 'node:fs/promises'
-import {once} from 'node:events'
 import {createGunzip, createGzip, type Gzip} from 'node:zlib'
 
 import type {Entry, EntryType, Timestamp} from './extractor/extractor.js'
@@ -156,7 +156,7 @@ function parseNode(raw: unknown): TreeNode {
   const node: TreeNode = {
     gid: int(line.g), mode: int(line.m), mtime: timestamp(line.w), path, size: int(line.s), type, uid: int(line.u), xattrs: [],
   }
-  if (node.mode > 0o7777 || (type !== 'file' && node.size !== 0)) throw new TreeRecordError('bad mode or size')
+  if (node.mode > 0o7777 || (type !== 'file' && node.size > 0)) throw new TreeRecordError('bad mode or size')
   if (line.x !== undefined) {
     if (!Array.isArray(line.x)) throw new TreeRecordError('bad xattrs')
     node.xattrs = line.x.map(pair => {
@@ -197,6 +197,8 @@ function parseNode(raw: unknown): TreeNode {
  * the file is only complete (and only readable as a record) once `finish` has resolved.
  */
 export class TreeRecordWriter {
+  /** Set when the nodes came out of layer order (an extractor that does not sort): the record is not written. */
+  invalid = false
   private count = 0
   private readonly groups = new Map<string, Buffer[]>()
   private readonly gzip: Gzip
@@ -212,9 +214,20 @@ export class TreeRecordWriter {
     this.line({format: FORMAT, fs: fsUuid ?? null, version: VERSION})
   }
 
+  /** Abandons the file (the caller removes it) once its handle is closed. */
+  async abort(): Promise<void> {
+    if (this.out.closed) return
+    const closed = once(this.out, 'close').catch(() => {})
+    this.gzip.destroy()
+    this.out.destroy()
+    await closed
+  }
+
   async add(node: TreeNode): Promise<void> {
+    if (this.invalid) return
     if (this.last && compareTreePaths(this.last, node.path) >= 0) {
-      throw new Error(`tree record out of order at "${node.path.toString('latin1')}"`)
+      this.invalid = true
+      return
     }
 
     this.last = node.path
@@ -236,11 +249,6 @@ export class TreeRecordWriter {
     this.gzip.end(`${JSON.stringify({end: {diff_ids: diffIds, entries: this.count, sha256: digest}})}\n`)
     await once(this.out, 'close')
     return this.out.bytesWritten
-  }
-
-  /** Abandons the file (the caller removes it). */
-  abort(): void {
-    this.gzip.destroy()
   }
 
   private line(value: unknown): boolean {
@@ -371,6 +379,9 @@ export async function openTreeRecord(file: string): Promise<TreeRecord> {
  * atomically, before the tag moves.
  */
 export class PendingTreeRecord {
+  readonly add = (node: TreeNode): Promise<void> => this.writer.add(node)
+  /** For `tarLayer`'s `onArchived`. */
+  readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> => this.writer.add(nodeFromEntry(entry, sha256))
   private readonly writer: TreeRecordWriter
 
   private constructor(private readonly temp: string, fsUuid: string | undefined) {
@@ -381,18 +392,21 @@ export class PendingTreeRecord {
     return new PendingTreeRecord(layout.ingestPath('.tree'), fsUuid)
   }
 
-  readonly add = (node: TreeNode): Promise<void> => this.writer.add(node)
-
-  /** For `tarLayer`'s `onArchived`. */
-  readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> => this.writer.add(nodeFromEntry(entry, sha256))
-
   async discard(): Promise<void> {
-    this.writer.abort()
+    await this.writer.abort()
     await unlink(this.temp).catch(() => {})
   }
 
-  /** Completes the record and stores it as the image's; returns its size in bytes. */
+  /**
+   * Completes the record and stores it as the image's; returns its size in bytes, or 0 when no record
+   * could be kept (the extractor's entries were not in layer order).
+   */
   async store(layout: OciLayout, manifestDigest: string, diffIds: string[]): Promise<number> {
+    if (this.writer.invalid) {
+      await this.discard()
+      return 0
+    }
+
     await this.writer.finish(diffIds)
     const size = await new ImageRecords(layout.root).writeStream(manifestDigest, TREE_RECORD, createReadStream(this.temp))
     await unlink(this.temp).catch(() => {})

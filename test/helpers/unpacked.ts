@@ -22,9 +22,9 @@ export interface UnpackedNode {
 }
 
 function typeOf(mode: bigint): string {
-  const bits = Number(mode & 0o170000n)
+  const bits = Number(mode & 0o17_0000n)
   return ({
-    0o010000: 'fifo', 0o020000: 'char', 0o040000: 'dir', 0o060000: 'block', 0o100000: 'file', 0o120000: 'symlink', 0o140000: 'socket',
+    0o01_0000: 'fifo', 0o02_0000: 'char', 0o04_0000: 'dir', 0o06_0000: 'block', 0o10_0000: 'file', 0o12_0000: 'symlink', 0o14_0000: 'socket',
   } as Record<number, string>)[bits] ?? 'unknown'
 }
 

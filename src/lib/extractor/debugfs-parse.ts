@@ -116,12 +116,12 @@ export interface InodeStat {
   blockCount: number
   /** Undefined for types other than regular files. */
   blockMap?: BlockMap
+  /** The inode's last status change. */
+  ctime: Timestamp
   devMajor?: number
   devMinor?: number
   /** Raw bytes of a fast symlink's target (stored in the inode), exactly `size` of them. */
   fastLink?: Buffer
-  /** The inode's last status change. */
-  ctime: Timestamp
   /** The inode's `i_flags`. */
   flags: number
   /** `i_generation`. */

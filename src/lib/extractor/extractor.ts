@@ -29,18 +29,18 @@ export interface Entry {
   ctime?: Timestamp
   devMajor?: number
   devMinor?: number
-  gid: number
   /** ext4 `i_generation`: tells a reused inode number from the inode that had it before. Optional. */
   generation?: number
+  gid: number
   /** Identity of the inode within this filesystem. */
   inode: number
-  /** For symlinks: the target's raw bytes, never interpreted or followed. */
-  linkTarget?: Buffer
   /**
    * The inode's link count (names it has on the filesystem, seen or not). Optional; incremental commits
    * treat an entry without it as having one name unless its inode shows up again.
    */
   links?: number
+  /** For symlinks: the target's raw bytes, never interpreted or followed. */
+  linkTarget?: Buffer
   /** Permission bits with setuid, setgid and sticky (0o7777). */
   mode: number
   mtime: Timestamp
@@ -91,16 +91,16 @@ export interface Extractor {
   /** Yields the entries of the filesystem in `disk`; closing the iterator early releases everything. */
   entries(disk: string, options?: ExtractOptions): AsyncGenerator<Entry, void, undefined>
   /**
-   * The filesystem's UUID, which scopes `inode`/`generation`/`ctime` identities. Optional: without it,
-   * incremental commits never trust identities and compare content.
-   */
-  filesystemUuid?(disk: string): Promise<string | undefined>
-  /**
    * The filesystem it reads. `ext4` (or absent) gets a checked view of the disk (superblock magic, a
    * dirty journal replayed on a private copy); any other value gets the workspace disk's path as it is,
    * which the extractor must only read.
    */
   readonly filesystem?: string
+  /**
+   * The filesystem's UUID, which scopes `inode`/`generation`/`ctime` identities. Optional: without it,
+   * incremental commits never trust identities and compare content.
+   */
+  filesystemUuid?(disk: string): Promise<string | undefined>
   readonly name: string
 }
 
