@@ -253,7 +253,7 @@ describe('commit --parent equals a full commit (property test: random guest chan
     })
     let parent = 'local/stack:0'
     await commit(parent)
-    const steps = Number(process.env.CHANGESET_STEPS ?? 8)
+    const steps = Number(process.env.CHANGESET_STEPS ?? 20)
     for (let step = 1; step <= steps; step++) {
       const count = step === 1 ? 0 : 1 + Math.floor(random() * 6)
       const done: string[] = []

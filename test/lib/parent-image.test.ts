@@ -18,7 +18,9 @@ import {encodeHeader, END_OF_ARCHIVE, TYPEFLAG} from '../../src/lib/tar.js'
 import {TREE_RECORD} from '../../src/lib/tree-record.js'
 import {rejection} from '../helpers/assert.js'
 import {runDebugfsWrite, tempDir} from '../helpers/ext4.js'
-import {blobFile, dumpTar, readJson, validateWithClients} from '../helpers/oci.js'
+import {
+  blobFile, dumpTar, readJson, validateWithClients,
+} from '../helpers/oci.js'
 import {pullDigest, startRegistry} from '../helpers/registry.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireTools} from '../helpers/tools.js'
@@ -91,7 +93,9 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
 
   it('stacks one diff layer on the parent\'s layers, with its config, history and runtime config', () => {
     expect(child).to.include({layers: 2})
-    expect(child.parent).to.deep.include({digest: base.digest, layers: 1, reference: 'local/demo:base', tree: 'record'})
+    expect(child.parent).to.deep.include({
+      digest: base.digest, layers: 1, reference: 'local/demo:base', tree: 'record',
+    })
     expect(child.record_bytes).to.be.greaterThan(0)
     const manifest = readJson<ImageManifest>(blobFile(child.layout_path, child.digest))
     const parentManifest = readJson<ImageManifest>(blobFile(base.layout_path, base.digest))
@@ -142,9 +146,13 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     const registry = await startRegistry('none')
     try {
       const env = {HOME: tempDir()}
-      await pushImage({destination: `${registry.host}/team/demo:base`, env, layoutPath: layout.root, source: 'local/demo:base'})
+      await pushImage({
+        destination: `${registry.host}/team/demo:base`, env, layoutPath: layout.root, source: 'local/demo:base',
+      })
       const before = registry.requests().length
-      const pushed = await pushImage({destination: `${registry.host}/team/demo:child`, env, layoutPath: layout.root, source: 'local/demo:child'})
+      const pushed = await pushImage({
+        destination: `${registry.host}/team/demo:child`, env, layoutPath: layout.root, source: 'local/demo:child',
+      })
       const manifest = readJson<ImageManifest>(blobFile(child.layout_path, child.digest))
       expect(pushed.blobs).to.deep.equal({existing: 1, mounted: 0, uploaded: 2})
       expect(pushed.bytes_uploaded).to.equal(child.size_bytes + manifest.config.size)

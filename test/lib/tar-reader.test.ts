@@ -1,12 +1,16 @@
 import {expect} from 'chai'
 import {execFileSync} from 'node:child_process'
-import {mkdirSync, readFileSync, symlinkSync, writeFileSync} from 'node:fs'
+import {
+  mkdirSync, readFileSync, symlinkSync, writeFileSync,
+} from 'node:fs'
 import path from 'node:path'
 
 import type {Entry} from '../../src/lib/extractor/extractor.js'
 
 import {emptyLayerStats, tarLayer} from '../../src/lib/layer.js'
-import {parsePaxTime, readTar, TarFormatError, type TarMember} from '../../src/lib/tar-reader.js'
+import {
+  parsePaxTime, readTar, TarFormatError, type TarMember,
+} from '../../src/lib/tar-reader.js'
 import {rejection} from '../helpers/assert.js'
 import {tempDir} from '../helpers/ext4.js'
 import {requireTools} from '../helpers/tools.js'
@@ -32,18 +36,30 @@ async function ourTar(entries: Entry[]): Promise<Buffer> {
   return Buffer.concat(pieces)
 }
 
-const base = {gid: 7, mode: 0o4755, mtime: {nsec: 123_456_789, sec: -2}, size: 0, uid: 100_000_000, xattrs: [] as [string, Buffer][]}
+const base = {
+  gid: 7, mode: 0o4755, mtime: {nsec: 123_456_789, sec: -2}, size: 0, uid: 100_000_000, xattrs: [] as [string, Buffer][],
+}
 
 describe('tar-reader', () => {
   it('reads back exactly what our layers write: raw names, ns and negative times, large ids, xattrs, links, devices', async () => {
     const name = Buffer.concat([Buffer.from('d/'), Buffer.from([0x63, 0x61, 0x66, 0xE9]), Buffer.from('\nx'.repeat(80))])
     const xattr = Buffer.from([0, 1, 2, 0x0A, 0xFF])
     const tar = await ourTar([
-      {...base, inode: 1, path: Buffer.from('d'), type: 'directory'},
-      {...base, content: () => [Buffer.from('hello')], inode: 2, path: name, size: 5, type: 'file', xattrs: [['user.bin', xattr], ['user.text', Buffer.from('a=b')]]},
-      {...base, inode: 2, path: Buffer.from('d/link'), size: 5, type: 'file'},
-      {...base, devMajor: 4, devMinor: 64, inode: 3, path: Buffer.from('d/tty'), type: 'char'},
-      {...base, inode: 4, linkTarget: Buffer.from('../'.repeat(60)), path: Buffer.from('d/sym'), type: 'symlink'},
+      {
+        ...base, inode: 1, path: Buffer.from('d'), type: 'directory',
+      },
+      {
+        ...base, content: () => [Buffer.from('hello')], inode: 2, path: name, size: 5, type: 'file', xattrs: [['user.bin', xattr], ['user.text', Buffer.from('a=b')]],
+      },
+      {
+        ...base, inode: 2, path: Buffer.from('d/link'), size: 5, type: 'file',
+      },
+      {
+        ...base, devMajor: 4, devMinor: 64, inode: 3, path: Buffer.from('d/tty'), type: 'char',
+      },
+      {
+        ...base, inode: 4, linkTarget: Buffer.from('../'.repeat(60)), path: Buffer.from('d/sym'), type: 'symlink',
+      },
     ])
     const found = await members(tar)
     expect(found.map(f => [f.member.type, f.member.path.toString('latin1'), f.content])).to.deep.equal([
@@ -54,7 +70,9 @@ describe('tar-reader', () => {
       ['symlink', 'd/sym', ''],
     ])
     const file = found[1].member
-    expect(file).to.include({gid: 7, mode: 0o4755, size: 5, uid: 100_000_000})
+    expect(file).to.include({
+      gid: 7, mode: 0o4755, size: 5, uid: 100_000_000,
+    })
     expect(file.mtime).to.deep.equal({nsec: 123_456_789, sec: -2})
     expect(file.xattrs).to.deep.equal([['user.bin', xattr], ['user.text', Buffer.from('a=b')]])
     expect(found[2].member.linkpath.toString('latin1')).to.equal(name.toString('latin1'))
@@ -84,7 +102,9 @@ describe('tar-reader', () => {
   })
 
   it('refuses a damaged header and a truncated member', async () => {
-    const tar = await ourTar([{...base, content: () => [Buffer.alloc(3000, 1)], inode: 1, path: Buffer.from('f'), size: 3000, type: 'file'}])
+    const tar = await ourTar([{
+      ...base, content: () => [Buffer.alloc(3000, 1)], inode: 1, path: Buffer.from('f'), size: 3000, type: 'file',
+    }])
     const bad = Buffer.from(tar)
     bad[0] ^= 1
     const error = await rejection(members(bad))

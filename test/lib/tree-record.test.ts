@@ -43,7 +43,9 @@ describe('tree-record', () => {
       node(Buffer.concat([Buffer.from('d/'), name]), {
         group: 'i7', identity: {ctime: {nsec: 9, sec: 10}, generation: 3, inode: 7}, sha256: SHA, size: 4, type: 'file',
       }),
-      node('d/l', {group: 'i7', sha256: SHA, size: 4, type: 'file'}),
+      node('d/l', {
+        group: 'i7', sha256: SHA, size: 4, type: 'file',
+      }),
       node('d/s', {linkTarget: Buffer.from('/x'), type: 'symlink'}),
       node('d/t', {devMajor: 1, devMinor: 3, type: 'char'}),
       node('d/u', {group: 'i9', sha256: SHA, type: 'file'}),
