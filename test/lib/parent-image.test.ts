@@ -59,6 +59,15 @@ async function tagCrafted(layout: OciLayout, ref: string, layers: Buffer[], arch
   await layout.tag(ref, {...manifest, mediaType: MEDIA_TYPES.manifest})
 }
 
+async function refusal(layout: OciLayout, attempt: () => Promise<unknown>, pattern: RegExp, exit: number): Promise<void> {
+  const before = snapshot(layout.root)
+  const error = await rejection(attempt())
+  expect(error.message).to.match(pattern)
+  expect(error.exitCode).to.equal(exit)
+  expect(error.remediation).to.be.a('string').and.not.equal('')
+  expect(snapshot(layout.root)).to.equal(before)
+}
+
 describe('commit --parent (real debugfs, real ext4, real clients)', () => {
   let state: string
   let rootfs: string
@@ -68,6 +77,9 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
   const commit = (reference: string, extra: Partial<CommitOptions> = {}): Promise<CommitResult> => commitWorkspace({
     arch: 'amd64', created: CREATED, reference, stateDir: state, workspace: 'demo', ...extra,
   })
+
+  const refuses = (parent: string, pattern: RegExp, exit: number, extra: Partial<CommitOptions> = {}): Promise<void> =>
+    refusal(layout, () => commit('local/demo:bad', {parent, ...extra}), pattern, exit)
 
   before(async function () {
     requireTools(this, 'debugfs', 'mke2fs', 'python3', 'skopeo', 'umoci', 'oci-image-tool', 'tune2fs')
@@ -174,15 +186,6 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
   })
 
   describe('refuses bad parents with a clear error, tags nothing and leaves the layout as it was', () => {
-    const refuses = async (parent: string, pattern: RegExp, exit: number, extra: Partial<CommitOptions> = {}): Promise<void> => {
-      const before = snapshot(layout.root)
-      const error = await rejection(commit('local/demo:bad', {parent, ...extra}))
-      expect(error.message).to.match(pattern)
-      expect(error.exitCode).to.equal(exit)
-      expect(error.remediation).to.be.a('string').and.not.equal('')
-      expect(snapshot(layout.root)).to.equal(before)
-    }
-
     it('a parent that is not in the layout', () => refuses('local/nope:1', /not found/, 3))
 
     it('a parent that is an index', async () => {

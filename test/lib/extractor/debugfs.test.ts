@@ -84,6 +84,12 @@ function editedRootEntry(name: string, from: string, to: Buffer): string {
 
 const failure = (disk: string, extractor?: DebugfsExtractor) => rejection(extractAll(disk, extractor))
 
+async function read(entry: Entry): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of entry.content!()) chunks.push(chunk as Buffer)
+  return sha(Buffer.concat(chunks))
+}
+
 describe('extractor/debugfs (real debugfs, real ext4)', () => {
   let image: FidelityImage
   let result: Awaited<ReturnType<typeof extractAll>>
@@ -415,12 +421,6 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
           writeFileSync(path.join(root, 'z-big'), Buffer.alloc(200_000, 9))
         },
       })
-      const read = async (entry: Entry): Promise<string> => {
-        const chunks: Buffer[] = []
-        for await (const chunk of entry.content!()) chunks.push(chunk as Buffer)
-        return sha(Buffer.concat(chunks))
-      }
-
       const kept: Entry[] = []
       const late: string[] = []
       const extractor = new DebugfsExtractor()
