@@ -22,6 +22,7 @@ import {ImageRecords} from './records.js'
 /** The record's name in `ImageRecords`. */
 export const TREE_RECORD = 'tree.ndjson.gz'
 const FORMAT = 'microagent-tree'
+const WRITE_BYTES = 256 * 1024
 const VERSION = 1
 
 /** An inode's ext4 identity: with the filesystem UUID, equal identities mean equal content. */
@@ -205,6 +206,7 @@ export class TreeRecordWriter {
   private readonly hash: Hash = createHash('sha256')
   private last: Buffer | undefined
   private readonly out: WriteStream
+  private pending = ''
 
   constructor(file: string, fsUuid: string | undefined) {
     this.gzip = createGzip({level: 6})
@@ -245,16 +247,24 @@ export class TreeRecordWriter {
   async finish(diffIds: string[]): Promise<number> {
     const groups = [...this.groups.values()].filter(names => names.length > 1).map(names => names.map(name => name.toString('hex')))
     this.line({groups})
+    this.flush()
     const digest = this.hash.digest('hex')
     this.gzip.end(`${JSON.stringify({end: {diff_ids: diffIds, entries: this.count, sha256: digest}})}\n`)
     await once(this.out, 'close')
     return this.out.bytesWritten
   }
 
-  private line(value: unknown): boolean {
-    const text = `${JSON.stringify(value)}\n`
+  /** Lines are gathered into large writes: a zlib call per line costs more than the compression. */
+  private flush(): boolean {
+    const text = this.pending
+    this.pending = ''
     this.hash.update(text)
     return this.gzip.write(text)
+  }
+
+  private line(value: unknown): boolean {
+    this.pending += `${JSON.stringify(value)}\n`
+    return this.pending.length < WRITE_BYTES || this.flush()
   }
 }
 
