@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {execFileSync} from 'node:child_process'
 import {
-  existsSync, readdirSync, readFileSync, writeFileSync,
+  existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
 
@@ -91,13 +91,15 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
         sizeMiB: 32,
         tree(root) {
           for (let i = 0; i < 50; i++) writeFileSync(path.join(root, `f${i}`), `file ${i}\n`.repeat(1000))
-          writeFileSync(path.join(root, 'hostname'), 'base\n')
+          mkdirSync(path.join(root, 'etc'))
+          writeFileSync(path.join(root, 'etc', 'hostname'), 'base\n')
         },
       },
     })
     layout = new OciLayout(layoutPath(state))
     base = await commit('local/demo:base', {changes: ['ENV B=2'], message: 'base'})
-    runDebugfsWrite(rootfs, ['rm /f1', 'write /etc/hosts /new-file', 'sif /f2 mode 0100600'])
+    // etc/hostname is microagent's own (runtime-files.ts): a changed one stays as the parent has it.
+    runDebugfsWrite(rootfs, ['rm /f1', 'write /etc/hosts /new-file', 'sif /f2 mode 0100600', 'rm /etc/hostname', 'write /etc/os-release /etc/hostname'])
     child = await commit('local/demo:child', {
       author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
     })
