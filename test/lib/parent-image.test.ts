@@ -1,5 +1,5 @@
 import {expect} from 'chai'
-import {execFileSync} from 'node:child_process'
+import {execFileSync, spawn} from 'node:child_process'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
 } from 'node:fs'
@@ -15,7 +15,7 @@ import {MAX_LAYERS} from '../../src/lib/parent-image.js'
 import {ImageRecords} from '../../src/lib/records.js'
 import {pushImage} from '../../src/lib/registry/push.js'
 import {encodeHeader, END_OF_ARCHIVE, TYPEFLAG} from '../../src/lib/tar.js'
-import {TREE_RECORD} from '../../src/lib/tree-record.js'
+import {openTreeRecord, TREE_RECORD} from '../../src/lib/tree-record.js'
 import {rejection} from '../helpers/assert.js'
 import {runDebugfsWrite, tempDir} from '../helpers/ext4.js'
 import {
@@ -185,6 +185,40 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     expect(await records.size(digest)).to.be.greaterThan(0)
     await removeImage(state, 'local/demo:gone')
     expect(existsSync(records.dir(digest))).to.equal(false)
+  })
+
+  it('keeps a whole tree record or none when a commit is killed (kill -9) at any point', async function () {
+    this.timeout(120_000)
+    const script = `
+      import {commitWorkspace} from ${JSON.stringify(path.resolve('src/lib/commit.ts'))}
+      await commitWorkspace({arch: 'amd64', created: new Date(0), parent: 'local/demo:base', reference: 'local/demo:killed', stateDir: ${JSON.stringify(state)}, workspace: 'demo'})
+    `
+    // Later and later, until one commit got as far as its tag: every kill before hit it somewhere on the way.
+    for (const delay of [800, 1600, 2400, 3200, 4800, 8000]) {
+      const child = spawn(process.execPath, ['--import', 'tsx/esm', '--input-type=module', '-e', script], {stdio: 'ignore'})
+      const exited = new Promise(resolve => {
+        child.on('exit', resolve)
+      })
+      await new Promise(resolve => {
+        setTimeout(resolve, delay)
+      })
+      child.kill('SIGKILL')
+      await exited
+      const index = JSON.parse(readFileSync(path.join(layout.root, 'index.json'), 'utf8')) as {manifests: {annotations: Record<string, string>; digest: string}[]}
+      const tagged = index.manifests.find(m => m.annotations['org.opencontainers.image.ref.name'] === 'local/demo:killed')
+      if (tagged) {
+        // Tagged means its record was stored first, whole.
+        const record = await openTreeRecord(new ImageRecords(layout.root).path(tagged.digest, TREE_RECORD))
+        expect(record.entries, `killed after ${delay} ms`).to.be.greaterThan(0)
+        break
+      }
+
+      for (const hex of readdirSync(path.join(layout.root, 'records', 'sha256'))) {
+        // A whole record or none, never a torn one (temp files beside it are not records).
+        const file = path.join(layout.root, 'records', 'sha256', hex, TREE_RECORD)
+        if (existsSync(file)) await openTreeRecord(file)
+      }
+    }
   })
 
   describe('refuses bad parents with a clear error, tags nothing and leaves the layout as it was', () => {
