@@ -5,7 +5,7 @@ import type {Extractor} from './extractor/extractor.js'
 import {applyChanges} from './changes.js'
 import {changeset, WalkGate} from './changeset.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
-import {DigestCounter, sha256Digest} from './digest.js'
+import {DigestCounter} from './digest.js'
 import {type DiskView, openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
 import {usageError} from './errors.js'
@@ -19,14 +19,18 @@ import {
   countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
 } from './layer.js'
 import {layoutPath, OciLayout} from './layout.js'
-import {buildChildConfig, defaultsFromConfig, openParentImage} from './parent-image.js'
-import {readParentTree} from './parent-tree.js'
+import {
+  buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
+} from './parent-image.js'
+import {type ParentTreeSource, readParentTree} from './parent-tree.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
 import {parseTagReference} from './reference.js'
 import {isLeftOutRuntimePath} from './runtime-files.js'
 import {PendingTreeRecord} from './tree-record.js'
-import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
+import {
+  leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type WorkspaceManifest,
+} from './workspace.js'
 
 export interface CommitOptions {
   /** OCI architecture; defaults to the guest's where recorded, else the host's. */
@@ -106,6 +110,94 @@ function progressReporter(stats: LayerStats, diffCounter: DigestCounter | undefi
   return {chunk: (written: number) => report(written, false), done: (size: number) => report(size, true)}
 }
 
+/** What the image starts from: the parent, if any (checked, its tree opened), its architecture and runtime config. */
+async function imageBase(layout: OciLayout, options: CommitOptions, manifest: WorkspaceManifest) {
+  const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
+  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config) : manifest.imageDefaults, options.changes, options.labels)
+  const architecture = options.arch ?? manifest.arch ?? (parent?.architecture as Architecture | undefined) ?? hostArch()
+  if (parent && parent.architecture !== architecture) {
+    throw usageError(
+      `--parent ${parent.ref} is ${parent.architecture}, this commit is ${architecture}: one image cannot mix them`,
+      'Give --parent an image of the same architecture, or commit without --parent.',
+    )
+  }
+
+  return {
+    architecture,
+    defaults,
+    /** The parent's diff_ids and layer descriptors, which the new image starts with. */
+    diffIds: parent?.diffIds ?? [],
+    layers: parent?.layers ?? [],
+    parent,
+    parentTree: parent ? await readParentTree(layout, parent) : undefined,
+  }
+}
+
+/** The image config: the parent's with one more layer, or a new one. */
+function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitOptions, diffId: string, workspace: string): {created: string} {
+  const {architecture, defaults, parent} = base
+  const common = {
+    author: options.author, comment: options.message, created: options.created, defaults, diffId, workspace,
+  }
+  return parent ? (buildChildConfig({...common, parent}) as {created: string}) : buildConfig({...common, architecture})
+}
+
+/**
+ * Writes the config and the manifest, then the tree record under the manifest's digest: all of it before
+ * the tag moves, so a tagged image always has its record. A failure discards the record.
+ */
+async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {config: object; diffIds: string[]; layers: Descriptor[]}, signal?: AbortSignal): Promise<{
+  configDigest: string; manifest: {digest: string; size: number}; recordBytes: number
+}> {
+  const {config, diffIds, layers} = image
+  try {
+    // Past this point nothing is visible until the tag moves; stop here if the user asked to.
+    signal?.throwIfAborted()
+    const configBlob = await layout.writeBlob(canonicalJson(config))
+    const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
+    const recordBytes = await record.store(layout, manifest.digest, diffIds)
+    return {configDigest: configBlob.digest, manifest, recordBytes}
+  } catch (error) {
+    await record.discard()
+    throw error
+  }
+}
+
+interface LayerTarOptions {
+  diskUuid?: string
+  exclude?: (path: Buffer) => boolean
+  parentTree?: ParentTreeSource
+  record: PendingTreeRecord
+  signal?: AbortSignal
+}
+
+/**
+ * The layer's tar: the whole disk, or with a parent the changeset from its tree to the disk's (the files
+ * microagent writes into a rootfs left as the parent has them). Either way the new tree goes to `record`.
+ */
+function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options: LayerTarOptions): AsyncGenerator<Buffer, void, undefined> {
+  const {exclude, parentTree, record} = options
+  const gate = parentTree ? new WalkGate() : undefined
+  const entries = extractor.entries(disk, {
+    beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
+  })
+  if (!parentTree) return tarLayer(entries, stats, {exclude, onArchived: record.archived})
+  const kept = exclude ? excluding(entries, exclude, stats) : entries
+  return tarLayer(changeset(kept, parentTree, {
+    diskUuid: options.diskUuid, ignore: isLeftOutRuntimePath, onNode: record.add, stats, walk: gate,
+  }), stats)
+}
+
+function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
+  return {
+    digest: parent.descriptor.digest,
+    layers: parent.layers.length,
+    reference: parent.ref,
+    tree: tree.source,
+    ...(tree.recordProblem ? {tree_note: tree.recordProblem} : {}),
+  }
+}
+
 /**
  * Commits a stopped workspace's rootfs as a single-layer OCI image tagged `reference` in the state dir's
  * layout. Names and the reference are checked before any file is read; the workspace disk is only ever
@@ -124,14 +216,8 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
 
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
-  const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
-  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config) : workspace.manifest.imageDefaults, options.changes, options.labels)
-  const architecture = options.arch ?? workspace.manifest.arch ?? (parent?.architecture as Architecture | undefined) ?? hostArch()
-  if (parent && parent.architecture !== architecture) {
-    throw usageError(`--parent ${parent.ref} is ${parent.architecture}, this commit is ${architecture}: one image cannot mix them`, 'Give --parent an image of the same architecture, or commit without --parent.')
-  }
-
-  const parentTree = parent ? await readParentTree(layout, parent) : undefined
+  const base = await imageBase(layout, options, workspace.manifest)
+  const {architecture, parent, parentTree} = base
   options.signal?.throwIfAborted()
   const stats = emptyLayerStats()
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
@@ -141,29 +227,23 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const lease = await leaseStoppedWorkspace(workspace)
   let layer: {digest: string; size: number}
   let replayed: boolean
-  let record: PendingTreeRecord | undefined
+  // The UUID is the disk's own: a replayed private copy has the same superblock.
+  const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
+  const record = PendingTreeRecord.open(layout, diskUuid)
   try {
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, options.debugfs)
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
-      record = PendingTreeRecord.open(layout, await extractor.filesystemUuid?.(view.path))
-      const gate = parentTree ? new WalkGate() : undefined
-      const entries = extractor.entries(view.path, {
-        beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
-      })
-      const items = parentTree
-        ? tarLayer(changeset(exclude ? excluding(entries, exclude, stats) : entries, parentTree, {
-          diskUuid: await extractor.filesystemUuid?.(view.path), ignore: isLeftOutRuntimePath, onNode: record.add, stats, walk: gate,
-        }), stats)
-        : tarLayer(entries, stats, {exclude, onArchived: record.archived})
-      const tar = Readable.from(items, {objectMode: false})
+      const tar = Readable.from(layerTar(extractor, view.path, stats, {
+        diskUuid, exclude, parentTree, record, signal: options.signal,
+      }), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
       await view.release()
     }
   } catch (error) {
-    await record?.discard()
+    await record.discard()
     throw error
   } finally {
     await lease?.release()
@@ -172,68 +252,33 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const diffId = diffCounter?.digest() ?? layer.digest
   progress?.done(layer.size)
 
-  const config = parent
-    ? buildChildConfig({
-      author: options.author, comment: options.message, created: options.created, defaults, diffId, parent, workspace: workspace.name,
-    })
-    : buildConfig({
-      architecture,
-      author: options.author,
-      comment: options.message,
-      created: options.created,
-      defaults,
-      diffId,
-      workspace: workspace.name,
-    })
-  let recordBytes: number
-  let manifestBlob: {digest: string; size: number}
-  try {
-    // Past this point nothing is visible until the tag moves; stop here if the user asked to.
-    options.signal?.throwIfAborted()
-    const configBlob = await layout.writeBlob(canonicalJson(config))
-    const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
-    const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [...(parent?.layers ?? []), layerDescriptor])
-    manifestBlob = await layout.writeBlob(canonicalJson(manifest))
-    recordBytes = await record.store(layout, manifestBlob.digest, [...(parent?.diffIds ?? []), diffId])
-  } catch (error) {
-    await record.discard()
-    throw error
-  }
-
+  const config = configFor(base, options, diffId, workspace.name)
+  const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
+  const stored = await storeImage(layout, record, {config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor]}, options.signal)
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
-    ...manifestBlob,
+    ...stored.manifest,
     mediaType: MEDIA_TYPES.manifest,
     platform: {architecture, os: 'linux'},
   })
   return {
     architecture,
 
-    config_digest: sha256Digest(canonicalJson(config)),
-    created: config.created as string,
+    config_digest: stored.configDigest,
+    created: config.created,
 
     diff_id: diffId,
-    digest: manifestBlob.digest,
+    digest: stored.manifest.digest,
 
     journal_replayed: replayed,
 
     layer_digest: layer.digest,
-    layers: (parent?.layers.length ?? 0) + 1,
+    layers: base.layers.length + 1,
 
     layout_path: layout.root,
-    ...(parent && parentTree
-      ? {
-        parent: {
-          digest: parent.descriptor.digest,
-          layers: parent.layers.length,
-          reference: parent.ref,
-          tree: parentTree.source,
-          ...(parentTree.recordProblem ? {tree_note: parentTree.recordProblem} : {}),
-        },
-      }
-      : {}),
+    ...(parent && parentTree ? {parent: parentSummary(parent, parentTree)} : {}),
     pushed: false,
-    record_bytes: recordBytes,
+    record_bytes: stored.recordBytes,
     reference: ref.raw,
 
     size_bytes: layer.size,
