@@ -190,6 +190,10 @@ class Merge {
   private readonly groups = new Map<number, Group>()
   private readonly ignore: (path: Buffer) => boolean
   private readonly parentNodes: Peek<TreeNode>
+  /** The last disk path seen, to check the walk's order. */
+  private previous: Buffer | undefined
+  /** A disk directory whose subtree is left out (a `.wh.*` name, or ignored). */
+  private skip: Buffer | undefined
   private readonly trusted: boolean
 
   constructor(
@@ -201,11 +205,12 @@ class Merge {
     this.trusted = parent.fsUuid !== undefined && parent.fsUuid === options.diskUuid
   }
 
+  /**
+   * @yields the changeset, in the order `tarLayer` archives it
+   */
   async * run(entries: AsyncIterable<Entry>): AsyncGenerator<LayerItem, void, undefined> {
     const disk = entries[Symbol.asyncIterator]()
     const ended = this.options.walk?.ended.then((): 'ended' => 'ended')
-    let skip: Buffer | undefined
-    let previous: Buffer | undefined
     let settled = false
     try {
       await this.parentNodes.load()
@@ -221,34 +226,7 @@ class Merge {
           break
         }
 
-        const entry = result.value
-        if (previous && compareTreePaths(previous, entry.path) >= 0) {
-          throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
-            remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
-          })
-        }
-
-        previous = entry.path
-        if (skip && isUnder(entry.path, skip)) continue
-        skip = undefined
-        if (isWhiteoutPath(entry.path)) {
-          if (this.options.stats) this.options.stats.skipped.whiteoutNames++
-          if (entry.type === 'directory') skip = entry.path
-          continue
-        }
-
-        yield * this.deleteBefore(entry.path)
-        yield * this.closeFrames(entry.path)
-        const {head} = this.parentNodes
-        const node = head && head.path.equals(entry.path) ? head : undefined
-        if (node) await this.parentNodes.load()
-        if (this.ignore(entry.path)) {
-          if (entry.type === 'directory') skip = entry.path
-          if (node) await this.keepParent(node)
-          continue
-        }
-
-        yield * this.entry(entry, node)
+        yield * this.step(result.value)
       }
 
       yield * this.deleteBefore()
@@ -277,7 +255,11 @@ class Merge {
     }
   }
 
-  /** Parent nodes before `path` (all that are left, if undefined) are gone from the disk. */
+  /**
+   * Parent nodes before `path` (all that are left, if undefined) are gone from the disk.
+   *
+   * @yields the whiteouts of directories closed on the way
+   */
   private async * deleteBefore(path?: Buffer): AsyncGenerator<Whiteout, void, undefined> {
     for (;;) {
       const node = this.parentNodes.head
@@ -358,24 +340,7 @@ class Merge {
       return
     }
 
-    if (entry.type !== 'file') {
-      this.keep()
-      await this.record(nodeFromEntry(entry))
-      return
-    }
-
-    if (this.trusted && sameIdentity(entry, node)) {
-      this.keep()
-      await this.record(nodeFromEntry(entry, node.sha256))
-      return
-    }
-
-    const {chunks, sha256} = await hashContent(entry)
-    if (sha256 === node.sha256) this.keep()
-    else yield (await this.emit(entry, {
-      links: 1, members: [], seen: 0, sha256,
-    }, chunks)).item
-    await this.record(nodeFromEntry(entry, sha256))
+    yield * this.unchangedMeta(entry, node)
   }
 
   private keep(): void {
@@ -441,7 +406,11 @@ class Merge {
     await this.options.onNode?.(node)
   }
 
-  /** Judges a group all of whose names were seen: unchanged only if its names are exactly the parent group's. */
+  /**
+   * Judges a group all of whose names were seen: unchanged only if its names are exactly the parent group's.
+   *
+   * @yields every name of the group, when it changed
+   */
   private async * settle(group: Group): AsyncGenerator<Entry, void, undefined> {
     const {members} = group
     const key = members[0].parent?.group
@@ -462,5 +431,68 @@ class Merge {
 
   private async * settleGroups(): AsyncGenerator<Entry, void, undefined> {
     for (const group of this.groups.values()) if (group.decided === undefined) yield * this.settle(group)
+  }
+
+  /**
+   * One disk entry: first the parent's paths before it (deleted), then the entry against the parent's
+   * node at its path, if any.
+   *
+   * @yields what the entry and the deletions before it add to the changeset
+   */
+  private async * step(entry: Entry): AsyncGenerator<LayerItem, void, undefined> {
+    if (this.previous && compareTreePaths(this.previous, entry.path) >= 0) {
+      throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
+        remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
+      })
+    }
+
+    this.previous = entry.path
+    if (this.skip && isUnder(entry.path, this.skip)) return
+    this.skip = undefined
+    if (isWhiteoutPath(entry.path)) {
+      if (this.options.stats) this.options.stats.skipped.whiteoutNames++
+      if (entry.type === 'directory') this.skip = entry.path
+      return
+    }
+
+    yield * this.deleteBefore(entry.path)
+    yield * this.closeFrames(entry.path)
+    const {head} = this.parentNodes
+    const node = head && head.path.equals(entry.path) ? head : undefined
+    if (node) await this.parentNodes.load()
+    if (this.ignore(entry.path)) {
+      if (entry.type === 'directory') this.skip = entry.path
+      if (node) await this.keepParent(node)
+      return
+    }
+
+    yield * this.entry(entry, node)
+  }
+
+  /**
+   * A path whose metadata is as the parent has it: unchanged unless a file's content differs, which an
+   * unchanged identity rules out without reading it.
+   *
+   * @yields the entry, when its content changed
+   */
+  private async * unchangedMeta(entry: Entry, node: TreeNode): AsyncGenerator<Entry, void, undefined> {
+    if (entry.type !== 'file') {
+      this.keep()
+      await this.record(nodeFromEntry(entry))
+      return
+    }
+
+    if (this.trusted && sameIdentity(entry, node)) {
+      this.keep()
+      await this.record(nodeFromEntry(entry, node.sha256))
+      return
+    }
+
+    const {chunks, sha256} = await hashContent(entry)
+    if (sha256 === node.sha256) this.keep()
+    else yield (await this.emit(entry, {
+      links: 1, members: [], seen: 0, sha256,
+    }, chunks)).item
+    await this.record(nodeFromEntry(entry, sha256))
   }
 }

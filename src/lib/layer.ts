@@ -1,4 +1,4 @@
-import {createHash} from 'node:crypto'
+import {createHash, type Hash} from 'node:crypto'
 
 import type {Entry, Skip} from './extractor/extractor.js'
 
@@ -223,9 +223,7 @@ export async function * excluding<T extends LayerItem>(entries: AsyncIterable<T>
 }
 
 async function * tarPieces(entries: AsyncIterable<LayerItem>, stats: LayerStats, onArchived?: LayerOptions['onArchived']): AsyncGenerator<Buffer, void, undefined> {
-  const firstName = new Map<number, Buffer>()
-  /** Content hashes of multiply-linked inodes, for the names after the first. */
-  const linkedSha = new Map<number, string | undefined>()
+  const links: Links = {firstName: new Map(), sha256: new Map()}
   for await (const entry of entries) {
     if (isWhiteout(entry)) {
       stats.whiteouts++
@@ -233,95 +231,105 @@ async function * tarPieces(entries: AsyncIterable<LayerItem>, stats: LayerStats,
       continue
     }
 
-    const components = checkEntryPath(entry.path)
-    if (isWhiteoutName(components)) {
-      // Only count the topmost one: its subtree goes with it.
-      if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
-      continue
-    }
-
-    const isDir = entry.type === 'directory'
-    const tarPath = isDir ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path
-    const fields = headerFields(entry, tarPath)
-    stats.entries++
-    const earlier = isDir ? undefined : firstName.get(entry.inode)
-    if (earlier !== undefined) {
-      stats.hardlinks++
-      yield encodeHeader({
-        ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
-      })
-      await onArchived?.(entry, linkedSha.get(entry.inode))
-      continue
-    }
-
-    let sha256: string | undefined
-
-    if (!isDir) firstName.set(entry.inode, entry.path)
-    switch (entry.type) {
-    case 'block':
-    case 'char': {
-      stats.devices++
-      yield encodeHeader({
-        ...fields, devMajor: entry.devMajor, devMinor: entry.devMinor, size: 0, typeflag: TYPEFLAG[entry.type],
-      })
-      break
-    }
-
-    case 'directory': {
-      stats.directories++
-      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.directory})
-      break
-    }
-
-    case 'fifo': {
-      stats.fifos++
-      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.fifo})
-      break
-    }
-
-    case 'file': {
-      stats.files++
-      yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
-      if (onArchived) {
-        const hash = createHash('sha256')
-        for await (const piece of fileContent(entry)) {
-          hash.update(piece)
-          yield piece
-        }
-
-        sha256 = hash.digest('hex')
-        if ((entry.links ?? 2) > 1) linkedSha.set(entry.inode, sha256)
-      } else {
-        yield * fileContent(entry)
-      }
-
-      yield padding(entry.size)
-      stats.contentBytes += entry.size
-      break
-    }
-
-    case 'symlink': {
-      stats.symlinks++
-      yield encodeHeader({
-        ...fields, linkpath: entry.linkTarget, size: 0, typeflag: TYPEFLAG.symlink,
-      })
-      break
-    }
-    }
-
-    await onArchived?.(entry, sha256)
+    const archived = yield * entryPieces(entry, stats, links, onArchived !== undefined)
+    if (archived) await onArchived?.(entry, archived.sha256)
   }
 
   yield END_OF_ARCHIVE
 }
 
-async function * fileContent(entry: Entry): AsyncGenerator<Buffer, void, undefined> {
+/** The first name of each inode archived so far, and the content hashes of multiply-linked ones. */
+interface Links {
+  firstName: Map<number, Buffer>
+  sha256: Map<number, string | undefined>
+}
+
+/**
+ * One entry's header and content. Returns whether it was archived and, when `hashing`, a file's sha256.
+ *
+ * @yields the entry's tar pieces
+ */
+async function * entryPieces(entry: Entry, stats: LayerStats, links: Links, hashing: boolean): AsyncGenerator<Buffer, false | {sha256?: string}, undefined> {
+  const components = checkEntryPath(entry.path)
+  if (isWhiteoutName(components)) {
+    // Only count the topmost one: its subtree goes with it.
+    if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
+    return false
+  }
+
+  const isDir = entry.type === 'directory'
+  const tarPath = isDir ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path
+  const fields = headerFields(entry, tarPath)
+  stats.entries++
+  const earlier = isDir ? undefined : links.firstName.get(entry.inode)
+  if (earlier !== undefined) {
+    stats.hardlinks++
+    yield encodeHeader({
+      ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
+    })
+    return {sha256: links.sha256.get(entry.inode)}
+  }
+
+  if (!isDir) links.firstName.set(entry.inode, entry.path)
+  switch (entry.type) {
+  case 'block':
+  case 'char': {
+    stats.devices++
+    yield encodeHeader({
+      ...fields, devMajor: entry.devMajor, devMinor: entry.devMinor, size: 0, typeflag: TYPEFLAG[entry.type],
+    })
+    break
+  }
+
+  case 'directory': {
+    stats.directories++
+    yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.directory})
+    break
+  }
+
+  case 'fifo': {
+    stats.fifos++
+    yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.fifo})
+    break
+  }
+
+  case 'file': {
+    stats.files++
+    yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
+    const hash = hashing ? createHash('sha256') : undefined
+    yield * fileContent(entry, hash)
+    yield padding(entry.size)
+    stats.contentBytes += entry.size
+    const sha256 = hash?.digest('hex')
+    if ((entry.links ?? 2) > 1) links.sha256.set(entry.inode, sha256)
+    return {sha256}
+  }
+
+  case 'symlink': {
+    stats.symlinks++
+    yield encodeHeader({
+      ...fields, linkpath: entry.linkTarget, size: 0, typeflag: TYPEFLAG.symlink,
+    })
+    break
+  }
+  }
+
+  return {}
+}
+
+/**
+ * The file's content, checked against its size, hashed into `hash` when given (for the tree record).
+ *
+ * @yields the content, in the extractor's pieces
+ */
+async function * fileContent(entry: Entry, hash?: Hash): AsyncGenerator<Buffer, void, undefined> {
   if (entry.size === 0) return
   if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
   let seen = 0
   for await (const chunk of entry.content()) {
     seen += (chunk as Buffer).length
     if (seen > entry.size) break
+    hash?.update(chunk as Buffer)
     yield chunk as Buffer
   }
 

@@ -220,22 +220,33 @@ class LayeredTree {
   }
 }
 
-async function applyMember(tree: LayeredTree, member: TarMember, content: AsyncIterable<Buffer>, layer: number, refuse: (why: string) => Error): Promise<void> {
+interface Applying {
+  layer: number
+  refuse: (why: string) => Error
+  tree: LayeredTree
+}
+
+/** A whiteout hides what lower layers hold, never what its own layer adds. */
+function applyWhiteout(at: Applying, dir: Node, name: string, member: TarMember): void {
+  if (name === OPAQUE) {
+    at.tree.opaque(dir, at.layer)
+    return
+  }
+
+  const target = name.slice(WHITEOUT.length)
+  if (target === '' || target === '.' || target === '..') throw at.refuse(`holds a whiteout of the root or of "..": ${JSON.stringify(member.path.toString('latin1'))}`)
+  const existing = dir.children!.get(target)
+  if (existing && existing.layer < at.layer) dir.children!.delete(target)
+}
+
+async function applyMember(at: Applying, member: TarMember, content: AsyncIterable<Buffer>): Promise<void> {
+  const {layer, refuse, tree} = at
   const parts = components(member.path, refuse)
   if (parts.length === 0) return
   const name = parts.at(-1)!
   const dir = tree.dir(parts.slice(0, -1), layer, refuse)
   if (name.startsWith(WHITEOUT)) {
-    if (name === OPAQUE) {
-      tree.opaque(dir, layer)
-      return
-    }
-
-    const target = name.slice(WHITEOUT.length)
-    if (target === '' || target === '.' || target === '..') throw refuse(`holds a whiteout of the root or of "..": ${JSON.stringify(member.path.toString('latin1'))}`)
-    const existing = dir.children!.get(target)
-    // Whiteouts hide what lower layers hold, never what their own layer adds.
-    if (existing && existing.layer < layer) dir.children!.delete(target)
+    applyWhiteout(at, dir, name, member)
     return
   }
 
@@ -284,7 +295,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
     const diff = new DigestCounter()
     const source = Readable.from(decompress(layout.blobPath(layer.digest), layer.mediaType)).pipe(diff)
     try {
-      await readTar(source, (member, content) => applyMember(tree, member, content, i, refuse))
+      await readTar(source, (member, content) => applyMember({layer: i, refuse, tree}, member, content))
       // A tar's end blocks may be followed by padding: read it, so that the diff_id covers the whole stream.
       for await (const piece of source) if (piece === undefined) break
     } catch (error) {

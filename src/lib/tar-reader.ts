@@ -153,6 +153,38 @@ function paxRecords(body: Buffer): Map<string, Buffer> {
   return records
 }
 
+/** A member's fields from its header block and the pax records and GNU long names before it. */
+function memberOf(block: Buffer, records: Map<string, Buffer>, longName?: Buffer, longLink?: Buffer): TarMember {
+  const typeflag = String.fromCodePoint(block[156])
+  const type = TYPES[typeflag]
+  if (!type) throw new TarFormatError(`unsupported member type ${JSON.stringify(typeflag)}`)
+  const ustar = block.toString('latin1', 257, 263) === 'ustar\0'
+  const prefix = ustar ? field(block, 345, 155) : Buffer.alloc(0)
+  const name = field(block, 0, 100)
+  const decimal = (key: string, fallback: number): number => {
+    const value = records.has(key) ? Number(records.get(key)!.toString()) : fallback
+    if (!Number.isSafeInteger(value) || value < 0) throw new TarFormatError(`bad ${key}`)
+    return value
+  }
+
+  const xattrs = [...records]
+  .filter(([key]) => key.startsWith('SCHILY.xattr.'))
+  .map(([key, value]): [string, Buffer] => [key.slice('SCHILY.xattr.'.length), value])
+  return {
+    devMajor: numeric(block, 329, 8),
+    devMinor: numeric(block, 337, 8),
+    gid: decimal('gid', numeric(block, 116, 8)),
+    linkpath: records.get('linkpath') ?? longLink ?? Buffer.from(field(block, 157, 100)),
+    mode: numeric(block, 100, 8) & 0o7777,
+    mtime: records.has('mtime') ? parsePaxTime(records.get('mtime')!.toString('latin1')) : {nsec: 0, sec: numeric(block, 136, 12)},
+    path: records.get('path') ?? longName ?? Buffer.from(prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : name),
+    size: decimal('size', numeric(block, 124, 12)),
+    type,
+    uid: decimal('uid', numeric(block, 108, 8)),
+    xattrs: xattrs.sort((a, b) => (a[0] < b[0] ? -1 : (a[0] > b[0] ? 1 : 0))),
+  }
+}
+
 /**
  * Reads an uncompressed tar stream. For each member, `onMember` gets the member and its content (which it
  * must read to the end, or not at all: what it leaves is skipped).
@@ -162,75 +194,27 @@ export async function readTar(
   onMember: (member: TarMember, content: AsyncIterable<Buffer>) => Promise<void>,
 ): Promise<void> {
   const bytes = new ByteSource(source)
-  let global = new Map<string, Buffer>()
-  let pax = new Map<string, Buffer>()
-  let longName: Buffer | undefined
-  let longLink: Buffer | undefined
+  const meta: Meta = {global: new Map(), pax: new Map()}
   for (;;) {
     const block = await bytes.read(BLOCK)
-    if (block.length === 0) return
+    if (block.length === 0 || (block.length === BLOCK && block.every(byte => byte === 0))) return
     if (block.length < BLOCK) throw new TarFormatError('archive ends inside a header')
-    if (block.every(byte => byte === 0)) return
     if (!checksumOk(block)) throw new TarFormatError('header checksum mismatch')
     const typeflag = String.fromCodePoint(block[156])
     const size = numeric(block, 124, 12)
-    const padded = Math.ceil(size / BLOCK) * BLOCK
-    if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
-      const body = (await bytes.read(padded)).subarray(0, size)
-      if (body.length < size) throw new TarFormatError('archive ends inside a member')
-      switch (typeflag) {
-      case 'g': {
-        global = new Map([...global, ...paxRecords(body)])
-        break;
-      }
-
-      case 'L': {
-        longName = field(body, 0, body.length)
-        break;
-      }
-
-      case 'x': {
-        pax = paxRecords(body)
-        break;
-      }
-
-      default: {longLink = field(body, 0, body.length)
-      }
-      }
-
+    if (META_TYPES.has(typeflag)) {
+      const body = await exactly(bytes, Math.ceil(size / BLOCK) * BLOCK)
+      readMeta(meta, typeflag, body.subarray(0, size))
       continue
     }
 
-    const type = TYPES[typeflag]
-    if (!type) throw new TarFormatError(`unsupported member type ${JSON.stringify(typeflag)}`)
-    const records = new Map([...global, ...pax])
-    const ustar = block.toString('latin1', 257, 263) === 'ustar\0'
-    const prefix = ustar ? field(block, 345, 155) : Buffer.alloc(0)
-    const name = field(block, 0, 100)
-    const member: TarMember = {
-      devMajor: numeric(block, 329, 8),
-      devMinor: numeric(block, 337, 8),
-      gid: records.has('gid') ? Number(records.get('gid')!.toString()) : numeric(block, 116, 8),
-      linkpath: records.get('linkpath') ?? longLink ?? Buffer.from(field(block, 157, 100)),
-      mode: numeric(block, 100, 8) & 0o7777,
-      mtime: records.has('mtime') ? parsePaxTime(records.get('mtime')!.toString('latin1')) : {nsec: 0, sec: numeric(block, 136, 12)},
-      path: records.get('path') ?? longName ?? Buffer.from(prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : name),
-      size: records.has('size') ? Number(records.get('size')!.toString()) : size,
-      type,
-      uid: records.has('uid') ? Number(records.get('uid')!.toString()) : numeric(block, 108, 8),
-      xattrs: [...records].filter(([key]) => key.startsWith('SCHILY.xattr.')).map(([key, value]): [string, Buffer] => [key.slice('SCHILY.xattr.'.length), value])
-      .sort((a, b) => (a[0] < b[0] ? -1 : (a[0] > b[0] ? 1 : 0))),
-    }
-    pax = new Map()
-    longName = undefined
-    longLink = undefined
-    for (const value of [member.uid, member.gid, member.size]) {
-      if (!Number.isSafeInteger(value) || value < 0) throw new TarFormatError('bad uid, gid or size')
-    }
-
-    // Links, directories and devices carry no content, whatever their size field says (pax size of a hard link is the target's).
-    const dataSize = type === 'file' ? member.size : 0
-    if (type !== 'file') member.size = 0
+    const member = memberOf(block, new Map([...meta.global, ...meta.pax]), meta.longName, meta.longLink)
+    meta.pax = new Map()
+    meta.longName = undefined
+    meta.longLink = undefined
+    // Only regular files carry content: a hard link's pax size is its target's, and nothing follows it.
+    const dataSize = member.type === 'file' ? member.size : 0
+    if (member.type !== 'file') member.size = 0
     let consumed = 0
     const content = (async function * () {
       for await (const piece of bytes.stream(dataSize)) {
@@ -239,10 +223,49 @@ export async function readTar(
       }
     })()
     await onMember(member, content)
-    // What the consumer left (it may stop early) is skipped, with the padding.
-    const rest = Math.ceil(dataSize / BLOCK) * BLOCK - consumed
-    if (rest > 0 && (await bytes.read(rest)).length < rest) throw new TarFormatError('archive ends inside a member')
-    // A header's size field for non-file members counts bytes that follow too (rare; GNU never writes it).
-    if (type !== 'file' && padded > 0 && typeflag !== '1' && (await bytes.read(padded)).length < padded) throw new TarFormatError('archive ends inside a member')
+    // What the consumer left (it may stop early) is skipped, with the padding; so are bytes a non-file
+    // member's size field announces (GNU never writes them; other writers may).
+    const announced = member.type === 'file' || typeflag === '1' ? 0 : Math.ceil(size / BLOCK) * BLOCK
+    await exactly(bytes, Math.ceil(dataSize / BLOCK) * BLOCK - consumed + announced)
   }
+}
+
+const META_TYPES = new Set(['g', 'K', 'L', 'x'])
+
+/** What the headers before a member say about it: pax records (its own and global), GNU long names. */
+interface Meta {
+  global: Map<string, Buffer>
+  longLink?: Buffer
+  longName?: Buffer
+  pax: Map<string, Buffer>
+}
+
+function readMeta(meta: Meta, typeflag: string, body: Buffer): void {
+  switch (typeflag) {
+  case 'g': {
+    meta.global = new Map([...meta.global, ...paxRecords(body)])
+    break
+  }
+
+  case 'K': {
+    meta.longLink = field(body, 0, body.length)
+    break
+  }
+
+  case 'L': {
+    meta.longName = field(body, 0, body.length)
+    break
+  }
+
+  default: {
+    meta.pax = paxRecords(body)
+  }
+  }
+}
+
+async function exactly(bytes: ByteSource, n: number): Promise<Buffer> {
+  if (n <= 0) return Buffer.alloc(0)
+  const out = await bytes.read(n)
+  if (out.length < n) throw new TarFormatError('archive ends inside a member')
+  return out
 }

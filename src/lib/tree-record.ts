@@ -142,6 +142,19 @@ function timestamp(value: unknown): Timestamp {
   return {nsec, sec: int(value[0], -(2 ** 40))}
 }
 
+function parseXattrs(raw: unknown): [string, Buffer][] {
+  if (!Array.isArray(raw)) throw new TreeRecordError('bad xattrs')
+  return raw.map(pair => {
+    if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') throw new TreeRecordError('bad xattr')
+    return [pair[0], Buffer.from(pair[1], 'base64')]
+  })
+}
+
+function parseIdentity(raw: unknown): Identity {
+  if (!Array.isArray(raw) || raw.length !== 4) throw new TreeRecordError('bad identity')
+  return {ctime: timestamp([raw[2], raw[3]]), generation: int(raw[1]), inode: int(raw[0])}
+}
+
 function parseNode(raw: unknown): TreeNode {
   if (typeof raw !== 'object' || raw === null) throw new TreeRecordError('not an object')
   const line = raw as Record<string, unknown>
@@ -158,14 +171,7 @@ function parseNode(raw: unknown): TreeNode {
     gid: int(line.g), mode: int(line.m), mtime: timestamp(line.w), path, size: int(line.s), type, uid: int(line.u), xattrs: [],
   }
   if (node.mode > 0o7777 || (type !== 'file' && node.size > 0)) throw new TreeRecordError('bad mode or size')
-  if (line.x !== undefined) {
-    if (!Array.isArray(line.x)) throw new TreeRecordError('bad xattrs')
-    node.xattrs = line.x.map(pair => {
-      if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') throw new TreeRecordError('bad xattr')
-      return [pair[0], Buffer.from(pair[1], 'base64')]
-    })
-  }
-
+  if (line.x !== undefined) node.xattrs = parseXattrs(line.x)
   if (line.l !== undefined) node.linkTarget = hexBytes(line.l)
   if ((type === 'symlink') !== (node.linkTarget !== undefined)) throw new TreeRecordError('symlink without target')
   if (line.d !== undefined) {
@@ -185,11 +191,7 @@ function parseNode(raw: unknown): TreeNode {
     node.group = line.k
   }
 
-  if (line.i !== undefined) {
-    if (!Array.isArray(line.i) || line.i.length !== 4) throw new TreeRecordError('bad identity')
-    node.identity = {ctime: timestamp([line.i[2], line.i[3]]), generation: int(line.i[1]), inode: int(line.i[0])}
-  }
-
+  if (line.i !== undefined) node.identity = parseIdentity(line.i)
   return node
 }
 
@@ -305,54 +307,72 @@ export interface TreeRecord {
   nodes(): AsyncGenerator<TreeNode, void, undefined>
 }
 
+/** Checks a record line by line, in one pass: what each line must be depends on the lines before it. */
+class RecordCheck {
+  count = 0
+  end: undefined | {diff_ids: string[]; entries: number}
+  groups: Map<string, Buffer[]> | undefined
+  header: undefined | {fs: null | string}
+  private readonly hash = createHash('sha256')
+  private last: Buffer | undefined
+
+  take(text: string): void {
+    if (this.end) throw new TreeRecordError('data after the trailer')
+    const value = JSON.parse(text) as Record<string, unknown>
+    if (!this.header) this.takeHeader(value)
+    else if ('end' in value) {
+      this.takeTrailer(value.end as {diff_ids?: unknown; entries?: unknown; sha256?: unknown})
+      return
+    } else if ('groups' in value) this.takeGroups(value.groups)
+    else this.takeNode(value)
+    this.hash.update(`${text}\n`)
+  }
+
+  private takeGroups(raw: unknown): void {
+    if (this.groups || !Array.isArray(raw)) throw new TreeRecordError('bad groups')
+    this.groups = new Map()
+    for (const [i, names] of (raw as unknown[]).entries()) {
+      if (!Array.isArray(names) || names.length < 2) throw new TreeRecordError('bad group')
+      this.groups.set(`#${i}`, names.map(name => hexBytes(name)))
+    }
+  }
+
+  private takeHeader(value: Record<string, unknown>): void {
+    if (value.format !== FORMAT || value.version !== VERSION) throw new TreeRecordError('not a tree record of this version')
+    this.header = {fs: typeof value.fs === 'string' ? value.fs : null}
+  }
+
+  private takeNode(value: Record<string, unknown>): void {
+    if (this.groups) throw new TreeRecordError('node after the groups')
+    const node = parseNode(value)
+    if (this.last && compareTreePaths(this.last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
+    this.last = node.path
+    this.count++
+  }
+
+  private takeTrailer(trailer: {diff_ids?: unknown; entries?: unknown; sha256?: unknown}): void {
+    if (!this.groups || trailer.sha256 !== this.hash.digest('hex') || trailer.entries !== this.count || !Array.isArray(trailer.diff_ids)) {
+      throw new TreeRecordError('trailer does not match the record')
+    }
+
+    this.end = {diff_ids: trailer.diff_ids as string[], entries: this.count}
+  }
+}
+
 /**
  * Reads and checks a whole tree record: format, order, every field, the hash of its lines. Throws
  * TreeRecordError when anything is wrong; the caller then reads the image's layers instead.
  */
 export async function openTreeRecord(file: string): Promise<TreeRecord> {
-  const hash = createHash('sha256')
-  let header: undefined | {fs: null | string}
-  let groups: Map<string, Buffer[]> | undefined
-  let end: undefined | {diff_ids: string[]; entries: number}
-  let count = 0
-  let last: Buffer | undefined
+  const check = new RecordCheck()
   try {
-    for await (const text of lines(file)) {
-      if (end) throw new TreeRecordError('data after the trailer')
-      const value = JSON.parse(text) as Record<string, unknown>
-      if (!header) {
-        if (value.format !== FORMAT || value.version !== VERSION) throw new TreeRecordError('not a tree record of this version')
-        header = {fs: typeof value.fs === 'string' ? value.fs : null}
-      } else if ('end' in value) {
-        const trailer = value.end as {diff_ids?: unknown; entries?: unknown; sha256?: unknown}
-        if (!groups || trailer.sha256 !== hash.digest('hex') || trailer.entries !== count || !Array.isArray(trailer.diff_ids)) {
-          throw new TreeRecordError('trailer does not match the record')
-        }
-
-        end = {diff_ids: trailer.diff_ids as string[], entries: count}
-        continue
-      } else if ('groups' in value) {
-        if (groups || !Array.isArray(value.groups)) throw new TreeRecordError('bad groups')
-        groups = new Map()
-        for (const [i, names] of (value.groups as unknown[]).entries()) {
-          if (!Array.isArray(names) || names.length < 2) throw new TreeRecordError('bad group')
-          groups.set(`#${i}`, names.map(name => hexBytes(name)))
-        }
-      } else {
-        if (groups) throw new TreeRecordError('node after the groups')
-        const node = parseNode(value)
-        if (last && compareTreePaths(last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
-        last = node.path
-        count++
-      }
-
-      hash.update(`${text}\n`)
-    }
+    for await (const text of lines(file)) check.take(text)
   } catch (error) {
     if (error instanceof TreeRecordError) throw error
     throw new TreeRecordError((error as Error).message)
   }
 
+  const {end, groups, header} = check
   if (!header || !groups || !end) throw new TreeRecordError('truncated')
   // Group keys are renamed on reading: the writer's keys index its own inodes; a node's key is mapped
   // through the names listed, so that a key names exactly the group the trailer lists.

@@ -62,7 +62,144 @@ function inventory(root: string): {all: string[]; dirs: string[]; files: string[
 
 const NAMES = ['a', 'b', 'c', 'dd', 'e.txt', 'f-g', 'z', 'Z', 'long-name-here']
 
-/** One guest-like change through the kernel; returns what it did, for the failure message. */
+interface Context {
+  at: (rel: string) => string
+  dir?: string
+  file?: string
+  fresh: () => string
+  random: Random
+  tree: ReturnType<typeof inventory>
+}
+
+/** Guest-like changes through the kernel; each returns what it did, for the failure message. */
+const OPS: ((c: Context) => string)[] = [
+  ({at, fresh, random}: Context): string => {
+    const rel = fresh()
+    if (existsSync(at(rel))) return 'nothing'
+    const size = random() < 0.1 ? 1024 * 1024 + Math.floor(random() * 512 * 1024) : Math.floor(random() * 9000)
+    writeFileSync(at(rel), bytes(random, size))
+    return `write ${rel} (${size})`
+  },
+  ({at, file, random}: Context): string => {
+    if (!file) return 'nothing'
+    appendFileSync(at(file), bytes(random, 1 + Math.floor(random() * 3000)))
+    return `append ${file}`
+  },
+  ({at, file}: Context): string => {
+    if (!file) return 'nothing'
+    truncateSync(at(file), Math.floor(lstatSync(at(file)).size / 2))
+    return `truncate ${file}`
+  },
+  ({at, file}: Context): string => {
+    if (!file) return 'nothing'
+    unlinkSync(at(file))
+    return `delete ${file}`
+  },
+  ({at, dir}: Context): string => {
+    if (!dir) return 'nothing'
+    rmSync(at(dir), {recursive: true})
+    return `delete tree ${dir}`
+  },
+  ({at, fresh, random, tree}: Context): string => {
+    const source = pick(random, tree.all)
+    const target = fresh()
+    if (!source || existsSync(at(target)) || target.startsWith(`${source}/`)) return 'nothing'
+    renameSync(at(source), at(target))
+    return `rename ${source} ${target}`
+  },
+  ({at, file}: Context): string => {
+    if (!file) return 'nothing'
+    unlinkSync(at(file))
+    mkdirSync(at(file))
+    writeFileSync(at(`${file}/inside`), 'now a directory\n')
+    return `file->dir ${file}`
+  },
+  ({at, dir}: Context): string => {
+    if (!dir) return 'nothing'
+    rmSync(at(dir), {recursive: true})
+    writeFileSync(at(dir), 'now a file\n')
+    return `dir->file ${dir}`
+  },
+  ({at, random, tree}: Context): string => {
+    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
+    if (!target) return 'nothing'
+    const mode = pick(random, [0o644, 0o600, 0o755, 0o4755, 0o1777, 0o2750])
+    chmodSync(at(target), mode)
+    return `chmod ${target} ${mode.toString(8)}`
+  },
+  ({at, random, tree}: Context): string => {
+    const target = pick(random, tree.all)
+    if (!target) return 'nothing'
+    const id = pick(random, [0, 1, 1000, 65_534, 100_000])
+    execFileSync('chown', ['-h', `${id}:${pick(random, [0, 5, id])}`, at(target)])
+    return `chown ${target} ${id}`
+  },
+  ({at, random, tree}: Context): string => {
+    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
+    if (!target) return 'nothing'
+    if (random() < 0.3) {
+      const had = execFileSync('getfattr', ['-h', '-d', '-m', '-', at(target)], {encoding: 'utf8'}).includes('user.tag')
+      if (!had) return 'nothing'
+      execFileSync('setfattr', ['-h', '-x', 'user.tag', at(target)])
+      return `setfattr -x ${target}`
+    }
+
+    execFileSync('setfattr', ['-h', '-n', 'user.tag', '-v', `v${Math.floor(random() * 1000)}`, at(target)])
+    return `setfattr ${target}`
+  },
+  ({at, file, fresh}: Context): string => {
+    const target = fresh()
+    if (!file || existsSync(at(target))) return 'nothing'
+    linkSync(at(file), at(target))
+    return `link ${file} ${target}`
+  },
+  ({at, random, tree}: Context): string => {
+    const linked = tree.files.filter(f => lstatSync(at(f)).nlink > 1)
+    if (linked.length === 0) return 'nothing'
+    const victim = pick(random, linked)
+    unlinkSync(at(victim))
+    return `unlink ${victim}`
+  },
+  ({at, fresh, random, tree}: Context): string => {
+    const link = tree.links.length > 0 && random() < 0.7 ? pick(random, tree.links) : fresh()
+    if (existsSync(at(link)) && !lstatSync(at(link)).isSymbolicLink()) return 'nothing'
+    rmSync(at(link), {force: true})
+    symlinkSync(pick(random, ['target-a', '../up', '/abs/path', 'b/c/d']), at(link))
+    return `symlink ${link}`
+  },
+  ({at, random, tree}: Context): string => {
+    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
+    if (!target) return 'nothing'
+    const when = 1_600_000_000 + Math.floor(random() * 1e6) + 0.25
+    utimesSync(at(target), when, when)
+    return `touch ${target}`
+  },
+  ({at, file}: Context): string => {
+    if (!file) return 'nothing'
+    // The same bytes written again and the mtime put back: a new ctime, nothing an image would show.
+    const info = lstatSync(at(file), {bigint: true})
+    writeFileSync(at(file), readFileSync(at(file)))
+    const ns = info.mtimeNs
+    execFileSync('touch', ['-m', '-d', `@${ns / 1_000_000_000n}.${(ns % 1_000_000_000n).toString().padStart(9, '0')}`, at(file)])
+    return `rewrite ${file} unchanged`
+  },
+  ({at, fresh, random}: Context): string => {
+    const rel = fresh()
+    if (existsSync(at(rel))) return 'nothing'
+    if (random() < 0.5) execFileSync('mkfifo', [at(rel)])
+    else execFileSync('mknod', [at(rel), 'c', '1', String(3 + Math.floor(random() * 5))])
+    return `mknod ${rel}`
+  },
+  ({at, fresh, random}: Context): string => {
+    const rel = fresh()
+    if (existsSync(at(rel))) return 'nothing'
+    mkdirSync(at(rel))
+    for (let i = 0; i < 3; i++) writeFileSync(at(`${rel}/f${i}`), bytes(random, Math.floor(random() * 500)))
+    return `mkdir ${rel}`
+  },
+]
+
+/** One random change from OPS. */
 function change(root: string, random: Random): string {
   const tree = inventory(root)
   const at = (rel: string): string => path.join(root, rel)
@@ -75,150 +212,9 @@ function change(root: string, random: Random): string {
 
   const file = tree.files.length > 0 ? pick(random, tree.files) : undefined
   const dir = tree.dirs.length > 1 ? pick(random, tree.dirs.slice(1)) : undefined
-  const op = Math.floor(random() * 18)
-  switch (op) {
-  case 0: {
-    const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
-    const size = random() < 0.1 ? 1024 * 1024 + Math.floor(random() * 512 * 1024) : Math.floor(random() * 9000)
-    writeFileSync(at(rel), bytes(random, size))
-    return `write ${rel} (${size})`
-  }
-
-  case 1: {
-    if (!file) return 'nothing'
-    appendFileSync(at(file), bytes(random, 1 + Math.floor(random() * 3000)))
-    return `append ${file}`
-  }
-
-  case 2: {
-    if (!file) return 'nothing'
-    truncateSync(at(file), Math.floor(lstatSync(at(file)).size / 2))
-    return `truncate ${file}`
-  }
-
-  case 3: {
-    if (!file) return 'nothing'
-    unlinkSync(at(file))
-    return `delete ${file}`
-  }
-
-  case 4: {
-    if (!dir) return 'nothing'
-    rmSync(at(dir), {recursive: true})
-    return `delete tree ${dir}`
-  }
-
-  case 5: {
-    const source = pick(random, tree.all)
-    const target = fresh()
-    if (!source || existsSync(at(target)) || target.startsWith(`${source}/`)) return 'nothing'
-    renameSync(at(source), at(target))
-    return `rename ${source} ${target}`
-  }
-
-  case 6: {
-    if (!file) return 'nothing'
-    unlinkSync(at(file))
-    mkdirSync(at(file))
-    writeFileSync(at(`${file}/inside`), 'now a directory\n')
-    return `file->dir ${file}`
-  }
-
-  case 7: {
-    if (!dir) return 'nothing'
-    rmSync(at(dir), {recursive: true})
-    writeFileSync(at(dir), 'now a file\n')
-    return `dir->file ${dir}`
-  }
-
-  case 8: {
-    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
-    if (!target) return 'nothing'
-    const mode = pick(random, [0o644, 0o600, 0o755, 0o4755, 0o1777, 0o2750])
-    chmodSync(at(target), mode)
-    return `chmod ${target} ${mode.toString(8)}`
-  }
-
-  case 9: {
-    const target = pick(random, tree.all)
-    if (!target) return 'nothing'
-    const id = pick(random, [0, 1, 1000, 65_534, 100_000])
-    execFileSync('chown', ['-h', `${id}:${pick(random, [0, 5, id])}`, at(target)])
-    return `chown ${target} ${id}`
-  }
-
-  case 10: {
-    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
-    if (!target) return 'nothing'
-    if (random() < 0.3) {
-      const had = execFileSync('getfattr', ['-h', '-d', '-m', '-', at(target)], {encoding: 'utf8'}).includes('user.tag')
-      if (!had) return 'nothing'
-      execFileSync('setfattr', ['-h', '-x', 'user.tag', at(target)])
-      return `setfattr -x ${target}`
-    }
-
-    execFileSync('setfattr', ['-h', '-n', 'user.tag', '-v', `v${Math.floor(random() * 1000)}`, at(target)])
-    return `setfattr ${target}`
-  }
-
-  case 11: {
-    const target = fresh()
-    if (!file || existsSync(at(target))) return 'nothing'
-    linkSync(at(file), at(target))
-    return `link ${file} ${target}`
-  }
-
-  case 12: {
-    const linked = tree.files.filter(f => lstatSync(at(f)).nlink > 1)
-    if (linked.length === 0) return 'nothing'
-    const victim = pick(random, linked)
-    unlinkSync(at(victim))
-    return `unlink ${victim}`
-  }
-
-  case 13: {
-    const link = tree.links.length > 0 && random() < 0.7 ? pick(random, tree.links) : fresh()
-    if (existsSync(at(link)) && !lstatSync(at(link)).isSymbolicLink()) return 'nothing'
-    rmSync(at(link), {force: true})
-    symlinkSync(pick(random, ['target-a', '../up', '/abs/path', 'b/c/d']), at(link))
-    return `symlink ${link}`
-  }
-
-  case 14: {
-    const target = pick(random, [...tree.files, ...tree.dirs.slice(1)])
-    if (!target) return 'nothing'
-    const when = 1_600_000_000 + Math.floor(random() * 1e6) + 0.25
-    utimesSync(at(target), when, when)
-    return `touch ${target}`
-  }
-
-  case 15: {
-    if (!file) return 'nothing'
-    // The same bytes written again and the mtime put back: a new ctime, nothing an image would show.
-    const info = lstatSync(at(file), {bigint: true})
-    writeFileSync(at(file), readFileSync(at(file)))
-    const ns = info.mtimeNs
-    execFileSync('touch', ['-m', '-d', `@${ns / 1_000_000_000n}.${(ns % 1_000_000_000n).toString().padStart(9, '0')}`, at(file)])
-    return `rewrite ${file} unchanged`
-  }
-
-  case 16: {
-    const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
-    if (random() < 0.5) execFileSync('mkfifo', [at(rel)])
-    else execFileSync('mknod', [at(rel), 'c', '1', String(3 + Math.floor(random() * 5))])
-    return `mknod ${rel}`
-  }
-
-  default: {
-    const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
-    mkdirSync(at(rel))
-    for (let i = 0; i < 3; i++) writeFileSync(at(`${rel}/f${i}`), bytes(random, Math.floor(random() * 500)))
-    return `mkdir ${rel}`
-  }
-  }
+  return pick(random, OPS)({
+    at, dir, file, fresh, random, tree,
+  })
 }
 
 function baseTree(root: string): void {
