@@ -155,6 +155,21 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     expect(otherDisk.digest).to.equal(child.digest)
   })
 
+  for (const compression of ['zstd', 'none'] as const) {
+    it(`reads a ${compression} parent's layers when it has no tree record, to the same diff`, async function () {
+      requireTools(this, 'zstd')
+      const parent = await commit(`local/demo:${compression}`, {compression, created: new Date('2025-06-01T00:00:00Z')})
+      runDebugfsWrite(rootfs, ['write /etc/os-release /added-later'])
+      const withRecord = await commit(`local/demo:${compression}-child`, {parent: `local/demo:${compression}`})
+      await new ImageRecords(layout.root).remove(parent.digest)
+      const fromLayers = await commit(`local/demo:${compression}-child2`, {parent: `local/demo:${compression}`})
+      runDebugfsWrite(rootfs, ['rm /added-later'])
+      expect(fromLayers.parent).to.include({tree: 'layers'})
+      expect(fromLayers.diff_id).to.equal(withRecord.diff_id)
+      expect(fromLayers.digest).to.equal(withRecord.digest)
+    })
+  }
+
   it('pushes only the new layer and the config when the registry holds the parent', async function () {
     requireTools(this, 'docker-registry')
     const registry = await startRegistry('none')
