@@ -124,6 +124,13 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     validateWithClients(child.layout_path, 'local/demo:child')
   })
 
+  it('whites out what --exclude leaves out now, as a full commit would not have it', async () => {
+    const result = await commit('local/demo:excluded', {exclude: ['f3', 'f4*'], parent: 'local/demo:child'})
+    const members = dumpTar(blobFile(result.layout_path, result.layer_digest)).map(r => Buffer.from(r.path, 'hex').toString())
+    expect(members.sort()).to.deep.equal(['.wh.f3', '.wh.f4', '.wh.f40', '.wh.f41', '.wh.f42', '.wh.f43', '.wh.f44', '.wh.f45', '.wh.f46', '.wh.f47', '.wh.f48', '.wh.f49'])
+    expect(result.stats.whiteouts).to.equal(12)
+  })
+
   it('gives the same digests for the same disk, parent and --created', async () => {
     const again = await commit('local/demo:again', {
       author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
