@@ -28,6 +28,12 @@ export interface ParentTree {
   groups: Map<string, Buffer[]>
   /** The nodes in layer order; read once. */
   nodes: AsyncIterable<TreeNode>
+  /**
+   * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
+   * second on 128-byte inodes, a clock tick otherwise): a file changed again within the same tick as the
+   * recorded change would keep its ctime. Only changes older than the newest one by a margin are safe.
+   */
+  trustedBefore?: number
 }
 
 export interface ChangesetOptions {
@@ -383,7 +389,7 @@ class Merge {
     let changed = node === undefined || !sameMeta(entry, node)
     if (!changed && entry.type === 'file') {
       if (group.sha256 === undefined) {
-        group.sha256 = this.trusted && sameIdentity(entry, node!) ? node!.sha256 : (await hashContent(entry)).sha256
+        group.sha256 = this.trusts(node!) && sameIdentity(entry, node!) ? node!.sha256 : (await hashContent(entry)).sha256
       }
 
       changed = group.sha256 !== node!.sha256
@@ -469,6 +475,11 @@ class Merge {
     yield * this.entry(entry, node)
   }
 
+  /** Whether the node's identity can stand for its content (same filesystem, changed long enough before the record). */
+  private trusts(node: TreeNode): boolean {
+    return this.trusted && node.identity !== undefined && node.identity.ctime.sec < (this.parent.trustedBefore ?? Number.POSITIVE_INFINITY)
+  }
+
   /**
    * A path whose metadata is as the parent has it: unchanged unless a file's content differs, which an
    * unchanged identity rules out without reading it.
@@ -482,7 +493,7 @@ class Merge {
       return
     }
 
-    if (this.trusted && sameIdentity(entry, node)) {
+    if (this.trusts(node) && sameIdentity(entry, node)) {
       this.keep()
       await this.record(nodeFromEntry(entry, node.sha256))
       return

@@ -39,7 +39,7 @@ export async function readParentTree(layout: OciLayout, parent: ParentImage): Pr
     const record = await openTreeRecord(file)
     if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) {
       return {
-        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record',
+        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record', trustedBefore: record.newestCtime - RACY_SECONDS,
       }
     }
 
@@ -75,6 +75,12 @@ interface Node {
   /** Index of the layer that put it there. */
   layer: number
 }
+
+/**
+ * Identities changed within this many seconds of the record's newest change are compared by content: a
+ * change in the same timestamp tick after the commit would not show in the ctime (git's "racy clean").
+ */
+const RACY_SECONDS = 2
 
 const WHITEOUT = '.wh.'
 const OPAQUE = '.wh..wh..opq'

@@ -207,6 +207,8 @@ export class TreeRecordWriter {
   private readonly gzip: Gzip
   private readonly hash: Hash = createHash('sha256')
   private last: Buffer | undefined
+  /** The newest ctime (seconds) among the identities: what the guest's clock said when it last changed anything. */
+  private newestCtime = 0
   private readonly out: WriteStream
   private pending = ''
 
@@ -236,6 +238,7 @@ export class TreeRecordWriter {
 
     this.last = node.path
     this.count++
+    if (node.identity && node.identity.ctime.sec > this.newestCtime) this.newestCtime = node.identity.ctime.sec
     if (node.group !== undefined) {
       const names = this.groups.get(node.group)
       if (names) names.push(node.path)
@@ -251,7 +254,10 @@ export class TreeRecordWriter {
     this.line({groups})
     this.flush()
     const digest = this.hash.digest('hex')
-    this.gzip.end(`${JSON.stringify({end: {diff_ids: diffIds, entries: this.count, sha256: digest}})}\n`)
+    const end = {
+      diff_ids: diffIds, entries: this.count, newest_ctime: this.newestCtime, sha256: digest,
+    }
+    this.gzip.end(`${JSON.stringify({end})}\n`)
     await once(this.out, 'close')
     return this.out.bytesWritten
   }
@@ -303,6 +309,8 @@ export interface TreeRecord {
   fsUuid?: string
   /** Hard-link groups of two names or more, by key. */
   groups: Map<string, Buffer[]>
+  /** The newest ctime (seconds) of any identity in the record. */
+  newestCtime: number
   /** Streams the nodes again, in layer order. The file must not change in between. */
   nodes(): AsyncGenerator<TreeNode, void, undefined>
 }
@@ -310,7 +318,7 @@ export interface TreeRecord {
 /** Checks a record line by line, in one pass: what each line must be depends on the lines before it. */
 class RecordCheck {
   count = 0
-  end: undefined | {diff_ids: string[]; entries: number}
+  end: undefined | {diff_ids: string[]; entries: number; newestCtime: number}
   groups: Map<string, Buffer[]> | undefined
   header: undefined | {fs: null | string}
   private readonly hash = createHash('sha256')
@@ -321,7 +329,7 @@ class RecordCheck {
     const value = JSON.parse(text) as Record<string, unknown>
     if (!this.header) this.takeHeader(value)
     else if ('end' in value) {
-      this.takeTrailer(value.end as {diff_ids?: unknown; entries?: unknown; sha256?: unknown})
+      this.takeTrailer(value.end as {diff_ids?: unknown; entries?: unknown; newest_ctime?: unknown; sha256?: unknown})
       return
     } else if ('groups' in value) this.takeGroups(value.groups)
     else this.takeNode(value)
@@ -350,12 +358,12 @@ class RecordCheck {
     this.count++
   }
 
-  private takeTrailer(trailer: {diff_ids?: unknown; entries?: unknown; sha256?: unknown}): void {
+  private takeTrailer(trailer: {diff_ids?: unknown; entries?: unknown; newest_ctime?: unknown; sha256?: unknown}): void {
     if (!this.groups || trailer.sha256 !== this.hash.digest('hex') || trailer.entries !== this.count || !Array.isArray(trailer.diff_ids)) {
       throw new TreeRecordError('trailer does not match the record')
     }
 
-    this.end = {diff_ids: trailer.diff_ids as string[], entries: this.count}
+    this.end = {diff_ids: trailer.diff_ids as string[], entries: this.count, newestCtime: int(trailer.newest_ctime, -(2 ** 40))}
   }
 }
 
@@ -381,6 +389,7 @@ export async function openTreeRecord(file: string): Promise<TreeRecord> {
   return {
     diffIds: end.diff_ids,
     entries: end.entries,
+    newestCtime: end.newestCtime,
     fsUuid: header.fs ?? undefined,
     groups,
     async * nodes() {

@@ -132,6 +132,18 @@ describe('changeset', () => {
     expect((await diff([sameBytes], parentOf([before], 'uuid-1'), {diskUuid: 'uuid-1'})).items).to.deep.equal([])
   })
 
+  it('does not trust an identity changed too close to the parent\'s newest change (a second change in the same tick keeps the ctime)', async () => {
+    const before = entry('f', 'file', {ctime: 10, data: 'same'})
+    const unreadable = {
+      ...before, content(): never {
+        throw new Error('content was read')
+      },
+    }
+    const parent = (trustedBefore: number): ParentTree => ({...parentOf([before], 'uuid-1'), trustedBefore})
+    expect((await diff([unreadable], parent(11), {diskUuid: 'uuid-1'})).items).to.deep.equal([])
+    expect(await rejection(diff([unreadable], parent(10), {diskUuid: 'uuid-1'}))).to.have.property('message', 'content was read')
+  })
+
   describe('hard links', () => {
     it('leaves an unchanged group alone', async () => {
       const a = entry('a', 'file', {data: 'x', inode: 7, links: 2})

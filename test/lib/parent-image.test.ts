@@ -162,6 +162,32 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     expect(otherDisk.digest).to.equal(child.digest)
   })
 
+  it('takes a file whose identity is unchanged (same UUID, inode, generation, old ctime) as unchanged without reading it', async () => {
+    const disk = addWorkspace(state, 'ids', {
+      runtime: runtimeRecord('stopped'),
+      spec: {
+        tree(root) {
+          writeFileSync(path.join(root, 'old'), 'original content\n')
+          writeFileSync(path.join(root, 'new'), 'x\n')
+        },
+      },
+    })
+    // An old ctime, well before the newest change on the disk; then its bytes edited behind the filesystem's back,
+    // which no guest can do (a write through the kernel sets ctime).
+    runDebugfsWrite(disk, ['sif /old ctime 0x10000000'])
+    const ids = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
+      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'ids',
+    })
+    await ids('local/ids:1')
+    runDebugfsWrite(disk, ['zap_block -f /old -p 0x41 -o 0 -l 4 0'])
+    const trusted = await ids('local/ids:2', 'local/ids:1')
+    expect(dumpTar(blobFile(trusted.layout_path, trusted.layer_digest))).to.deep.equal([])
+    // On another filesystem (a new UUID) the identity means nothing: the content is compared, and the edit shows.
+    execFileSync('tune2fs', ['-U', 'random', disk], {stdio: 'ignore'})
+    const compared = await ids('local/ids:3', 'local/ids:1')
+    expect(dumpTar(blobFile(compared.layout_path, compared.layer_digest)).map(r => Buffer.from(r.path, 'hex').toString())).to.deep.equal(['old'])
+  })
+
   for (const compression of ['zstd', 'none'] as const) {
     it(`reads a ${compression} parent's layers when it has no tree record, to the same diff`, async function () {
       requireTools(this, 'zstd')

@@ -52,7 +52,7 @@ describe('tree-record', () => {
     ]
     const file = await write(nodes)
     const record = await openTreeRecord(file)
-    expect(record).to.include({entries: 6, fsUuid: 'uuid-1'})
+    expect(record).to.include({entries: 6, fsUuid: 'uuid-1', newestCtime: 10})
     expect(record.diffIds).to.deep.equal(['sha256:aa'])
     expect([...record.groups.values()].map(names => names.map(n => n.toString('latin1')))).to.deep.equal([[`d/${name.toString('latin1')}`, 'd/l']])
     const back = await readAll(file)
