@@ -4,7 +4,7 @@
 // a Debian minbase rootfs and a larger one (debootstrap; /usr/share instead when debootstrap is unavailable),
 // and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
 // Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1,
-// BENCH_ROWS (comma list of row groups: commit, gzip, push, sandbox; default all).
+// BENCH_ROWS (comma list of row groups: commit, gzip, push, sandbox, incremental; default all).
 import {execFileSync} from 'node:child_process'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
@@ -75,7 +75,8 @@ function fixtures() {
   if (canDebootstrap) {
     const minbase = tree('minbase', dir => sh(`debootstrap --variant=minbase bookworm ${dir} ${mirror()} > ${dir}.log 2>&1`))
     list.push({name: 'minbase', tree: minbase})
-    list.push({
+    // Built only when wanted: it takes minutes.
+    if (!only || only.includes('large')) list.push({
       name: 'large',
       tree: tree('large', dir => {
         sh(`cp -a ${minbase} ${dir} && rm -f ${dir}/.complete`)
@@ -135,6 +136,69 @@ function sideBySide(commands, before = () => {}) {
   return results.map(list => ({rssKiB: Math.max(...list.map(x => x.rssKiB)), seconds: median(list.map(x => x.seconds))}))
 }
 
+/** Names of regular files on the disk, the first `count` in name order under the largest directory listing. */
+function someFiles(image, count) {
+  const listing = sh(`debugfs -R 'ls -p /d0' ${image} 2>/dev/null || true`)
+  const names = listing.split('\n').map(line => line.split('/')).filter(f => f.length > 5 && f[2].startsWith('10')).map(f => `/d0/${f[5]}`)
+  return names.slice(0, count)
+}
+
+/**
+ * commit --parent after a small change vs a full commit of the same disk, side by side: on realistic trees
+ * one 1 MiB file changed, one added, one deleted; on the many-small-files tree 10 files changed. Also the
+ * diff layer's size and what a push of the child sends to a registry that holds the parent.
+ */
+async function incremental(fixture, image, pushing) {
+  const state = path.join(benchDir, `${fixture.name}.incremental`)
+  rmSync(state, {force: true, recursive: true})
+  const disk = path.join(state, 'workspaces', 'bench', 'rootfs.ext4')
+  mkdirSync(path.dirname(disk), {recursive: true})
+  sh(`cp --sparse=always ${image} ${disk}`)
+  const mib = path.join(benchDir, 'one-mib')
+  const write = commands => {
+    writeFileSync(path.join(benchDir, 'debugfs.cmds'), commands.join('\n') + '\n')
+    sh(`debugfs -w -f ${path.join(benchDir, 'debugfs.cmds')} ${disk} > /dev/null 2>&1`)
+  }
+
+  const small = fixture.name === 'small-files'
+  let changedBytes
+  if (small) {
+    const files = someFiles(disk, 10)
+    if (files.length < 10) throw new Error('small-files: cannot find 10 files to change')
+    sh(`node ${bin} commit bench local/bench:parent --state-dir ${state} --created ${created} > /dev/null`)
+    writeFileSync(mib, 'changed\n')
+    write(files.flatMap(f => [`rm ${f}`, `write ${mib} ${f}`]))
+    changedBytes = 10 * 8
+  } else {
+    sh(`head -c 1048576 /dev/urandom > ${mib}`)
+    write([`write ${mib} /bench-changed`, `write ${mib} /bench-deleted`])
+    sh(`node ${bin} commit bench local/bench:parent --state-dir ${state} --created ${created} > /dev/null`)
+    sh(`head -c 1048576 /dev/urandom > ${mib}`)
+    write(['rm /bench-changed', `write ${mib} /bench-changed`, 'rm /bench-deleted', `write ${mib} /bench-added`])
+    changedBytes = 2 * 1024 * 1024
+  }
+
+  const child = `node ${bin} commit bench local/bench:child --parent local/bench:parent --state-dir ${state} --created ${created} > /dev/null`
+  const full = `node ${bin} commit bench local/bench:full --state-dir ${state} --created ${created} > /dev/null`
+  const [ours, theirs] = sideBySide([child, full], () => sh('sync'))
+  const result = JSON.parse(sh(`node ${bin} commit bench local/bench:child --parent local/bench:parent --state-dir ${state} --created ${created} --json`))
+  const what = small ? 'commit --parent after 10 changed files vs full commit' : 'commit --parent after 1 MiB changed+added+deleted vs full commit'
+  let pushed = ''
+  if (pushing) {
+    const registry = await startRegistry(benchDir)
+    try {
+      sh(`node ${bin} image push local/bench:parent ${registry.host}/bench:parent --state-dir ${state} > /dev/null`)
+      const push = JSON.parse(sh(`node ${bin} image push local/bench:child ${registry.host}/bench:child --state-dir ${state} --json`))
+      pushed = `, push of the child sends ${push.bytes_uploaded} B`
+    } finally {
+      registry.stop()
+    }
+  }
+
+  row(fixture.name, what, ours, theirs, `diff layer ${result.size_bytes} B (changed ${changedBytes} B + 128 KiB = ${changedBytes + 131_072} B), tree record ${result.record_bytes} B${pushed}`)
+  rmSync(state, {force: true, recursive: true})
+}
+
 async function main() {
   for (const tool of ['debugfs', 'mke2fs', 'gzip', 'pigz', 'zstd', 'sha256sum']) if (!have(tool)) throw new Error(`bench needs ${tool} (bash .ci/run installs it)`)
   execFileSync('npm', ['run', 'build', '--silent'], {cwd: root, stdio: 'inherit'})
@@ -171,6 +235,8 @@ async function main() {
           row(fixture.name, `commit ${compression} --sandbox auto vs --sandbox off`, auto, off, `confined: ${confined}; cost ${cost} %`)
         }
       }
+
+      if (wanted('incremental')) await incremental(fixture, image, pushing)
 
       if (wanted('commit')) {
         const [ours, theirs, zstd] = sideBySide([commit('gzip'), classic, commit('zstd')], clean)

@@ -16,6 +16,9 @@ export {
 } from './lib/catalog.js'
 export {applyChanges, CHANGE_INSTRUCTIONS} from './lib/changes.js'
 export {
+  changeset, type ChangesetOptions, type ParentTree, WalkGate,
+} from './lib/changeset.js'
+export {
   type CommitOptions, type CommitResult, commitWorkspace,
 } from './lib/commit.js'
 export {
@@ -71,12 +74,16 @@ export {
   resolveCreated,
 } from './lib/image.js'
 export {
-  emptyLayerStats, type LayerOptions, type LayerStats, tarLayer,
+  emptyLayerStats, excluding, isWhiteout, type LayerItem, type LayerOptions, type LayerStats, tarLayer, type Whiteout,
 } from './lib/layer.js'
 export {
   type ImageIndex, layoutPath, OciLayout, type UntagResult,
 } from './lib/layout.js'
 export type {Lease} from './lib/lease.js'
+export {
+  buildChildConfig, defaultsFromConfig, MAX_LAYERS, openParentImage, type ParentImage,
+} from './lib/parent-image.js'
+export {type ParentTreeSource, readParentTree, treeFromLayers} from './lib/parent-tree.js'
 export {
   ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,
 } from './lib/platform.js'
@@ -120,6 +127,21 @@ export {
 export {
   FileScanner, scanningSecrets, SECRET_RULES, type SecretFinding, type SecretRule, type SecretScan,
 } from './lib/secrets.js'
+export {
+  parsePaxTime, readTar, TarFormatError, type TarMember, type TarMemberType,
+} from './lib/tar-reader.js'
+export {
+  compareTreePaths,
+  type Identity,
+  nodeFromEntry,
+  openTreeRecord,
+  PendingTreeRecord,
+  TREE_RECORD,
+  type TreeNode,
+  type TreeRecord,
+  TreeRecordError,
+  TreeRecordWriter,
+} from './lib/tree-record.js'
 export {
   onlyCertificates, type PemCertificate, pemCertificates, withoutCertificates,
 } from './lib/trust-bundle.js'

@@ -154,6 +154,15 @@ export default class Commit extends BaseCommand<typeof Commit> {
       options: [...SANDBOX_MODES],
       summary: 'Confine debugfs with bubblewrap: auto, require or off.',
     }),
+    parent: Flags.string({
+      description: [
+        'An image in the layout to stack on. The new image is the parent\'s layers, shared, plus one layer holding only',
+        "what changed from the parent's tree to the disk (whiteouts for deletions). The parent's tree is read from the",
+        'tree record its commit kept, else from its layers. Its runtime config is the base for --change and --label.',
+        'At most 120 layers.',
+      ].join(' '),
+      summary: 'Stack one diff layer on this image instead of writing the whole disk.',
+    }),
     push: Flags.boolean({
       default: false,
       description: 'Push the image to its registry right after committing (as `image push <image-ref>` does); the ref must name a registry, not local/.',
@@ -183,6 +192,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
       labels: this.flags.label,
       message: this.flags.message,
       onProgress: display?.commit,
+      parent: this.flags.parent,
       reference: this.args['image-ref'],
       secrets: this.flags.secrets as SecretsPolicy,
       sandbox: this.flags.sandbox as SandboxMode,
@@ -194,7 +204,13 @@ export default class Commit extends BaseCommand<typeof Commit> {
     const {stats} = result
     this.log(`Committed ${result.reference}`)
     this.log(`  digest: ${result.digest}`)
-    this.log(`  layer:  ${result.size_bytes} bytes (tar ${result.tar_bytes} bytes, ${stats.entries} entries)`)
+    this.log(`  layer:  ${result.size_bytes} bytes (tar ${result.tar_bytes} bytes, ${stats.entries} entries${result.parent ? `, ${stats.whiteouts} whiteouts` : ''})`)
+    if (result.parent) {
+      this.log(`  parent: ${result.parent.reference} (${result.parent.layers} layers, tree read from its ${result.parent.tree === 'record' ? 'tree record' : 'layers'}); ${result.layers} layers now`)
+      if (result.parent.tree_note) this.logToStderr(`note: ${result.parent.tree_note}; read the parent's layers instead`)
+      this.log(`  tree record: ${result.record_bytes} bytes (kept locally for the next --parent, never pushed)`)
+    }
+
     this.log(`  layout: ${result.layout_path}`)
     if (!result.sandbox.confined && result.sandbox.reason) this.logToStderr(`warning: debugfs ran unconfined: ${result.sandbox.reason}`)
     if (result.journal_replayed) this.logToStderr('note: the disk journal needed recovery; it was replayed on a private copy')

@@ -3,11 +3,12 @@ import {Readable} from 'node:stream'
 import type {Extractor} from './extractor/extractor.js'
 
 import {applyChanges} from './changes.js'
+import {changeset, WalkGate} from './changeset.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
 import {DigestCounter} from './digest.js'
 import {type DiskView, openDiskView} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
-import {MicroagentError, usageError} from './errors.js'
+import {usageError} from './errors.js'
 import {pathMatcher} from './exclude.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
 import {isExtractor} from './extractor/extractor.js'
@@ -15,23 +16,31 @@ import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
 } from './image.js'
 import {
-  countSkip, emptyLayerStats, type LayerStats, tarLayer,
+  countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
 } from './layer.js'
 import {layoutPath, OciLayout} from './layout.js'
+import {
+  buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
+} from './parent-image.js'
+import {type ParentTreeSource, readParentTree} from './parent-tree.js'
 import {type Architecture, hostArch} from './platform.js'
 import {type CommitProgress} from './progress.js'
 import {ImageRecords} from './records.js'
 import {parseTagReference} from './reference.js'
-import {EGRESS_CA_FILES, type RuntimeFileReport, withoutRuntimeFiles} from './runtime-files.js'
+import {
+  isRuntimePath, readEgressCa, type RuntimeFileReport, withoutRuntimeFiles,
+} from './runtime-files.js'
 import {
   openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
 } from './sandbox.js'
 import {
-  findingPaths, SECRETS_RECORD, secretsAdvice, type SecretsPolicy, secretsRecord,
+  readSecrets, SECRETS_RECORD, type SecretsPolicy, secretsRecord, secretsRefused,
 } from './secrets-record.js'
-import {scanningSecrets, type SecretScan} from './secrets.js'
-import {pemCertificates} from './trust-bundle.js'
-import {leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName} from './workspace.js'
+import {scanningSecrets, type SecretFinding, type SecretScan} from './secrets.js'
+import {PendingTreeRecord} from './tree-record.js'
+import {
+  leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type WorkspaceManifest,
+} from './workspace.js'
 
 export interface CommitOptions {
   /** OCI architecture; defaults to the guest's where recorded, else the host's. */
@@ -59,6 +68,11 @@ export interface CommitOptions {
   message?: string
   /** Hears how far the layer is, after every chunk written and once more at the end (`done`). */
   onProgress?: (progress: CommitProgress) => void
+  /**
+   * `--parent`: an image in the layout to stack on. The new image is its layers plus one layer holding the
+   * changes from its tree to the disk's.
+   */
+  parent?: string
   reference: string
   /**
    * `--sandbox`: how debugfs (extraction and journal replay) is confined: `auto` (default) with bubblewrap
@@ -84,17 +98,24 @@ export interface CommitResult {
   digest: string
   /** Whether the disk's journal had to be replayed on a private copy. */
   journal_replayed: boolean
+  /** The new layer's digest (with --parent, the diff layer on top of the parent's). */
   layer_digest: string
-  /** The layer's media type (`+gzip`, `+zstd` or plain tar). */
+  /** The new layer's media type (`+gzip`, `+zstd` or plain tar). */
   layer_media_type: string
+  /** Layers of the image, the parent's included. */
+  layers: number
   layout_path: string
+  /** With --parent: the parent, and where its tree was read from (its tree record, or its layers). */
+  parent?: {digest: string; layers: number; reference: string; tree: 'layers' | 'record'; tree_note?: string}
   pushed: boolean
+  /** Bytes of the tree record kept beside the image (never pushed), for the next --parent. */
+  record_bytes: number
   reference: string
   /** microagent's own files that were left out or rewritten (empty with keepRuntimeFiles). */
   runtime_files: RuntimeFileReport[]
   /** Whether debugfs ran confined; when not, with `auto`, `reason` says why and how to enable it. */
   sandbox: SandboxStatus
-  /** What the secret scan found: paths, rules and lines, never the values. */
+  /** What the secret scan found (with --parent, the parent's findings this layer does not replace too): never the values. */
   secrets: SecretScan
   /** Compressed layer size, in bytes. */
   size_bytes: number
@@ -110,27 +131,6 @@ async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, 
   return {path: rootfs, async release() {}, replayed: false}
 }
 
-/** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
-async function egressCa(extractor: Extractor, disk: string): Promise<Buffer[]> {
-  if (!extractor.readFile) return []
-  const found: Buffer[] = []
-  for (const file of EGRESS_CA_FILES) {
-    const data = await extractor.readFile(disk, Buffer.from(file), 1024 * 1024)
-    for (const cert of data ? pemCertificates(data) : []) if (!found.some(der => der.equals(cert.der))) found.push(cert.der)
-  }
-
-  return found
-}
-
-function secretsRefused(reference: string, scan: SecretScan): MicroagentError {
-  return new MicroagentError(`refusing to commit ${reference}: ${scan.count} possible secret(s) in ${findingPaths(scan)}`, {
-    code: 'SECRETS_FOUND',
-    exit: 'policy',
-    kind: 'policy_denied',
-    remediation: secretsAdvice(scan, '--secrets warn (then image push --allow-secrets)'),
-  })
-}
-
 /** Progress callbacks over the live counters, or undefined when nobody listens. */
 function progressReporter(stats: LayerStats, diffCounter: DigestCounter | undefined, onProgress?: (progress: CommitProgress) => void) {
   if (!onProgress) return
@@ -138,6 +138,102 @@ function progressReporter(stats: LayerStats, diffCounter: DigestCounter | undefi
     content_bytes: stats.contentBytes, done, entries: stats.entries, layer_bytes: written, tar_bytes: diffCounter?.bytes ?? written,
   })
   return {chunk: (written: number) => report(written, false), done: (size: number) => report(size, true)}
+}
+
+/** What the image starts from: the parent, if any (checked, its tree opened), its architecture and runtime config. */
+async function imageBase(layout: OciLayout, options: CommitOptions, manifest: WorkspaceManifest) {
+  const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
+  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config) : manifest.imageDefaults, options.changes, options.labels)
+  const architecture = options.arch ?? manifest.arch ?? (parent?.architecture as Architecture | undefined) ?? hostArch()
+  if (parent && parent.architecture !== architecture) {
+    throw usageError(
+      `--parent ${parent.ref} is ${parent.architecture}, this commit is ${architecture}: one image cannot mix them`,
+      'Give --parent an image of the same architecture, or commit without --parent.',
+    )
+  }
+
+  return {
+    architecture,
+    defaults,
+    /** The parent's diff_ids and layer descriptors, which the new image starts with. */
+    diffIds: parent?.diffIds ?? [],
+    layers: parent?.layers ?? [],
+    parent,
+    parentTree: parent ? await readParentTree(layout, parent) : undefined,
+  }
+}
+
+/** The image config: the parent's with one more layer, or a new one. */
+function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitOptions, diffId: string, workspace: string): {created: string} {
+  const {architecture, defaults, parent} = base
+  const common = {
+    author: options.author, comment: options.message, created: options.created, defaults, diffId, workspace,
+  }
+  return parent ? (buildChildConfig({...common, parent}) as {created: string}) : buildConfig({...common, architecture})
+}
+
+/**
+ * Writes the config and the manifest, then the tree record under the manifest's digest: all of it before
+ * the tag moves, so a tagged image always has its record. A failure discards the record.
+ */
+async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {config: object; diffIds: string[]; layers: Descriptor[]}, signal?: AbortSignal): Promise<{
+  configDigest: string; manifest: {digest: string; size: number}; recordBytes: number
+}> {
+  const {config, diffIds, layers} = image
+  try {
+    // Past this point nothing is visible until the tag moves; stop here if the user asked to.
+    signal?.throwIfAborted()
+    const configBlob = await layout.writeBlob(canonicalJson(config))
+    const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
+    const recordBytes = await record.store(layout, manifest.digest, diffIds)
+    return {configDigest: configBlob.digest, manifest, recordBytes}
+  } catch (error) {
+    await record.discard()
+    throw error
+  }
+}
+
+interface LayerTarOptions {
+  diskUuid?: string
+  exclude?: (path: Buffer) => boolean
+  /** The parent image's secret findings, kept unless the new layer replaces or whites out their paths. */
+  inheritedFindings?: SecretFinding[]
+  parentTree?: ParentTreeSource
+  record: PendingTreeRecord
+  /** Where microagent's own files are reported, with the egress CA read ahead; undefined keeps them. */
+  runtime?: {ca: Buffer[]; report: RuntimeFileReport[]}
+  secrets: SecretScan
+  signal?: AbortSignal
+}
+
+/**
+ * The layer's tar: the whole disk, or with a parent the changeset from its tree to the disk's. microagent's
+ * own files are taken out first (with a parent, they stay as the parent has them), and what goes into the
+ * layer is scanned for secrets on its way. Either way the new tree goes to `record`.
+ */
+function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options: LayerTarOptions): AsyncGenerator<Buffer, void, undefined> {
+  const {exclude, parentTree, record, runtime, secrets} = options
+  const gate = parentTree ? new WalkGate() : undefined
+  const extracted = extractor.entries(disk, {
+    beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
+  })
+  const entries = runtime ? withoutRuntimeFiles(extracted, runtime.report, runtime.ca) : extracted
+  if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {exclude, onArchived: record.archived})
+  const kept = exclude ? excluding(entries, exclude, stats) : entries
+  const changes = changeset(kept, parentTree, {
+    diskUuid: options.diskUuid, ignore: runtime ? isRuntimePath : undefined, onNode: record.add, stats, walk: gate,
+  })
+  return tarLayer(scanningSecrets(changes, secrets, options.inheritedFindings), stats)
+}
+
+function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
+  return {
+    digest: parent.descriptor.digest,
+    layers: parent.layers.length,
+    reference: parent.ref,
+    tree: tree.source,
+    ...(tree.recordProblem ? {tree_note: tree.recordProblem} : {}),
+  }
 }
 
 /**
@@ -152,8 +248,6 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   applyChanges({}, options.changes, options.labels)
   const exclude = pathMatcher(options.exclude)
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
-  const defaults = applyChanges(workspace.manifest.imageDefaults, options.changes, options.labels)
-  const architecture = options.arch ?? workspace.manifest.arch ?? hostArch()
   // Before anything is read: `require` fails here when bubblewrap cannot confine debugfs.
   const sandbox = await openSandbox({bwrap: options.bwrap, mode: options.sandbox})
   const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs()), sandbox})
@@ -162,10 +256,13 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
 
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
+  const base = await imageBase(layout, options, workspace.manifest)
+  const {architecture, parent, parentTree} = base
   options.signal?.throwIfAborted()
   const stats = emptyLayerStats()
   const runtimeFiles: RuntimeFileReport[] = []
   const secrets: SecretScan = {count: 0, findings: []}
+  const inheritedFindings = parent ? (await readSecrets(layout.root, parent.descriptor.digest))?.findings : undefined
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
   const progress = progressReporter(stats, diffCounter, options.onProgress)
@@ -173,69 +270,70 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const lease = await leaseStoppedWorkspace(workspace)
   let layer: {digest: string; size: number}
   let replayed: boolean
+  // The UUID is the disk's own: a replayed private copy has the same superblock.
+  const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
+  const record = PendingTreeRecord.open(layout, diskUuid)
   try {
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
     replayed = view.replayed
     try {
       const compressor = createCompressor(compression, {level: options.compressionLevel})
-      const extracted = extractor.entries(view.path, {onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal})
-      const published = options.keepRuntimeFiles ? extracted : withoutRuntimeFiles(extracted, runtimeFiles, await egressCa(extractor, view.path))
-      const tar = Readable.from(tarLayer(scanningSecrets(published, secrets), stats, {exclude}), {objectMode: false})
+      const runtime = options.keepRuntimeFiles ? undefined : {ca: await readEgressCa(extractor, view.path), report: runtimeFiles}
+      const tar = Readable.from(layerTar(extractor, view.path, stats, {
+        diskUuid, exclude, inheritedFindings, parentTree, record, runtime, secrets, signal: options.signal,
+      }), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
       await view.release()
     }
+  } catch (error) {
+    await record.discard()
+    throw error
   } finally {
     await lease?.release()
   }
 
   const diffId = diffCounter?.digest() ?? layer.digest
   progress?.done(layer.size)
+  if (secrets.count > 0 && options.secrets === 'refuse') {
+    await record.discard()
+    throw secretsRefused(ref.raw, secrets)
+  }
 
-  const config = buildConfig({
-    architecture,
-    author: options.author,
-    comment: options.message,
-    created: options.created,
-    defaults,
-    diffId,
-    workspace: workspace.name,
-  })
-  // Past this point nothing is visible until the tag moves; stop here if the user asked to.
-  options.signal?.throwIfAborted()
-  const configBlob = await layout.writeBlob(canonicalJson(config))
+  const config = configFor(base, options, diffId, workspace.name)
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
-  const manifest = buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, [layerDescriptor])
-  const manifestBlob = await layout.writeBlob(canonicalJson(manifest))
-  if (secrets.count > 0 && options.secrets === 'refuse') throw secretsRefused(ref.raw, secrets)
+  const stored = await storeImage(layout, record, {config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor]}, options.signal)
   // The findings are recorded before the tag exists, so a push can never see the image without them.
-  await new ImageRecords(layout.root).write(manifestBlob.digest, SECRETS_RECORD, secretsRecord(secrets))
+  await new ImageRecords(layout.root).write(stored.manifest.digest, SECRETS_RECORD, secretsRecord(secrets))
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
-    ...manifestBlob,
+    ...stored.manifest,
     mediaType: MEDIA_TYPES.manifest,
     platform: {architecture, os: 'linux'},
   })
   return {
     architecture,
 
-    config_digest: configBlob.digest,
+    config_digest: stored.configDigest,
     created: config.created,
 
     diff_id: diffId,
-    digest: manifestBlob.digest,
+    digest: stored.manifest.digest,
 
     journal_replayed: replayed,
 
     layer_digest: layer.digest,
     layer_media_type: layerDescriptor.mediaType,
+    layers: base.layers.length + 1,
 
     layout_path: layout.root,
+    ...(parent && parentTree ? {parent: parentSummary(parent, parentTree)} : {}),
     pushed: false,
+    record_bytes: stored.recordBytes,
     reference: ref.raw,
     runtime_files: runtimeFiles,
-    secrets,
     sandbox: sandbox.status,
+    secrets,
     size_bytes: layer.size,
     stats,
 

@@ -12,6 +12,7 @@ const BLOCKS_COUNT_LO_OFFSET = 0x04
 const LOG_BLOCK_SIZE_OFFSET = 0x18
 const BLOCKS_COUNT_HI_OFFSET = 0x1_50
 const MAGIC_OFFSET = 0x38
+const UUID_OFFSET = 0x68
 const EXT_MAGIC = 0xEF_53
 const FEATURE_COMPAT_OFFSET = 0x5C
 const FEATURE_INCOMPAT_OFFSET = 0x60
@@ -32,6 +33,13 @@ export interface SuperblockFacts {
   hasJournal: boolean
   /** The journal holds transactions that were never checkpointed (the VM was killed or crashed). */
   needsRecovery: boolean
+  /** `s_uuid`, as dumpe2fs prints it. */
+  uuid: string
+}
+
+function uuidText(bytes: Buffer): string {
+  const hex = bytes.toString('hex')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
 
 /** Reads the facts that decide how to open the disk; a file that is not ext2/3/4 is an extraction error. */
@@ -62,6 +70,7 @@ export async function readSuperblock(file: string): Promise<SuperblockFacts> {
     externalJournal: (incompat & INCOMPAT_JOURNAL_DEV) !== 0,
     hasJournal: (compat & COMPAT_HAS_JOURNAL) !== 0,
     needsRecovery: (incompat & INCOMPAT_RECOVER) !== 0,
+    uuid: uuidText(block.subarray(UUID_OFFSET, UUID_OFFSET + 16)),
   }
 }
 

@@ -1,3 +1,5 @@
+import {createHash, type Hash} from 'node:crypto'
+
 import type {Entry, Skip} from './extractor/extractor.js'
 
 import {extractionError} from './errors.js'
@@ -25,6 +27,24 @@ export interface LayerStats {
     xattrs: number
   }
   symlinks: number
+  /** Whiteouts (`.wh.<name>` and opaque `.wh..wh..opq`) in a diff layer. */
+  whiteouts: number
+}
+
+/**
+ * A deletion in a diff layer: `path` is gone (written as `.wh.<name>` beside it), or, when `opaque`, the
+ * directory `path` hides everything the layers below hold in it (written as `path/.wh..wh..opq`).
+ */
+export interface Whiteout {
+  kind: 'whiteout'
+  opaque?: boolean
+  path: Buffer
+}
+
+export type LayerItem = Entry | Whiteout
+
+export function isWhiteout(item: LayerItem): item is Whiteout {
+  return (item as Partial<Whiteout>).kind === 'whiteout'
 }
 
 export function emptyLayerStats(): LayerStats {
@@ -40,6 +60,7 @@ export function emptyLayerStats(): LayerStats {
       excluded: 0, lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
     },
     symlinks: 0,
+    whiteouts: 0,
   }
 }
 
@@ -89,6 +110,23 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
   }
 }
 
+/** Whether any component of a path is named `.wh.*`. */
+export function isWhiteoutPath(entryPath: Buffer): boolean {
+  return isWhiteoutName(checkEntryPath(entryPath))
+}
+
+const OPAQUE = Buffer.from('.wh..wh..opq')
+
+/** The tar member of a whiteout: an empty file, owned by root, mode 0, time 0, so that it is deterministic. */
+function whiteoutHeader(whiteout: Whiteout): Buffer {
+  const components = checkEntryPath(whiteout.path)
+  if (isWhiteoutName(components)) throw extractionError(`refusing a whiteout of a whiteout name: "${whiteout.path.toString('latin1')}"`)
+  const name = whiteout.opaque ? [...components, OPAQUE] : [...components.slice(0, -1), Buffer.concat([WHITEOUT_PREFIX, components.at(-1)!])]
+  return encodeHeader({
+    gid: 0, mode: 0, mtime: 0, path: Buffer.concat(name.flatMap((c, i) => (i === 0 ? [c] : [Buffer.from('/'), c]))), size: 0, typeflag: TYPEFLAG.file, uid: 0,
+  })
+}
+
 function isWhiteoutName(components: Buffer[]): boolean {
   return components.some(c => c.subarray(0, WHITEOUT_PREFIX.length).equals(WHITEOUT_PREFIX))
 }
@@ -108,6 +146,11 @@ function headerFields(entry: Entry, tarPath: Buffer): Omit<HeaderFields, 'size' 
 export interface LayerOptions {
   /** Paths to leave out (with their subtrees), e.g. from `pathMatcher`. */
   exclude?: (path: Buffer) => boolean
+  /**
+   * Hears each entry once archived, with its content's hex sha256 (files only), for the tree record.
+   * Setting it makes the layer hash file content as it streams.
+   */
+  onArchived?: (entry: Entry, sha256: string | undefined) => Promise<void> | void
 }
 
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
@@ -146,10 +189,10 @@ class Gatherer {
  *
  * @yields header blocks and file content, as they stream
  */
-export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+export async function * tarLayer(entries: AsyncIterable<LayerItem>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
   const gatherer = new Gatherer()
   const kept = options.exclude ? excluding(entries, options.exclude, stats) : entries
-  for await (const piece of tarPieces(kept, stats)) yield * gatherer.add(piece)
+  for await (const piece of tarPieces(kept, stats, options.onArchived)) yield * gatherer.add(piece)
   yield * gatherer.flush()
 }
 
@@ -159,9 +202,14 @@ export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStat
  * resolved: when the first name of an inode is excluded, the next kept name carries the content.
  * @yields the entries that stay
  */
-async function * excluding(entries: AsyncIterable<Entry>, exclude: (path: Buffer) => boolean, stats: LayerStats): AsyncGenerator<Entry, void, undefined> {
+export async function * excluding<T extends LayerItem>(entries: AsyncIterable<T>, exclude: (path: Buffer) => boolean, stats: LayerStats): AsyncGenerator<T, void, undefined> {
   let prefix: Buffer | undefined
   for await (const entry of entries) {
+    if (isWhiteout(entry)) {
+      yield entry
+      continue
+    }
+
     if (prefix && entry.path.length > prefix.length && entry.path.subarray(0, prefix.length).equals(prefix)) continue
     prefix = undefined
     if (!exclude(entry.path)) {
@@ -174,86 +222,118 @@ async function * excluding(entries: AsyncIterable<Entry>, exclude: (path: Buffer
   }
 }
 
-async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): AsyncGenerator<Buffer, void, undefined> {
-  const firstName = new Map<number, Buffer>()
+async function * tarPieces(entries: AsyncIterable<LayerItem>, stats: LayerStats, onArchived?: LayerOptions['onArchived']): AsyncGenerator<Buffer, void, undefined> {
+  const links: Links = {firstName: new Map(), sha256: new Map()}
   for await (const entry of entries) {
-    const components = checkEntryPath(entry.path)
-    if (isWhiteoutName(components)) {
-      // Only count the topmost one: its subtree goes with it.
-      if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
+    if (isWhiteout(entry)) {
+      stats.whiteouts++
+      yield whiteoutHeader(entry)
       continue
     }
 
-    const isDir = entry.type === 'directory'
-    const tarPath = isDir ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path
-    const fields = headerFields(entry, tarPath)
-    stats.entries++
-    const earlier = isDir ? undefined : firstName.get(entry.inode)
-    if (earlier !== undefined) {
-      stats.hardlinks++
-      yield encodeHeader({
-        ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
-      })
-      continue
-    }
-
-    if (!isDir) firstName.set(entry.inode, entry.path)
-    switch (entry.type) {
-    case 'block':
-    case 'char': {
-      stats.devices++
-      yield encodeHeader({
-        ...fields, devMajor: entry.devMajor, devMinor: entry.devMinor, size: 0, typeflag: TYPEFLAG[entry.type],
-      })
-      break
-    }
-
-    case 'directory': {
-      stats.directories++
-      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.directory})
-      break
-    }
-
-    case 'fifo': {
-      stats.fifos++
-      yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.fifo})
-      break
-    }
-
-    case 'file': {
-      stats.files++
-      yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
-      yield * fileContent(entry)
-      stats.contentBytes += entry.size
-      break
-    }
-
-    case 'symlink': {
-      stats.symlinks++
-      yield encodeHeader({
-        ...fields, linkpath: entry.linkTarget, size: 0, typeflag: TYPEFLAG.symlink,
-      })
-      break
-    }
-    }
+    const archived = yield * entryPieces(entry, stats, links, onArchived !== undefined)
+    if (archived) await onArchived?.(entry, archived.sha256)
   }
 
   yield END_OF_ARCHIVE
 }
 
-async function * fileContent(entry: Entry): AsyncGenerator<Buffer, void, undefined> {
+/** The first name of each inode archived so far, and the content hashes of multiply-linked ones. */
+interface Links {
+  firstName: Map<number, Buffer>
+  sha256: Map<number, string | undefined>
+}
+
+/**
+ * One entry's header and content. Returns whether it was archived and, when `hashing`, a file's sha256.
+ *
+ * @yields the entry's tar pieces
+ */
+async function * entryPieces(entry: Entry, stats: LayerStats, links: Links, hashing: boolean): AsyncGenerator<Buffer, false | {sha256?: string}, undefined> {
+  const components = checkEntryPath(entry.path)
+  if (isWhiteoutName(components)) {
+    // Only count the topmost one: its subtree goes with it.
+    if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
+    return false
+  }
+
+  const isDir = entry.type === 'directory'
+  const tarPath = isDir ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path
+  const fields = headerFields(entry, tarPath)
+  stats.entries++
+  const earlier = isDir ? undefined : links.firstName.get(entry.inode)
+  if (earlier !== undefined) {
+    stats.hardlinks++
+    yield encodeHeader({
+      ...fields, linkpath: earlier, size: 0, typeflag: TYPEFLAG.hardlink, xattrs: [],
+    })
+    return {sha256: links.sha256.get(entry.inode)}
+  }
+
+  if (!isDir) links.firstName.set(entry.inode, entry.path)
+  switch (entry.type) {
+  case 'block':
+  case 'char': {
+    stats.devices++
+    yield encodeHeader({
+      ...fields, devMajor: entry.devMajor, devMinor: entry.devMinor, size: 0, typeflag: TYPEFLAG[entry.type],
+    })
+    break
+  }
+
+  case 'directory': {
+    stats.directories++
+    yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.directory})
+    break
+  }
+
+  case 'fifo': {
+    stats.fifos++
+    yield encodeHeader({...fields, size: 0, typeflag: TYPEFLAG.fifo})
+    break
+  }
+
+  case 'file': {
+    stats.files++
+    yield encodeHeader({...fields, size: entry.size, typeflag: TYPEFLAG.file})
+    const hash = hashing ? createHash('sha256') : undefined
+    yield * fileContent(entry, hash)
+    yield padding(entry.size)
+    stats.contentBytes += entry.size
+    const sha256 = hash?.digest('hex')
+    if ((entry.links ?? 2) > 1) links.sha256.set(entry.inode, sha256)
+    return {sha256}
+  }
+
+  case 'symlink': {
+    stats.symlinks++
+    yield encodeHeader({
+      ...fields, linkpath: entry.linkTarget, size: 0, typeflag: TYPEFLAG.symlink,
+    })
+    break
+  }
+  }
+
+  return {}
+}
+
+/**
+ * The file's content, checked against its size, hashed into `hash` when given (for the tree record).
+ *
+ * @yields the content, in the extractor's pieces
+ */
+async function * fileContent(entry: Entry, hash?: Hash): AsyncGenerator<Buffer, void, undefined> {
   if (entry.size === 0) return
   if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
   let seen = 0
   for await (const chunk of entry.content()) {
     seen += (chunk as Buffer).length
     if (seen > entry.size) break
+    hash?.update(chunk as Buffer)
     yield chunk as Buffer
   }
 
   if (seen !== entry.size) {
     throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
   }
-
-  yield padding(entry.size)
 }

@@ -3,7 +3,7 @@
  * commit does with each: an image must carry nothing of the host it was committed on. This table is the one
  * place that knows them; the layer filter, the docs and the incremental commit all read it.
  */
-import type {Entry} from './extractor/extractor.js'
+import type {Entry, Extractor} from './extractor/extractor.js'
 
 import {extractionError} from './errors.js'
 import {onlyCertificates, pemCertificates, withoutCertificates} from './trust-bundle.js'
@@ -80,6 +80,26 @@ export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined
   return byPath.get(typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1'))
 }
 
+/**
+ * Whether a path is microagent's in a stacked commit: the `leave-out` rows and microagent's folders, which
+ * stay as the parent has them (neither written again nor whited out).
+ */
+export function isRuntimePath(entryPath: Buffer | string): boolean {
+  return isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1'))
+}
+
+/** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
+export async function readEgressCa(extractor: Extractor, disk: string): Promise<Buffer[]> {
+  if (!extractor.readFile) return []
+  const found: Buffer[] = []
+  for (const file of EGRESS_CA_FILES) {
+    const data = await extractor.readFile(disk, Buffer.from(file), 1024 * 1024)
+    for (const cert of data ? pemCertificates(data) : []) if (!found.some(der => der.equals(cert.der))) found.push(cert.der)
+  }
+
+  return found
+}
+
 /** Whether a commit leaves this path out by default (the `leave-out` rows). */
 export function isLeftOutRuntimePath(entryPath: Buffer | string): boolean {
   return runtimeFile(entryPath)?.action === 'leave-out'
@@ -108,8 +128,14 @@ async function readAll(entry: Entry, limit: number): Promise<Buffer | undefined>
   return data
 }
 
+/**
+ * The entry with other bytes. Its ext4 identity goes: the bytes no longer are the inode's, so an
+ * incremental commit must compare them, never take them as unchanged because the inode is.
+ */
 function withContent(entry: Entry, data: Buffer): Entry {
-  return {...entry, content: () => [data], size: data.length}
+  return {
+    ...entry, content: () => [data], ctime: undefined, generation: undefined, size: data.length,
+  }
 }
 
 /** A link's target resolved by name from the folder holding the link, or undefined if it leaves the root. */

@@ -72,3 +72,13 @@ export async function checkPublishable(layoutRoot: string, manifestDigest: strin
     remediation: secretsAdvice(scan, '--allow-secrets'),
   })
 }
+
+/** `commit --secrets refuse` with findings: nothing is tagged. */
+export function secretsRefused(reference: string, scan: SecretScan): MicroagentError {
+  return new MicroagentError(`refusing to commit ${reference}: ${scan.count} possible secret(s) in ${findingPaths(scan)}`, {
+    code: 'SECRETS_FOUND',
+    exit: 'policy',
+    kind: 'policy_denied',
+    remediation: secretsAdvice(scan, '--secrets warn (then image push --allow-secrets)'),
+  })
+}

@@ -324,22 +324,41 @@ export interface SecretScan {
 
 export const MAX_FINDINGS = 1000
 
+/** What `scanningSecrets` passes through: entries, and anything else (a diff layer's whiteouts) untouched. */
+type Item = Entry | {kind: 'whiteout'; opaque?: boolean; path: Buffer}
+
 /**
  * Passes entries through unchanged, scanning each regular file's bytes as the layer reads them: no second
  * read of the disk. A file's findings are added to `scan` when its content has been read to the end.
+ * `inherited` are the findings of the layers below (a parent image's): each stays unless this layer
+ * writes its path again (then it is scanned anew) or whites it out.
  *
- * @yields the same entries, file content observed on its way
+ * @yields the same items, file content observed on its way
  */
-export async function * scanningSecrets(entries: AsyncIterable<Entry>, scan: SecretScan): AsyncGenerator<Entry, void, undefined> {
-  for await (const entry of entries) {
-    const {content} = entry
-    if (entry.type !== 'file' || entry.size === 0 || !content) {
-      yield entry
+export async function * scanningSecrets<T extends Item>(items: AsyncIterable<T>, scan: SecretScan, inherited: readonly SecretFinding[] = []): AsyncGenerator<T, void, undefined> {
+  const below = new Map<string, SecretFinding[]>()
+  for (const finding of inherited) below.set(finding.path, [...(below.get(finding.path) ?? []), finding])
+  for await (const item of items) {
+    const itemPath = item.path.toString('utf8')
+    if ('kind' in item) {
+      for (const path of below.keys()) if (path === itemPath || path.startsWith(`${itemPath}/`)) below.delete(path)
+    } else below.delete(itemPath)
+
+    if ('kind' in item || item.type !== 'file' || item.size === 0 || !item.content) {
+      yield item
       continue
     }
 
-    yield {...entry, content: () => scanned(content(), entry.path.toString('utf8'), scan)}
+    const {content} = item
+    yield {...item, content: () => scanned(content(), itemPath, scan)}
   }
+
+  for (const finding of [...below.values()].flat()) add(scan, finding)
+}
+
+function add(scan: SecretScan, finding: SecretFinding): void {
+  scan.count++
+  if (scan.findings.length < MAX_FINDINGS) scan.findings.push(finding)
 }
 
 async function * scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entryPath: string, scan: SecretScan): AsyncGenerator<Buffer, void, undefined> {
@@ -349,8 +368,5 @@ async function * scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entry
     yield chunk
   }
 
-  for (const finding of scanner.end()) {
-    scan.count++
-    if (scan.findings.length < MAX_FINDINGS) scan.findings.push(finding)
-  }
+  for (const finding of scanner.end()) add(scan, finding)
 }

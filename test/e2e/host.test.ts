@@ -48,7 +48,21 @@ describe('in a microagent host: help, shell completion and the extension hooks',
     const bash = readFileSync(path.join(functions, 'bash', 'microagent.bash'), 'utf8')
     const commitLine = bash.split('\n').find(line => line.startsWith('commit '))
     expect(commitLine).to.be.a('string')
-    for (const flag of ['--arch', '--backend', '--change', '--compression', '--exclude', '--extractor', '--label', '--message', '--push', '--state-dir', '--keep-runtime-files', '--secrets', '--allow-secrets']) {
+    for (const flag of ['--arch',
+      '--backend',
+      '--change',
+      '--compression',
+      '--exclude',
+      '--extractor',
+      '--label',
+      '--message',
+      '--push',
+      '--state-dir',
+      '--keep-runtime-files',
+      '--secrets',
+      '--allow-secrets',
+      '--sandbox',
+      '--parent']) {
       expect(commitLine).to.contain(flag)
     }
 

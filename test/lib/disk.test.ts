@@ -1,4 +1,5 @@
 import {expect} from 'chai'
+import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {existsSync, readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
@@ -18,8 +19,9 @@ describe('disk', () => {
 
   it('reads the superblock facts of a clean disk', async () => {
     const file = buildExt4(path.join(tempDir(), 'clean.ext4'))
+    const uuid = /Filesystem UUID:\s+(\S+)/.exec(execFileSync('dumpe2fs', ['-h', file], {encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore']}))![1]
     expect(await readSuperblock(file)).to.deep.equal({
-      blockSize: 1024, blocksCount: 16_384, externalJournal: false, hasJournal: true, needsRecovery: false,
+      blockSize: 1024, blocksCount: 16_384, externalJournal: false, hasJournal: true, needsRecovery: false, uuid,
     })
     const large = buildExt4(path.join(tempDir(), 'large.ext4'), {mke2fsOptions: ['-b', '4096', '-O', '64bit'], sizeMiB: 64})
     expect(await readSuperblock(large)).to.include({blockSize: 4096, blocksCount: 16_384})

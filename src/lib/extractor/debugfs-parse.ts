@@ -136,12 +136,16 @@ export interface InodeStat {
   blockCount: number
   /** Undefined for types other than regular files. */
   blockMap?: BlockMap
+  /** The inode's last status change. */
+  ctime: Timestamp
   devMajor?: number
   devMinor?: number
   /** Raw bytes of a fast symlink's target (stored in the inode), exactly `size` of them. */
   fastLink?: Buffer
   /** The inode's `i_flags`. */
   flags: number
+  /** `i_generation`. */
+  generation: number
   gid: number
   /** Bytes of the inline data area (inode and system.data), which `cat` prints in full for inline files. */
   inlineDataSize?: number
@@ -200,9 +204,13 @@ export function parseStat(buf: Buffer): InodeStat {
   const xattrBlock = /\nFile ACL: (\d+)/.exec(text)
   const flags = match(text, /\sFlags: 0x([0-9a-f]{1,8})\n/, 'flags')
   const mtime = /\n\s*mtime: 0x([0-9a-f]{8})(?::([0-9a-f]{8}))? /.exec(text)
+  const ctime = /\n\s*ctime: 0x([0-9a-f]{8})(?::([0-9a-f]{8}))? /.exec(text)
+  const generation = /\nGeneration: (\d+)\s/.exec(text)
   const stat: InodeStat = {
     blockCount: Number(links[2]),
+    ctime: ctime ? decodeTime(ctime[1], ctime[2]) : {nsec: 0, sec: 0},
     flags: Number.parseInt(flags[1], 16),
+    generation: generation ? Number(generation[1]) : 0,
     gid: statId(owner[2], 'gid', head[1]),
     inode: Number(head[1]),
     links: Number(links[1]),

@@ -4,6 +4,7 @@ import {finished} from 'node:stream/promises'
 
 import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
+import {readSuperblock} from '../disk.js'
 import {findDebugfs} from '../e2fsprogs.js'
 import {extractionError} from '../errors.js'
 import {openSandbox, type Sandbox} from '../sandbox.js'
@@ -135,6 +136,7 @@ export class DebugfsExtractor implements Extractor {
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
       const walk = new Walk(session, blocks, options)
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
+      await options.beforeClose?.()
       done = true
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
@@ -145,6 +147,10 @@ export class DebugfsExtractor implements Extractor {
         await session.close().catch(() => {})
       }
     }
+  }
+
+  async filesystemUuid(disk: string): Promise<string | undefined> {
+    return (await readSuperblock(disk)).uuid
   }
 
   async readFile(disk: string, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
@@ -385,8 +391,11 @@ class Walk {
   private entry(child: Child, onStream: (stream: Readable) => void): Entry {
     const {linkTarget, path: entryPath, stat, xattrs} = child
     const base = {
+      ctime: stat.ctime,
+      generation: stat.generation,
       gid: stat.gid,
       inode: stat.inode,
+      links: stat.links,
       mode: stat.mode,
       mtime: stat.mtime,
       path: entryPath,

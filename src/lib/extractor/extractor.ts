@@ -19,14 +19,27 @@ export interface Entry {
   /**
    * The regular file's bytes, exactly `size` of them, read only when called, in pieces of any size.
    * What it returns must be read to its end (or the extraction abandoned) before the next entry is
-   * requested, and a piece must not be modified (it may be shared).
+   * requested, and a piece must not be modified (it may be shared). It may be called again, for a second
+   * reading, before the next entry is requested (an incremental commit hashes a file, then archives it).
    */
   content?: () => AsyncIterable<Buffer> | Iterable<Buffer>
+  /**
+   * ext4 identity, with `inode` and the filesystem's UUID (`Extractor.filesystemUuid`): the inode's last
+   * status change, which user space cannot set. Optional: without it, incremental commits compare content.
+   */
+  ctime?: Timestamp
   devMajor?: number
   devMinor?: number
+  /** ext4 `i_generation`: tells a reused inode number from the inode that had it before. Optional. */
+  generation?: number
   gid: number
   /** Identity of the inode within this filesystem. */
   inode: number
+  /**
+   * The inode's link count (names it has on the filesystem, seen or not). Optional; incremental commits
+   * treat an entry without it as having one name unless its inode shows up again.
+   */
+  links?: number
   /** For symlinks: the target's raw bytes, never interpreted or followed. */
   linkTarget?: Buffer
   /** Permission bits with setuid, setgid and sticky (0o7777). */
@@ -54,6 +67,12 @@ export interface Skip {
 }
 
 export interface ExtractOptions {
+  /**
+   * Awaited once the walk has yielded its last entry, before the disk is released: until it resolves, the
+   * content of any entry already yielded can still be read (an incremental commit archives late the
+   * hard-link groups it could only judge once all their names were seen). An extractor may ignore it.
+   */
+  beforeClose?: () => Promise<void>
   /** Called for each thing left out of the image, so the caller can count and report it. */
   onSkip?: (skip: Skip) => void
   /**
@@ -78,6 +97,11 @@ export interface Extractor {
    * which the extractor must only read.
    */
   readonly filesystem?: string
+  /**
+   * The filesystem's UUID, which scopes `inode`/`generation`/`ctime` identities. Optional: without it,
+   * incremental commits never trust identities and compare content.
+   */
+  filesystemUuid?(disk: string): Promise<string | undefined>
   readonly name: string
   /**
    * Optional: one regular file's bytes by its path (raw, relative to the root), symlinks not followed;

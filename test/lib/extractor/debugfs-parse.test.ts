@@ -5,7 +5,7 @@ import {
 } from '../../../src/lib/extractor/debugfs-parse.js'
 
 const STAT_FILE = `Inode: 32   Type: regular    Mode:  04755   Flags: 0x80000
-Generation: 0    Version: 0x00000000:00000000
+Generation: 3735928559    Version: 0x00000000:00000000
 User:  1000   Group:  1000   Project:     0   Size: 1900
 File ACL: 0
 Links: 4   Blockcount: 8
@@ -63,7 +63,7 @@ describe('extractor/debugfs-parse', () => {
   })
 
   describe('stat', () => {
-    it('reads type, mode bits, owner, size, links, ns mtime and xattr names', () => {
+    it('reads type, mode bits, owner, size, links, ns mtime, ctime, generation and xattr names', () => {
       expect(parseStat(Buffer.from(STAT_FILE))).to.deep.equal({
         blockCount: 8,
         blockMap: {
@@ -72,7 +72,9 @@ describe('extractor/debugfs-parse', () => {
             length: 1, logical: 0, physical: 33_294, unwritten: false,
           }],
         },
+        ctime: {nsec: 0x09_40_CE_1C >>> 2, sec: 0x6B_0D_39_A5},
         flags: 0x8_00_00,
+        generation: 3_735_928_559,
         gid: 1000,
         inode: 32,
         links: 4,

@@ -84,6 +84,12 @@ function editedRootEntry(name: string, from: string, to: Buffer): string {
 
 const failure = (disk: string, extractor?: DebugfsExtractor) => rejection(extractAll(disk, extractor))
 
+async function read(entry: Entry): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of entry.content!()) chunks.push(chunk as Buffer)
+  return sha(Buffer.concat(chunks))
+}
+
 describe('extractor/debugfs (real debugfs, real ext4)', () => {
   let image: FidelityImage
   let result: Awaited<ReturnType<typeof extractAll>>
@@ -387,6 +393,49 @@ describe('extractor/debugfs (real debugfs, real ext4)', () => {
       const {entries} = await extractAll(file)
       expect(entries.get('tiny')).to.include({sha256: sha('inline bytes\n')})
     })
+  })
+
+  it('gives each inode its ctime, generation and link count, and the disk its UUID', async () => {
+    const file = buildExt4(path.join(tempDir(), 'ids.ext4'), {
+      tree(root) {
+        writeFileSync(path.join(root, 'a'), 'x')
+        linkSync(path.join(root, 'a'), path.join(root, 'b'))
+      },
+    })
+    runDebugfsWrite(file, ['sif /a generation 77', 'sif /a ctime 0x12345678'])
+    const extractor = new DebugfsExtractor()
+    const uuid = /Filesystem UUID:\s+(\S+)/.exec(execFileSync('dumpe2fs', ['-h', file], {encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore']}))![1]
+    expect(await extractor.filesystemUuid(file)).to.equal(uuid)
+    const found: Entry[] = []
+    for await (const entry of extractor.entries(file)) found.push(entry)
+    const a = found.find(e => e.path.toString() === 'a')!
+    expect(a).to.deep.include({ctime: {nsec: 0, sec: 0x12_34_56_78}, generation: 77, links: 2})
+  })
+
+  it('lets content be read again, before the next entry and after the walk until beforeClose resolves', async () => {
+    for (const options of [[], ['-O', 'inline_data']]) {
+      const file = buildExt4(path.join(tempDir(), 'again.ext4'), {
+        mke2fsOptions: options,
+        tree(root) {
+          writeFileSync(path.join(root, 'small'), 'inline bytes\n')
+          writeFileSync(path.join(root, 'z-big'), Buffer.alloc(200_000, 9))
+        },
+      })
+      const kept: Entry[] = []
+      const late: string[] = []
+      const extractor = new DebugfsExtractor()
+      for await (const entry of extractor.entries(file, {
+        async beforeClose() {
+          for (const earlier of kept) late.push(await read(earlier))
+        },
+      })) {
+        if (entry.type !== 'file') continue
+        expect(await read(entry), entry.path.toString()).to.equal(await read(entry))
+        kept.push(entry)
+      }
+
+      expect(late, options.join(' ')).to.deep.equal([sha('inline bytes\n'), sha(Buffer.alloc(200_000, 9))])
+    }
   })
 
   it('is usable from a shell pipeline check: e2fsck agrees the fixture is clean', () => {

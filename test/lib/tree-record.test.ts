@@ -1,0 +1,92 @@
+import {expect} from 'chai'
+import {readFileSync, writeFileSync} from 'node:fs'
+import path from 'node:path'
+import {gunzipSync, gzipSync} from 'node:zlib'
+
+import {
+  compareTreePaths, openTreeRecord, type TreeNode, TreeRecordError, TreeRecordWriter,
+} from '../../src/lib/tree-record.js'
+import {rejection} from '../helpers/assert.js'
+import {tempDir} from '../helpers/ext4.js'
+
+const node = (p: Buffer | string, extra: Partial<TreeNode> = {}): TreeNode => ({
+  gid: 0, mode: 0o644, mtime: {nsec: 1, sec: -5}, path: Buffer.from(p), size: 0, type: 'directory', uid: 0, xattrs: [], ...extra,
+})
+
+async function write(nodes: TreeNode[]): Promise<string> {
+  const file = path.join(tempDir(), 'tree.ndjson.gz')
+  const writer = new TreeRecordWriter(file, 'uuid-1')
+  for (const n of nodes) await writer.add(n)
+  await writer.finish(['sha256:aa'])
+  return file
+}
+
+async function readAll(file: string): Promise<TreeNode[]> {
+  const record = await openTreeRecord(file)
+  const nodes: TreeNode[] = []
+  for await (const n of record.nodes()) nodes.push(n)
+  return nodes
+}
+
+const SHA = 'ab'.repeat(32)
+
+describe('tree-record', () => {
+  it('orders paths as layers do: a directory, its subtree, then siblings sorting after its name', () => {
+    const paths = ['a-c', 'a/b', 'a', 'a/b/c', 'b', 'a.b'].map(p => Buffer.from(p)).sort(compareTreePaths).map(String)
+    expect(paths).to.deep.equal(['a', 'a/b', 'a/b/c', 'a-c', 'a.b', 'b'])
+  })
+
+  it('writes and reads back every field, raw names, groups and identities', async () => {
+    const name = Buffer.from([0x64, 0xE9, 0x0A])
+    const nodes = [
+      node('d', {xattrs: [['user.x', Buffer.from([0, 255])]]}),
+      node(Buffer.concat([Buffer.from('d/'), name]), {
+        group: 'i7', identity: {ctime: {nsec: 9, sec: 10}, generation: 3, inode: 7}, sha256: SHA, size: 4, type: 'file',
+      }),
+      node('d/l', {
+        group: 'i7', sha256: SHA, size: 4, type: 'file',
+      }),
+      node('d/s', {linkTarget: Buffer.from('/x'), type: 'symlink'}),
+      node('d/t', {devMajor: 1, devMinor: 3, type: 'char'}),
+      node('d/u', {group: 'i9', sha256: SHA, type: 'file'}),
+    ]
+    const file = await write(nodes)
+    const record = await openTreeRecord(file)
+    expect(record).to.include({entries: 6, fsUuid: 'uuid-1', newestCtime: 10})
+    expect(record.diffIds).to.deep.equal(['sha256:aa'])
+    expect([...record.groups.values()].map(names => names.map(n => n.toString('latin1')))).to.deep.equal([[`d/${name.toString('latin1')}`, 'd/l']])
+    const back = await readAll(file)
+    const key = [...record.groups.keys()][0]
+    // Group keys are the record's own; a name alone in its group has none.
+    expect(back).to.deep.equal(nodes.map(n => {
+      const copy = {...n}
+      if (n.group === 'i7') copy.group = key
+      else delete copy.group
+      return copy
+    }))
+  })
+
+  it('refuses a record that is truncated, edited, or not one at all', async () => {
+    const file = await write([node('a'), node('b', {sha256: SHA, type: 'file'})])
+    const text = gunzipSync(readFileSync(file)).toString('latin1')
+    const cases: [string, Buffer][] = [
+      ['truncated', gzipSync(Buffer.from(text.slice(0, text.lastIndexOf('{"end"')), 'latin1'))],
+      ['edited', gzipSync(Buffer.from(text.replace('"m":420', '"m":493'), 'latin1'))],
+      ['not gzip', Buffer.from(text, 'latin1')],
+      ['cut gzip', readFileSync(file).subarray(0, 20)],
+    ]
+    for (const [what, bytes] of cases) {
+      writeFileSync(file, bytes)
+      expect(await rejection(openTreeRecord(file)), what).to.be.instanceOf(TreeRecordError)
+    }
+  })
+
+  it('leaves out a record whose nodes came out of order', async () => {
+    const file = path.join(tempDir(), 'tree.ndjson.gz')
+    const writer = new TreeRecordWriter(file, undefined)
+    await writer.add(node('b'))
+    await writer.add(node('a'))
+    expect(writer.invalid).to.equal(true)
+    await writer.abort()
+  })
+})
