@@ -14,7 +14,7 @@ import {pushImage} from '../../src/lib/registry/push.js'
 import {RUNTIME_FILES} from '../../src/lib/runtime-files.js'
 import {SECRETS_RECORD} from '../../src/lib/secrets-record.js'
 import {rejection} from '../helpers/assert.js'
-import {tempDir} from '../helpers/ext4.js'
+import {runDebugfsWrite, tempDir} from '../helpers/ext4.js'
 import {keyMaterial, tokens} from '../helpers/secrets.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireRoot, requireTools} from '../helpers/tools.js'
@@ -208,6 +208,29 @@ describe('safe to publish: microagent files, the egress CA and secrets (real deb
       created: CREATED, reference: 'local/early:v1', stateDir: early, workspace: 'early',
     })
     expect(readFileSync(path.join(unpack(result), 'etc/ssl/cert.pem')).equals(trust.before)).to.equal(true)
+  })
+
+  it('a stacked commit keeps the parent\'s findings it does not replace, drops those it deletes, and keeps the CA out', async () => {
+    const stacked = makeStateDir()
+    const rootfs = addWorkspace(stacked, 'demo', {rootfs: path.join(state, 'workspaces', 'demo', 'rootfs.ext4'), runtime: runtimeRecord('stopped')})
+    const parent = await commitWorkspace({
+      created: CREATED, reference: 'local/demo:base', stateDir: stacked, workspace: 'demo',
+    })
+    expect(parent.secrets.count).to.equal(3)
+    // The agent goes on: removes its key, writes a token elsewhere; microagent's files are untouched.
+    runDebugfsWrite(rootfs, ['rm /root/.ssh/id_ed25519'])
+    const child = await commitWorkspace({
+      created: CREATED, parent: 'local/demo:base', reference: 'local/demo:child', stateDir: stacked, workspace: 'demo',
+    })
+    expect(child.secrets.findings.map(f => `${f.path}:${f.rule}`).sort()).to.deep.equal([
+      'home/agent/.bashrc:github-token',
+      'home/agent/.docker/config.json:docker-config-auth',
+    ])
+    const unpacked = unpack(child)
+    expect(existsSync(path.join(unpacked, 'root/.ssh/id_ed25519'))).to.equal(false)
+    expect(readFileSync(path.join(unpacked, 'etc/ssl/certs/ca-certificates.crt')).equals(trust.before)).to.equal(true)
+    expect(existsSync(path.join(unpacked, 'etc/microagent'))).to.equal(false)
+    expect(child.stats.whiteouts).to.equal(1)
   })
 
   it('image rm removes the record with the image', async () => {
