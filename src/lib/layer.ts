@@ -197,7 +197,8 @@ async function * tarPieces(entries: AsyncIterable<Entry>, stats: LayerStats): As
       continue
     }
 
-    if (!isDir) firstName.set(entry.inode, entry.path)
+    // A name later entries can link to: only an inode with other links can have later names.
+    if (!isDir && (entry.links === undefined || entry.links > 1)) firstName.set(entry.inode, entry.path)
     switch (entry.type) {
     case 'block':
     case 'char': {

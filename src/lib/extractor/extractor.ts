@@ -26,6 +26,12 @@ export interface Entry {
   gid: number
   /** Identity of the inode within this filesystem. */
   inode: number
+  /**
+   * The inode's link count, when the extractor knows it. The layer remembers the first name only of
+   * inodes with more than one link (or of every inode when this is absent), so memory does not grow with
+   * the number of files.
+   */
+  links?: number
   /** For symlinks: the target's raw bytes, never interpreted or followed. */
   linkTarget?: Buffer
   /** Permission bits with setuid, setgid and sticky (0o7777). */
