@@ -21,6 +21,11 @@ const STAT_BATCH = 256
  * waits for debugfs, few enough to bound memory (each holds at most two batches).
  */
 const DIRS_AHEAD = 128
+/**
+ * With inodes read directly, debugfs only lists directories: a few listings ahead keep it busy, and
+ * each load held ahead costs memory (a 100,000-entry directory's listing is ~20 MB of records).
+ */
+const DIRS_AHEAD_DIRECT = 8
 /** Deeper trees are refused: no real root filesystem nests this deep, a crafted one may. */
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
@@ -134,7 +139,7 @@ export class DebugfsExtractor implements Extractor {
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
       const direct = this.options.inodes === 'debugfs' ? undefined : InodeReader.open(disk)
       inodes = typeof direct === 'string' ? undefined : direct
-      const walk = new Walk(session, blocks, options, inodes, this.options.onInode)
+      const walk = new Walk(session, blocks, options, {onInode: this.options.onInode, reader: inodes})
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
       done = true
     } finally {
@@ -235,15 +240,17 @@ class DirLoad {
 class Walk {
   /** Directory loads started ahead of the walk, by inode. */
   private readonly ahead = new Map<number, DirLoad>()
+  private readonly dirsAhead: number
   private readonly visitedDirs = new Set<number>([ROOT_INODE])
 
   constructor(
     readonly session: DebugfsSession,
     private readonly blocks: BlockReader,
     private readonly options: ExtractOptions,
-    private readonly inodes?: InodeReader,
-    private readonly onInode?: (source: 'debugfs' | 'direct') => void,
-  ) {}
+    private readonly inodes: {onInode?: (source: 'debugfs' | 'direct') => void; reader?: InodeReader},
+  ) {
+    this.dirsAhead = inodes.reader ? DIRS_AHEAD_DIRECT : DIRS_AHEAD
+  }
 
   children(records: DirRecord[], prefix: Buffer): DirRecord[] {
     const children: DirRecord[] = []
@@ -317,7 +324,7 @@ class Walk {
    */
   fetchAhead(children: Child[]): void {
     for (const child of children) {
-      if (this.ahead.size >= DIRS_AHEAD) return
+      if (this.ahead.size >= this.dirsAhead) return
       const {inode, type} = child.stat
       if (type !== 'directory' || this.visitedDirs.has(inode) || this.ahead.has(inode) || this.options.prune?.(child.path)) continue
       this.ahead.set(inode, new DirLoad(this, inode, child.path))
@@ -450,8 +457,8 @@ class Walk {
 
   /** One inode: read directly where the direct reader can, from debugfs `stat` otherwise. */
   private async stat(inode: number): Promise<InodeStat> {
-    const direct = this.inodes?.stat(inode)
-    this.onInode?.(direct ? 'direct' : 'debugfs')
+    const direct = this.inodes.reader?.stat(inode)
+    this.inodes.onInode?.(direct ? 'direct' : 'debugfs')
     return direct ?? parseStat(await this.session.request(`stat <${inode}>`))
   }
 

@@ -3,6 +3,7 @@ import {closeSync, openSync, readSync} from 'node:fs'
 import type {BlockMap, InodeStat, InodeType} from './debugfs-parse.js'
 
 import {INODE_FLAGS} from './debugfs-parse.js'
+import {ImageWindows} from './image-windows.js'
 
 /**
  * Offsets in ext4's `struct ext4_super_block`, `struct ext4_group_desc` and `struct ext4_inode`
@@ -59,8 +60,8 @@ const EXTENTS_FL = 0x8_00_00
 const EXTENT_MAGIC = 0xF3_0A
 const EXT_INIT_MAX_LEN = 32_768
 const XATTR_MAGIC = 0xEA_02_00_00
-/** Inode-table bytes read at once: inodes of one directory are mostly neighbours. */
-const TABLE_CHUNK = 64 * 1024
+/** Inode tables are read in aligned windows (4,096 inodes of 256 bytes), a few kept: see ImageWindows. */
+const TABLE_WINDOW = 1024 * 1024
 const TYPES: Readonly<Record<number, InodeType>> = {
   0x10_00: 'fifo', 0x20_00: 'char', 0x40_00: 'directory', 0x60_00: 'block', 0x80_00: 'file', 0xA0_00: 'symlink', 0xC0_00: 'socket',
 }
@@ -107,8 +108,6 @@ function unsupported(sb: Buffer): string | undefined {
  * debugfs, which stays the reference. The guest controls every byte: every offset is checked before use.
  */
 export class InodeReader {
-  private chunk = Buffer.alloc(0)
-  private chunkStart = -1
   private readonly csumSeed: number
   private readonly descSize: number
   private readonly fd: number
@@ -123,6 +122,7 @@ export class InodeReader {
   /** The inode number and generation, little-endian: what the checksum covers before the inode. */
   private readonly prefix = Buffer.alloc(8)
   private readonly scratch: Buffer
+  private readonly tables: ImageWindows
   private readonly wide: boolean
 
   private constructor(fd: number, sb: Buffer, readonly blockSize: number, readonly blocksCount: number) {
@@ -138,6 +138,7 @@ export class InodeReader {
     this.metadataCsum = (sb.readUInt32LE(SB.featureRoCompat) & RO_COMPAT_METADATA_CSUM) !== 0
     this.csumSeed = (incompat & INCOMPAT.csumSeed) === 0 ? crc32c(0xFF_FF_FF_FF, sb, SB.uuid, SB.uuid + 16) : sb.readUInt32LE(SB.checksumSeed)
     this.scratch = Buffer.alloc(this.inodeSize)
+    this.tables = new ImageWindows(fd, TABLE_WINDOW, 4)
   }
 
   /**
@@ -301,16 +302,8 @@ export class InodeReader {
     const table = this.inodeTable(group)
     if (table === undefined || table === 0 || table < this.firstDataBlock || table + this.inodeTableBlocks - 1 >= this.blocksCount) return undefined
     const offset = table * this.blockSize + ((ino - 1) % this.inodesPerGroup) * this.inodeSize
-    const chunkStart = Math.floor(offset / TABLE_CHUNK) * TABLE_CHUNK
-    if (chunkStart !== this.chunkStart) {
-      const chunk = Buffer.allocUnsafe(TABLE_CHUNK)
-      this.chunk = chunk.subarray(0, readSync(this.fd, chunk, 0, TABLE_CHUNK, chunkStart))
-      this.chunkStart = chunkStart
-    }
-
-    const start = offset - chunkStart
-    if (start + this.inodeSize > this.chunk.length) return undefined
-    const raw = this.chunk.subarray(start, start + this.inodeSize)
+    const raw = this.tables.read(offset, this.inodeSize)
+    if (raw.length < this.inodeSize) return undefined
     return this.checksumOk(ino, raw) ? raw : undefined
   }
 
