@@ -78,8 +78,9 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
   for (;;) {
     const slash = entryPath.indexOf(0x2F, start)
     const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
-    const text = component.toString('latin1')
-    if (component.length === 0 || text === '.' || text === '..' || component.includes(0)) {
+    // Bytes, not text: this runs for every component of every entry.
+    const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
+    if (component.length === 0 || dots || component.includes(0)) {
       throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
     }
 
@@ -112,6 +113,8 @@ export interface LayerOptions {
 
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
 export const TAR_CHUNK = 1024 * 1024
+/** Shared, never modified: most pieces only fill the current chunk. */
+const NOTHING_READY: readonly Buffer[] = []
 
 /**
  * Gathers small pieces (headers, small files, padding) into chunks of TAR_CHUNK bytes; large pieces go
@@ -122,16 +125,16 @@ class Gatherer {
   private used = 0
 
   /** Takes a piece; returns the chunks now ready, in order. */
-  add(piece: Buffer): Buffer[] {
+  add(piece: Buffer): readonly Buffer[] {
     if (piece.length >= TAR_CHUNK / 4) return [...this.flush(), piece]
-    const ready = this.used + piece.length > TAR_CHUNK ? this.flush() : []
+    const ready = this.used + piece.length > TAR_CHUNK ? this.flush() : NOTHING_READY
     piece.copy(this.chunk, this.used)
     this.used += piece.length
     return ready
   }
 
-  flush(): Buffer[] {
-    if (this.used === 0) return []
+  flush(): readonly Buffer[] {
+    if (this.used === 0) return NOTHING_READY
     const ready = this.chunk.subarray(0, this.used)
     this.chunk = Buffer.allocUnsafe(TAR_CHUNK)
     this.used = 0
@@ -149,7 +152,11 @@ class Gatherer {
 export async function * tarLayer(entries: AsyncIterable<Entry>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
   const gatherer = new Gatherer()
   const kept = options.exclude ? excluding(entries, options.exclude, stats) : entries
-  for await (const piece of tarPieces(kept, stats)) yield * gatherer.add(piece)
+  for await (const piece of tarPieces(kept, stats)) {
+    // A plain loop: `yield*` over an array wraps it in an async iterator, for each of millions of pieces.
+    for (const chunk of gatherer.add(piece)) yield chunk
+  }
+
   yield * gatherer.flush()
 }
 

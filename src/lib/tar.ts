@@ -126,7 +126,7 @@ function ustarHeader(block: Buffer, at: number, fields: HeaderFields, name: Buff
   sum += writeOctal(block, at + 116, 8, fields.gid <= MAX_ID ? fields.gid : 0)
   sum += writeOctal(block, at + 124, 12, fields.size <= MAX_SIZE ? fields.size : 0)
   sum += writeOctal(block, at + 136, 12, Math.min(Math.max(fields.mtime, 0), MAX_TIME))
-  block[at + 156] = fields.typeflag.charCodeAt(0)
+  block.write(fields.typeflag, at + 156, 1, 'latin1')
   sum += block[at + 156]
   linkname.copy(block, at + 157, 0, linkLength)
   USTAR_MAGIC.copy(block, at + 257)
