@@ -116,7 +116,7 @@ const NO_LINK = Buffer.alloc(0)
  * Writes a ustar block at `at` of `block`, whose 512 bytes from there must be zero. The checksum is
  * summed from the fields as they are written: the rest of the block is zeros.
  */
-function ustarHeader(block: Buffer, at: number, fields: HeaderFields, name: Buffer, linkname: Buffer): void {
+function ustarHeader(block: Buffer, at: number, fields: HeaderFields, {linkname, name}: {linkname: Buffer; name: Buffer}): void {
   const nameLength = Math.min(name.length, 100)
   const linkLength = Math.min(linkname.length, 100)
   name.copy(block, at, 0, nameLength)
@@ -177,7 +177,7 @@ export function encodeHeader(fields: HeaderFields): Buffer {
     linkname = out.subarray(paxLength + 157, paxLength + 157 + Math.min(linkpath.length, 100))
   }
 
-  ustarHeader(out, paxLength, fields, name, linkname)
+  ustarHeader(out, paxLength, fields, {linkname, name})
   if (records.length === 0) return out
   PAX_PREFIX.copy(out, 0)
   fallbackName(out, PAX_PREFIX.length, fields.path, 100 - PAX_PREFIX.length)
@@ -190,8 +190,7 @@ export function encodeHeader(fields: HeaderFields): Buffer {
     {
       gid: 0, mode: 0o644, mtime: Math.min(Math.max(fields.mtime, 0), MAX_TIME), path: paxName, size: bodyLength, typeflag: TYPEFLAG.pax, uid: 0,
     },
-    paxName,
-    NO_LINK,
+    {linkname: NO_LINK, name: paxName},
   )
   return out
 }

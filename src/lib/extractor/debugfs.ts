@@ -292,6 +292,8 @@ class Walk {
   /**
    * The walk, depth first, with a stack of open directories instead of recursion: an entry deep in the
    * tree then passes through one generator, not one per level (a million entries pay for each).
+   *
+   * @yields the entries under the directory, parents before children
    */
   async * directory(inode: number, prefix: Buffer, depth: number): AsyncGenerator<Entry, void, undefined> {
     const open: {batch: Child[]; batches: AsyncGenerator<Child[], void, undefined>; depth: number; next: number}[] = []

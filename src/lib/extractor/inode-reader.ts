@@ -201,39 +201,7 @@ export class InodeReader {
       xattrBlock,
       xattrs: [],
     }
-    switch (type) {
-    case 'block':
-    case 'char': {
-      const b0 = raw.readUInt32LE(I.block)
-      const b1 = raw.readUInt32LE(I.block + 4)
-      // The old (8:8) and new (12:20) encodings, as the kernel's old_decode_dev/new_decode_dev.
-      stat.devMajor = b0 === 0 ? (b1 & 0xF_FF_00) >>> 8 : (b0 >>> 8) & 0xFF
-      stat.devMinor = b0 === 0 ? (b1 & 0xFF) | ((b1 >>> 12) & 0xF_FF_00) : b0 & 0xFF
-      break
-    }
-
-    case 'file': {
-      const map = this.blockMap(raw, flags)
-      if (!map) return undefined
-      stat.blockMap = map
-      break
-    }
-
-    case 'symlink': {
-      if (size > 0 && size < 60) {
-        const target = Buffer.from(raw.subarray(I.block, I.block + size))
-        // debugfs prints the target as a C string: one holding NUL is reported as what it is there.
-        if (target.includes(0)) return undefined
-        stat.fastLink = target
-      }
-
-      break
-    }
-
-    default:
-    }
-
-    return stat
+    return this.typeDetails(stat, raw) ? stat : undefined
   }
 
   /**
@@ -331,5 +299,43 @@ export class InodeReader {
     if (raw.readUInt32LE(at) !== XATTR_MAGIC) return true
     const storage = this.inodeSize - at - 4
     return storage < 16 || raw.readUInt32LE(at + 4) === 0
+  }
+
+  /** Adds what `stat` prints for the inode's type; false when debugfs must be asked instead. */
+  private typeDetails(stat: InodeStat, raw: Buffer): boolean {
+    const {size, type} = stat
+    switch (type) {
+    case 'block':
+    case 'char': {
+      const b0 = raw.readUInt32LE(I.block)
+      const b1 = raw.readUInt32LE(I.block + 4)
+      // The old (8:8) and new (12:20) encodings, as the kernel's old_decode_dev/new_decode_dev.
+      stat.devMajor = b0 === 0 ? (b1 & 0xF_FF_00) >>> 8 : (b0 >>> 8) & 0xFF
+      stat.devMinor = b0 === 0 ? (b1 & 0xFF) | ((b1 >>> 12) & 0xF_FF_00) : b0 & 0xFF
+      break
+    }
+
+    case 'file': {
+      const map = this.blockMap(raw, stat.flags)
+      if (!map) return false
+      stat.blockMap = map
+      break
+    }
+
+    case 'symlink': {
+      if (size > 0 && size < 60) {
+        const target = Buffer.from(raw.subarray(I.block, I.block + size))
+        // debugfs prints the target as a C string: one holding NUL is reported as what it is there.
+        if (target.includes(0)) return false
+        stat.fastLink = target
+      }
+
+      break
+    }
+
+    default:
+    }
+
+    return true
   }
 }
