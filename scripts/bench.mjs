@@ -5,6 +5,8 @@
 // and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
 // Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1,
 // BENCH_ROWS (comma list of row groups: commit, gzip, push, sandbox, incremental; default all).
+// The scale fixtures (scale-500k, scale-1m: directories of 1,000 small files plus one directory of 100,000 empty
+// files) are built through the kernel (scripts/scale-fixture.mjs, needs root) and get only the commit rows.
 import {execFileSync} from 'node:child_process'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
@@ -14,6 +16,7 @@ import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {startRegistry} from './registry.mjs'
+import {buildScaleImage} from './scale-fixture.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const bin = path.join(root, 'bin', 'run.js')
@@ -42,9 +45,11 @@ const duBytes = dir => (existsSync(dir) ? Number(sh(`du -sb ${JSON.stringify(dir
 function timed(command) {
   const out = path.join(benchDir, 'time.out')
   const start = process.hrtime.bigint()
-  execFileSync('/usr/bin/time', ['-f', '%M', '-o', out, 'sh', '-c', command], {stdio: ['ignore', 'ignore', 'inherit']})
+  execFileSync('/usr/bin/time', ['-f', '%M %U %S', '-o', out, 'sh', '-c', command], {stdio: ['ignore', 'ignore', 'inherit']})
   const seconds = Number(process.hrtime.bigint() - start) / 1e9
-  return {rssKiB: Number(readFileSync(out, 'utf8').trim().split('\n').pop()), seconds}
+  // CPU is user + system of the command and every child it waited for (debugfs, gzip workers are threads).
+  const [rss, user, system] = readFileSync(out, 'utf8').trim().split('\n').pop().split(' ').map(Number)
+  return {cpuSeconds: user + system, rssKiB: rss, seconds}
 }
 
 /** Builds a root filesystem tree once; returns its folder. */
@@ -71,8 +76,11 @@ function mirror() {
 
 function fixtures() {
   const list = []
+  const want = name => !only || only.includes(name)
   const canDebootstrap = have('debootstrap') && process.getuid?.() === 0
-  if (canDebootstrap) {
+  // Fixtures not asked for are not built.
+  const realistic = want('minbase') || want('large') || want('usr-share')
+  if (realistic && canDebootstrap) {
     const minbase = tree('minbase', dir => sh(`debootstrap --variant=minbase bookworm ${dir} ${mirror()} > ${dir}.log 2>&1`))
     list.push({name: 'minbase', tree: minbase})
     // Built only when wanted: it takes minutes.
@@ -84,12 +92,12 @@ function fixtures() {
         sh(`chroot ${dir} apt-get clean`)
       }),
     })
-  } else {
+  } else if (realistic) {
     console.error('debootstrap unavailable (or not root): using /usr/share as the realistic tree')
     list.push({name: 'usr-share', tree: '/usr/share'})
   }
 
-  list.push({
+  if (want('small-files')) list.push({
     name: 'small-files',
     tree: tree('small-files', dir => {
       for (let d = 0; d < 200; d++) {
@@ -98,7 +106,26 @@ function fixtures() {
       }
     }),
   })
+  // Opt-in: building them takes minutes and GBs of disk.
+  for (const [name, dirs] of [['scale-500k', 400], ['scale-1m', 900]]) {
+    if (only?.includes(name)) list.push({name, scale: {bigDirFiles: 100_000, dirs, filesPerDir: 1000}})
+  }
+
   return list.filter(f => !only || only.includes(f.name))
+}
+
+/** A scale fixture's state dir, its image built once through the kernel. */
+function scaleWorkspace(fixture) {
+  const state = path.join(benchDir, `${fixture.name}.state`)
+  const image = path.join(state, 'workspaces', 'bench', 'rootfs.ext4')
+  if (!existsSync(image)) {
+    mkdirSync(path.dirname(image), {recursive: true})
+    console.error(`building fixture ${fixture.name} (loop mount) ...`)
+    buildScaleImage(image, fixture.scale)
+  }
+
+  const {bigDirFiles, dirs, filesPerDir} = fixture.scale
+  return {entries: dirs * (filesPerDir + 1) + bigDirFiles + 1, image, state}
 }
 
 /** An ext4 image of a tree, and a state dir whose stopped workspace uses it. */
@@ -133,7 +160,30 @@ function sideBySide(commands, before = () => {}) {
     }
   }
 
-  return results.map(list => ({rssKiB: Math.max(...list.map(x => x.rssKiB)), seconds: median(list.map(x => x.seconds))}))
+  return results.map(list => ({
+    cpuSeconds: median(list.map(x => x.cpuSeconds)), rssKiB: Math.max(...list.map(x => x.rssKiB)), seconds: median(list.map(x => x.seconds)),
+  }))
+}
+
+/** The scale rows: commit against the classic pipeline side by side, peak RSS, and CPU per entry. */
+function scaleRows(fixture) {
+  const {entries, image, state} = scaleWorkspace(fixture)
+  const layout = path.join(state, 'images', 'oci')
+  const staging = path.join(benchDir, 'rdump')
+  const commit = `node ${bin} commit bench local/bench:gzip --state-dir ${state} --created ${created} > /dev/null`
+  const classic = `debugfs -R 'rdump / ${staging}' ${image} 2>/dev/null && tar -C ${staging} -cf - . | gzip -6 | sha256sum > /dev/null`
+  const clean = () => {
+    rmSync(staging, {force: true, recursive: true})
+    mkdirSync(staging)
+    rmSync(layout, {force: true, recursive: true})
+    sh('sync')
+  }
+
+  const [ours, theirs] = sideBySide([commit, classic], clean)
+  const perEntry = (1e6 * ours.cpuSeconds) / entries
+  row(fixture.name, 'commit gzip vs rdump+tar+gzip -6+sha256sum', ours, theirs, `${entries} entries; ${perEntry.toFixed(1)} us CPU per entry (ours, debugfs included), classic ${((1e6 * theirs.cpuSeconds) / entries).toFixed(1)}; goals: ratio <= 0.40, RSS <= 256 MiB`)
+  rmSync(staging, {force: true, recursive: true})
+  rmSync(layout, {force: true, recursive: true})
 }
 
 /** Names of regular files on the disk, the first `count` in name order under the largest directory listing. */
@@ -206,6 +256,11 @@ async function main() {
   const pushing = !process.env.BENCH_SKIP_PUSH && have('docker-registry') && have('skopeo')
   try {
     for (const fixture of fixtures()) {
+      if (fixture.scale) {
+        scaleRows(fixture)
+        continue
+      }
+
       const {image, state} = workspace(fixture)
       const layout = path.join(state, 'images', 'oci')
       const staging = path.join(benchDir, 'rdump')

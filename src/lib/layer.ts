@@ -99,8 +99,9 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
   for (;;) {
     const slash = entryPath.indexOf(0x2F, start)
     const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
-    const text = component.toString('latin1')
-    if (component.length === 0 || text === '.' || text === '..' || component.includes(0)) {
+    // Bytes, not text: this runs for every component of every entry.
+    const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
+    if (component.length === 0 || dots || component.includes(0)) {
       throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
     }
 
@@ -155,6 +156,8 @@ export interface LayerOptions {
 
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
 export const TAR_CHUNK = 1024 * 1024
+/** Shared, never modified: most pieces only fill the current chunk. */
+const NOTHING_READY: readonly Buffer[] = []
 
 /**
  * Gathers small pieces (headers, small files, padding) into chunks of TAR_CHUNK bytes; large pieces go
@@ -165,16 +168,16 @@ class Gatherer {
   private used = 0
 
   /** Takes a piece; returns the chunks now ready, in order. */
-  add(piece: Buffer): Buffer[] {
+  add(piece: Buffer): readonly Buffer[] {
     if (piece.length >= TAR_CHUNK / 4) return [...this.flush(), piece]
-    const ready = this.used + piece.length > TAR_CHUNK ? this.flush() : []
+    const ready = this.used + piece.length > TAR_CHUNK ? this.flush() : NOTHING_READY
     piece.copy(this.chunk, this.used)
     this.used += piece.length
     return ready
   }
 
-  flush(): Buffer[] {
-    if (this.used === 0) return []
+  flush(): readonly Buffer[] {
+    if (this.used === 0) return NOTHING_READY
     const ready = this.chunk.subarray(0, this.used)
     this.chunk = Buffer.allocUnsafe(TAR_CHUNK)
     this.used = 0
@@ -192,8 +195,12 @@ class Gatherer {
 export async function * tarLayer(entries: AsyncIterable<LayerItem>, stats: LayerStats, options: LayerOptions = {}): AsyncGenerator<Buffer, void, undefined> {
   const gatherer = new Gatherer()
   const kept = options.exclude ? excluding(entries, options.exclude, stats) : entries
-  for await (const piece of tarPieces(kept, stats, options.onArchived)) yield * gatherer.add(piece)
-  yield * gatherer.flush()
+  for await (const piece of tarPieces(kept, stats, options.onArchived)) {
+    // A plain loop: `yield*` over an array wraps it in an async iterator, for each of millions of pieces.
+    for (const chunk of gatherer.add(piece)) yield chunk
+  }
+
+  for (const chunk of gatherer.flush()) yield chunk
 }
 
 /**
@@ -270,7 +277,9 @@ async function * entryPieces(entry: Entry, stats: LayerStats, links: Links, hash
     return {sha256: links.sha256.get(entry.inode)}
   }
 
-  if (!isDir) links.firstName.set(entry.inode, entry.path)
+  // A name later entries can link to: only an inode with other links can have later names, so memory stays
+  // flat in the number of files.
+  if (!isDir && (entry.links === undefined || entry.links > 1)) links.firstName.set(entry.inode, entry.path)
   switch (entry.type) {
   case 'block':
   case 'char': {

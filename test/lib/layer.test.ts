@@ -33,6 +33,10 @@ const file = (p: string, inode: number, data = p): FakeEntry => ({
   ...base, data, inode, mode: 0o644, path: p, type: 'file',
 })
 
+const same = (p: string, inode: number): FakeEntry => ({
+  ...base, data: 'same', inode, mode: 0o644, path: p, type: 'file',
+})
+
 describe('layer', () => {
   before(function () {
     requireTools(this, 'python3')
@@ -61,6 +65,20 @@ describe('layer', () => {
       ['hardlink', 'fifo2', 'fifo'],
     ])
     expect(stats).to.include({entries: 4, files: 1, hardlinks: 2})
+  })
+
+  it('remembers names only for inodes the extractor says have other links (when it says so)', async () => {
+    const {file, stats} = await layer([
+      {...same('a', 7), links: 2},
+      {...same('b', 7), links: 2},
+      // A corrupt count of 1 for a shared inode gives two whole files, never a link to a forgotten name.
+      {...same('c', 9), links: 1},
+      {...same('d', 9), links: 1},
+    ])
+    expect(dumpTar(file).map(r => [r.type, Buffer.from(r.path, 'hex').toString()])).to.deep.equal([
+      ['file', 'a'], ['hardlink', 'b'], ['file', 'c'], ['file', 'd'],
+    ])
+    expect(stats).to.include({files: 3, hardlinks: 1})
   })
 
   it('leaves out excluded paths with their subtrees; a hard link whose first name is excluded keeps its content', async () => {

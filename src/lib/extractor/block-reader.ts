@@ -4,10 +4,14 @@ import type {BlockRun} from './debugfs-parse.js'
 
 import {readSuperblock} from '../disk.js'
 import {extractionError} from '../errors.js'
+import {ImageWindows} from './image-windows.js'
 
 /** Largest piece read or yielded at once: big enough to amortise the call, small enough to bound memory. */
 export const READ_CHUNK = 1024 * 1024
 const ZEROS = Buffer.alloc(READ_CHUNK)
+/** Small pieces are served from aligned windows of this size, a few kept (see ImageWindows). */
+const WINDOW = 1024 * 1024
+const WINDOWS_KEPT = 8
 
 /** One stretch of a file's content: bytes at `offset` in the image, or zeros (a hole, an unwritten extent). */
 interface Piece {
@@ -22,11 +26,15 @@ interface Piece {
  * hostile map can make a file read other blocks of the same image (as `cat` would), never past its end.
  */
 export class BlockReader {
+  private readonly windows: ImageWindows
+
   private constructor(
     private readonly fd: number,
     readonly blockSize: number,
     readonly blocksCount: number,
-  ) {}
+  ) {
+    this.windows = new ImageWindows(fd, WINDOW, WINDOWS_KEPT)
+  }
 
   static async open(image: string): Promise<BlockReader> {
     const {blocksCount, blockSize} = await readSuperblock(image)
@@ -55,12 +63,16 @@ export class BlockReader {
           continue
         }
 
-        const buffer = Buffer.allocUnsafe(length)
-        const read = readSync(this.fd, buffer, 0, length, piece.offset + done)
-        if (read !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+        const buffer = length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
+        if (buffer.length !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
         yield buffer
       }
     }
+  }
+
+  private exact(offset: number, length: number): Buffer {
+    const buffer = Buffer.allocUnsafe(length)
+    return buffer.subarray(0, readSync(this.fd, buffer, 0, length, offset))
   }
 
   /** Checks a block map against the geometry and turns it into pieces covering exactly `size` bytes. */
@@ -87,5 +99,11 @@ export class BlockReader {
 
     if (size > total) pieces.push({length: size - total})
     return pieces
+  }
+
+  /** A small piece from the windows, when it does not cross the edge of one. */
+  private windowed(offset: number, length: number): Buffer {
+    const edge = offset - (offset % WINDOW) + WINDOW
+    return offset + length > edge ? this.exact(offset, length) : this.windows.read(offset, length)
   }
 }

@@ -108,6 +108,8 @@ export class DebugfsSession {
   private complaintScheduled = false
   private readonly exited: Promise<ChildExit>
   private failure: Error | undefined
+  /** The failure came while no request was waiting for a reply: only close() can report it. */
+  private failureUnheard = false
   private flushScheduled = false
   /** Index in `pending` of the first request whose reply has not been read yet. */
   private head = 0
@@ -175,9 +177,14 @@ export class DebugfsSession {
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000)
     await this.exited
     clearTimeout(timer)
-    // A failure was already delivered to the requests; a complaint nobody heard yet must not be lost.
+    // A failure that came while no request was waiting reached nobody yet; nor did a late complaint.
+    if (this.failure) {
+      if (this.failureUnheard) throw this.failure
+      return
+    }
+
     const text = debugfsComplaints(this.stderrBuf)
-    if (!this.failure && text !== '') throw this.complaint(text)
+    if (text !== '') throw this.complaint(text)
   }
 
   /** Sends a command that prints something when it succeeds, and resolves with the reply bytes. */
@@ -234,6 +241,7 @@ export class DebugfsSession {
   private fail(error: Error): void {
     if (this.failure) return
     this.failure = error
+    this.failureUnheard = this.pending.length === 0
     for (const request of this.pending.splice(0)) {
       if (request.kind === 'delimited') request.reject(error)
       else request.readable.destroy(error)
@@ -364,6 +372,7 @@ export class DebugfsSession {
 
   private send(request: Pending): void {
     if (this.failure) {
+      this.failureUnheard = false
       if (request.kind === 'delimited') request.reject(this.failure)
       else request.readable.destroy(this.failure)
       return

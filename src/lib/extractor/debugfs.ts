@@ -13,6 +13,7 @@ import {
   type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseStat, TYPE_BITS,
 } from './debugfs-parse.js'
 import {DebugfsSession} from './debugfs-session.js'
+import {InodeReader} from './inode-reader.js'
 
 const ROOT_INODE = 2
 /** Stats requested together: enough to hide round trips, few enough to bound memory on huge dirs. */
@@ -22,6 +23,11 @@ const STAT_BATCH = 256
  * waits for debugfs, few enough to bound memory (each holds at most two batches).
  */
 const DIRS_AHEAD = 128
+/**
+ * With inodes read directly, debugfs only lists directories: a few listings ahead keep it busy, and
+ * each load held ahead costs memory (a 100,000-entry directory's listing is ~20 MB of records).
+ */
+const DIRS_AHEAD_DIRECT = 8
 /** Deeper trees are refused: no real root filesystem nests this deep, a crafted one may. */
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
@@ -87,12 +93,25 @@ export interface DebugfsExtractorOptions {
   binary?: string
   /** See SessionOptions.idleTimeoutMs. */
   idleTimeoutMs?: number
+  /**
+   * Where inodes are read: `direct` (the default) parses the inode tables in this process and asks debugfs
+   * `stat` only for an inode the direct reader does not model (see InodeReader), or for all of them when
+   * the filesystem has a feature it does not handle; `debugfs` asks `stat` for every inode (the reference).
+   */
+  inodes?: 'debugfs' | 'direct'
+  /** Hears where each inode was read from: for tests and benchmarks. */
+  onInode?: (source: 'debugfs' | 'direct') => void
   /** How debugfs is confined; when omitted, `openSandbox({mode: 'auto'})` (confined where bubblewrap works). */
   sandbox?: Sandbox
 }
 
 function join(prefix: Buffer, name: Buffer): Buffer {
-  return prefix.length === 0 ? name : Buffer.concat([prefix, Buffer.from('/'), name])
+  if (prefix.length === 0) return name
+  const joined = Buffer.allocUnsafe(prefix.length + 1 + name.length)
+  prefix.copy(joined, 0)
+  joined[prefix.length] = 0x2F
+  name.copy(joined, prefix.length + 1)
+  return joined
 }
 
 function checkName(name: Buffer, dir: Buffer): void {
@@ -131,16 +150,20 @@ export class DebugfsExtractor implements Extractor {
     const onAbort = (): void => session.terminate(extractionError('extraction was cancelled'))
     options.signal?.addEventListener('abort', onAbort, {once: true})
     let done = false
+    let inodes: InodeReader | undefined
     try {
       const root = parseStat(await session.request(`stat <${ROOT_INODE}>`))
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
-      const walk = new Walk(session, blocks, options)
+      const direct = this.options.inodes === 'debugfs' ? undefined : InodeReader.open(disk)
+      inodes = typeof direct === 'string' ? undefined : direct
+      const walk = new Walk(session, blocks, options, {onInode: this.options.onInode, reader: inodes})
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
       await options.beforeClose?.()
       done = true
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
       blocks.close()
+      inodes?.close()
       if (done) await session.close()
       else {
         session.terminate(extractionError('extraction stopped early'))
@@ -242,13 +265,19 @@ class DirLoad {
 class Walk {
   /** Directory loads started ahead of the walk, by inode. */
   private readonly ahead = new Map<number, DirLoad>()
+  private readonly dirsAhead: number
+  /** The `cat` the current entry's content came from, if any: drained before the walk goes on. */
+  private streamed: Readable | undefined
   private readonly visitedDirs = new Set<number>([ROOT_INODE])
 
   constructor(
     readonly session: DebugfsSession,
     private readonly blocks: BlockReader,
     private readonly options: ExtractOptions,
-  ) {}
+    private readonly inodes: {onInode?: (source: 'debugfs' | 'direct') => void; reader?: InodeReader},
+  ) {
+    this.dirsAhead = inodes.reader ? DIRS_AHEAD_DIRECT : DIRS_AHEAD
+  }
 
   children(records: DirRecord[], prefix: Buffer): DirRecord[] {
     const children: DirRecord[] = []
@@ -280,37 +309,60 @@ class Walk {
     return children
   }
 
+  /**
+   * The walk, depth first, with a stack of open directories instead of recursion: an entry deep in the
+   * tree then passes through one generator, not one per level (a million entries pay for each).
+   *
+   * @yields the entries under the directory, parents before children
+   */
   async * directory(inode: number, prefix: Buffer, depth: number): AsyncGenerator<Entry, void, undefined> {
-    if (depth > MAX_DEPTH) throw extractionError(`directories nest deeper than ${MAX_DEPTH} levels at "/${prefix.toString('latin1')}"`)
-    const load = this.ahead.get(inode) ?? new DirLoad(this, inode, prefix)
-    this.ahead.delete(inode)
-    for await (const batch of load.children()) {
-      // While this batch is archived, debugfs lists and stats the directories it holds.
-      this.fetchAhead(batch)
+    const open: {batch: Child[]; batches: AsyncGenerator<Child[], void, undefined>; depth: number; next: number}[] = []
+    const enter = (dirInode: number, dirPrefix: Buffer, dirDepth: number): void => {
+      if (dirDepth > MAX_DEPTH) throw extractionError(`directories nest deeper than ${MAX_DEPTH} levels at "/${dirPrefix.toString('latin1')}"`)
+      const load = this.ahead.get(dirInode) ?? new DirLoad(this, dirInode, dirPrefix)
+      this.ahead.delete(dirInode)
+      open.push({
+        batch: [], batches: load.children(), depth: dirDepth, next: 0,
+      })
+    }
 
-      for (const child of batch) {
-        const {path: entryPath, stat} = child
-        if (stat.type === 'socket') {
-          this.options.onSkip?.({path: entryPath, reason: 'socket'})
+    enter(inode, prefix, depth)
+    while (open.length > 0) {
+      const top = open.at(-1)!
+      if (top.next === top.batch.length) {
+        const batch = await top.batches.next()
+        if (batch.done) {
+          open.pop()
           continue
         }
 
-        let streamed: Readable | undefined
-        yield this.entry(child, stream => {
-          streamed = stream
-        })
-        if (streamed) await this.settle(streamed)
-        if (stat.type === 'directory') {
-          if (this.visitedDirs.has(stat.inode)) {
-            throw extractionError(
-              `directory inode ${stat.inode} appears twice (at "/${entryPath.toString('latin1')}"): a hard-linked directory or a loop`,
-              {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
-            )
-          }
+        top.batch = batch.value
+        top.next = 0
+        // While this batch is archived, debugfs lists the directories it holds.
+        this.fetchAhead(top.batch)
+        continue
+      }
 
-          this.visitedDirs.add(stat.inode)
-          if (!this.options.prune?.(entryPath)) yield * this.directory(stat.inode, entryPath, depth + 1)
+      const child = top.batch[top.next++]
+      const {path: entryPath, stat} = child
+      if (stat.type === 'socket') {
+        this.options.onSkip?.({path: entryPath, reason: 'socket'})
+        continue
+      }
+
+      this.streamed = undefined
+      yield this.entry(child)
+      if (this.streamed) await this.settle(this.streamed)
+      if (stat.type === 'directory') {
+        if (this.visitedDirs.has(stat.inode)) {
+          throw extractionError(
+            `directory inode ${stat.inode} appears twice (at "/${entryPath.toString('latin1')}"): a hard-linked directory or a loop`,
+            {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
+          )
         }
+
+        this.visitedDirs.add(stat.inode)
+        if (!this.options.prune?.(entryPath)) enter(stat.inode, entryPath, top.depth + 1)
       }
     }
   }
@@ -322,7 +374,7 @@ class Walk {
    */
   fetchAhead(children: Child[]): void {
     for (const child of children) {
-      if (this.ahead.size >= DIRS_AHEAD) return
+      if (this.ahead.size >= this.dirsAhead) return
       const {inode, type} = child.stat
       if (type !== 'directory' || this.visitedDirs.has(inode) || this.ahead.has(inode) || this.options.prune?.(child.path)) continue
       this.ahead.set(inode, new DirLoad(this, inode, child.path))
@@ -331,25 +383,48 @@ class Walk {
 
   /** Everything a batch of children needs besides file content, fetched together. */
   async load(records: DirRecord[], prefix: Buffer): Promise<Child[]> {
-    const stats = await Promise.all(records.map(record => this.session.request(`stat <${record.inode}>`)))
-    return Promise.all(records.map(async (record, j): Promise<Child> => {
-      const stat = this.checkStat(parseStat(stats[j]), record, prefix)
-      const entryPath = join(prefix, record.name)
-      const [xattrs, linkTarget] = await Promise.all([
-        // Sockets are left out of the layer: nothing of theirs is worth a request.
-        stat.type === 'socket' ? [] : this.xattrs(stat, entryPath),
-        stat.type === 'symlink' ? this.linkTarget(stat, entryPath) : undefined,
-      ])
-      return {
-        linkTarget, path: entryPath, stat, xattrs,
+    // Inodes read directly need no promise each; the others are asked for together (one write to debugfs).
+    const stats: (InodeStat | undefined)[] = records.map(record => this.inodes.reader?.stat(record.inode))
+    const asked: Promise<void>[] = []
+    for (const [j, record] of records.entries()) {
+      this.inodes.onInode?.(stats[j] ? 'direct' : 'debugfs')
+      if (!stats[j]) {
+        asked.push(this.session.request(`stat <${record.inode}>`).then(reply => {
+          stats[j] = parseStat(reply)
+        }))
       }
-    }))
+    }
+
+    if (asked.length > 0) await Promise.all(asked)
+    const children: Child[] = []
+    const extras: Promise<void>[] = []
+    for (const [j, record] of records.entries()) {
+      const stat = this.checkStat(stats[j]!, record, prefix)
+      const child: Child = {path: join(prefix, record.name), stat, xattrs: []}
+      children.push(child)
+      // Sockets are left out of the layer: nothing of theirs is worth a request.
+      const xattrs = stat.type !== 'socket' && stat.xattrs.length > 0
+      if (xattrs || stat.type === 'symlink') {
+        extras.push((async () => {
+          const [values, target] = await Promise.all([
+            xattrs ? this.xattrs(stat, child.path) : [],
+            stat.type === 'symlink' ? this.linkTarget(stat, child.path) : undefined,
+          ])
+          child.xattrs = values
+          child.linkTarget = target
+        })())
+      }
+    }
+
+    if (extras.length > 0) await Promise.all(extras)
+    return children
   }
 
   private checkStat(stat: InodeStat, record: DirRecord, prefix: Buffer): InodeStat {
-    const where = `"/${join(prefix, record.name).toString('latin1')}"`
+    // Only errors need it: building it for every entry costs a string each.
+    const where = (): string => `"/${join(prefix, record.name).toString('latin1')}"`
     if (stat.type === 'bad' || (record.mode & 0o17_0000) !== TYPE_BITS[stat.type]) {
-      throw extractionError(`inode ${record.inode} at ${where} has an invalid or inconsistent type`)
+      throw extractionError(`inode ${record.inode} at ${where()} has an invalid or inconsistent type`)
     }
 
     if (stat.inode !== record.inode) throw extractionError(`debugfs answered for inode ${stat.inode} instead of ${record.inode}`)
@@ -357,7 +432,7 @@ class Walk {
     // layer. A crafted inode gets there in one field; a real one is a sparse file nobody wants in an image.
     const fsBytes = this.blocks.blocksCount * this.blocks.blockSize
     if (stat.type === 'file' && stat.size > fsBytes) {
-      throw extractionError(`${where} claims ${stat.size} bytes, more than the whole filesystem (${fsBytes} bytes)`, {
+      throw extractionError(`${where()} claims ${stat.size} bytes, more than the whole filesystem (${fsBytes} bytes)`, {
         remediation: 'A sparse file this large cannot go in a layer (tar stores its holes as zeros); remove it from the workspace, or check the disk with `e2fsck -fn <rootfs>` on a copy.',
       })
     }
@@ -368,10 +443,10 @@ class Walk {
   /**
    * A regular file's content: read from the image through its block map when the map accounts for every
    * block the inode owns; otherwise (inline data, encryption, or a map stat could not print, as for a
-   * corrupt extent tree) streamed by `cat`, which fails loudly where the map is broken. `onStream` is
-   * told about a `cat`, so that it can be drained.
+   * corrupt extent tree) streamed by `cat`, which fails loudly where the map is broken. A `cat` is kept
+   * in `streamed`, so that the walk can drain it.
    */
-  private content(stat: InodeStat, entryPath: Buffer, onStream: (stream: Readable) => void): () => AsyncIterable<Buffer> | Iterable<Buffer> {
+  private content(stat: InodeStat, entryPath: Buffer): () => AsyncIterable<Buffer> | Iterable<Buffer> {
     if (stat.size === 0) return () => []
     const map = stat.blockMap
     const mappable = map !== undefined && (stat.flags & (INODE_FLAGS.inlineData | INODE_FLAGS.encrypted)) === 0
@@ -380,7 +455,7 @@ class Walk {
       return () => {
         // debugfs 1.47 `cat`s an inline file's whole inline area, padding included: take `size` bytes.
         const stream = this.session.stream(`cat <${stat.inode}>`, Math.max(stat.size, stat.inlineDataSize ?? 0))
-        onStream(stream)
+        this.streamed = stream
         return stat.size < (stat.inlineDataSize ?? 0) ? leading(stream, stat.size) : stream
       }
     }
@@ -388,42 +463,52 @@ class Walk {
     return () => this.blocks.content(map.runs, stat.size, `"/${entryPath.toString('latin1')}"`)
   }
 
-  private entry(child: Child, onStream: (stream: Readable) => void): Entry {
+  private entry(child: Child): Entry {
     const {linkTarget, path: entryPath, stat, xattrs} = child
-    const base = {
+    // One object of one shape per entry: this runs for every inode of the disk.
+    const entry: Entry = {
+      content: undefined,
       ctime: stat.ctime,
+      devMajor: undefined,
+      devMinor: undefined,
       generation: stat.generation,
       gid: stat.gid,
       inode: stat.inode,
+      linkTarget: undefined,
       links: stat.links,
       mode: stat.mode,
       mtime: stat.mtime,
       path: entryPath,
       size: 0,
+      type: 'file',
       uid: stat.uid,
       xattrs,
     }
     switch (stat.type) {
     case 'block':
     case 'char': {
-      return {
-        ...base, devMajor: stat.devMajor ?? 0, devMinor: stat.devMinor ?? 0, type: stat.type,
-      }
+      entry.devMajor = stat.devMajor ?? 0
+      entry.devMinor = stat.devMinor ?? 0
+      entry.type = stat.type
+      return entry
     }
 
     case 'directory':
     case 'fifo': {
-      return {...base, type: stat.type}
+      entry.type = stat.type
+      return entry
     }
 
     case 'file': {
-      return {
-        ...base, content: this.content(stat, entryPath, onStream), size: stat.size, type: 'file',
-      }
+      entry.content = this.content(stat, entryPath)
+      entry.size = stat.size
+      return entry
     }
 
     case 'symlink': {
-      return {...base, linkTarget, type: 'symlink'}
+      entry.linkTarget = linkTarget
+      entry.type = 'symlink'
+      return entry
     }
 
     default: {

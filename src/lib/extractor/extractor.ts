@@ -36,8 +36,10 @@ export interface Entry {
   /** Identity of the inode within this filesystem. */
   inode: number
   /**
-   * The inode's link count (names it has on the filesystem, seen or not). Optional; incremental commits
-   * treat an entry without it as having one name unless its inode shows up again.
+   * The inode's link count (names it has on the filesystem, seen or not), when the extractor knows it. The
+   * layer remembers the first name only of inodes with more than one link (of every inode when this is
+   * absent), so memory does not grow with the number of files; incremental commits treat an entry without it
+   * as having one name unless its inode shows up again.
    */
   links?: number
   /** For symlinks: the target's raw bytes, never interpreted or followed. */

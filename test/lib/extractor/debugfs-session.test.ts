@@ -77,6 +77,16 @@ describe('extractor/debugfs-session', () => {
     await session.close()
   })
 
+  it('fails close() with a complaint that came while no request was waiting (the reply before it looked fine)', async () => {
+    const reply = String.raw`debugfs:  Inode: 2\ndebugfs:  Open mode: read-only\nFilesystem in use: %s\ndebugfs:  `
+    const session = DebugfsSession.open(fakeDebugfs(`read cmd; read params; printf "${reply}" "$1"; sleep 0.1; echo "ls: EXT2 directory corrupted" >&2; exec sleep 5`), '/dev/null')
+    expect((await session.request('stat <2>')).toString()).to.equal('Inode: 2\n')
+    await new Promise(resolve => {
+      setTimeout(resolve, 400)
+    })
+    expect((await rejection(session.close())).message).to.match(/EXT2 directory corrupted/)
+  })
+
   it('fails when debugfs stops answering', async () => {
     const session = DebugfsSession.open(fakeDebugfs('printf "debugfs:  "; exec sleep 30'), '/dev/null', {idleTimeoutMs: 300})
     const started = Date.now()
