@@ -196,8 +196,10 @@ async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {
 interface LayerTarOptions {
   diskUuid?: string
   exclude?: (path: Buffer) => boolean
-  /** The parent image's secret findings, kept unless the new layer replaces or whites out their paths. */
+  /** The parent image's secret findings: its layers are this image's too, whatever the new layer deletes. */
   inheritedFindings?: SecretFinding[]
+  /** The new layer's index in the image (the parent's layer count). */
+  layerIndex?: number
   parentTree?: ParentTreeSource
   record: PendingTreeRecord
   /** Where microagent's own files are reported, with the egress CA read ahead; undefined keeps them. */
@@ -223,7 +225,7 @@ function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options
   const changes = changeset(kept, parentTree, {
     diskUuid: options.diskUuid, ignore: runtime ? isRuntimePath : undefined, onNode: record.add, stats, walk: gate,
   })
-  return tarLayer(scanningSecrets(changes, secrets, options.inheritedFindings), stats)
+  return tarLayer(scanningSecrets(changes, secrets, {inherited: options.inheritedFindings, layer: options.layerIndex}), stats)
 }
 
 function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
@@ -280,7 +282,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
       const compressor = createCompressor(compression, {level: options.compressionLevel})
       const runtime = options.keepRuntimeFiles ? undefined : {ca: await readEgressCa(extractor, view.path), report: runtimeFiles}
       const tar = Readable.from(layerTar(extractor, view.path, stats, {
-        diskUuid, exclude, inheritedFindings, parentTree, record, runtime, secrets, signal: options.signal,
+        diskUuid, exclude, inheritedFindings, layerIndex: parent ? base.layers.length : undefined, parentTree, record, runtime, secrets, signal: options.signal,
       }), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {

@@ -21,7 +21,8 @@ export function secretsRecord(scan: SecretScan): Buffer {
 }
 
 function isFinding(value: unknown): value is SecretFinding {
-  return isPlainObject(value) && isString(value.path) && isNumber(value.line) && SECRET_RULES.includes(value.rule as SecretRule)
+  if (!isPlainObject(value) || (value.layer !== undefined && !isNumber(value.layer))) return false
+  return isString(value.path) && isNumber(value.line) && SECRET_RULES.includes(value.rule as SecretRule)
 }
 
 /**
@@ -58,6 +59,9 @@ export function secretsAdvice(scan: SecretScan, allowFlag: string): string {
     'Remove the files from the workspace, or commit again leaving them out',
     `(${paths.slice(0, 3).map(p => `--exclude '${p}'`).join(' ')}${paths.length > 3 ? ' ...' : ''});`,
     `to publish them anyway, add ${allowFlag}. \`microagent image inspect <ref>\` lists every finding.`,
+    ...(scan.findings.some(f => f.layer !== undefined)
+      ? ['A file in a lower layer stays in the image even when a later commit deletes it: commit without --parent to drop it.']
+      : []),
   ].join(' ')
 }
 

@@ -7,6 +7,8 @@ import type {Entry} from './extractor/extractor.js'
  */
 
 export interface SecretFinding {
+  /** Which layer of the image holds the file (0 is the bottom); absent for a single-layer image. */
+  layer?: number
   /** 1-based line of the match (of its first byte). */
   line: number
   /** Image path, relative to the root. */
@@ -329,31 +331,27 @@ type Item = Entry | {kind: 'whiteout'; opaque?: boolean; path: Buffer}
 
 /**
  * Passes entries through unchanged, scanning each regular file's bytes as the layer reads them: no second
- * read of the disk. A file's findings are added to `scan` when its content has been read to the end.
- * `inherited` are the findings of the layers below (a parent image's): each stays unless this layer
- * writes its path again (then it is scanned anew) or whites it out.
+ * read of the disk. A file's findings are added to `scan`, marked with `layer`, when its content has been
+ * read to the end. `inherited` are the findings of the layers below (a parent image's): they all stay, even
+ * where this layer deletes or replaces the file, because the layer that added it still holds its bytes.
  *
  * @yields the same items, file content observed on its way
  */
-export async function * scanningSecrets<T extends Item>(items: AsyncIterable<T>, scan: SecretScan, inherited: readonly SecretFinding[] = []): AsyncGenerator<T, void, undefined> {
-  const below = new Map<string, SecretFinding[]>()
-  for (const finding of inherited) below.set(finding.path, [...(below.get(finding.path) ?? []), finding])
+export async function * scanningSecrets<T extends Item>(
+  items: AsyncIterable<T>,
+  scan: SecretScan,
+  options: {inherited?: readonly SecretFinding[]; layer?: number} = {},
+): AsyncGenerator<T, void, undefined> {
+  for (const finding of options.inherited ?? []) add(scan, {...finding, layer: finding.layer ?? 0})
   for await (const item of items) {
-    const itemPath = item.path.toString('utf8')
-    if ('kind' in item) {
-      for (const path of below.keys()) if (path === itemPath || path.startsWith(`${itemPath}/`)) below.delete(path)
-    } else below.delete(itemPath)
-
     if ('kind' in item || item.type !== 'file' || item.size === 0 || !item.content) {
       yield item
       continue
     }
 
     const {content} = item
-    yield {...item, content: () => scanned(content(), itemPath, scan)}
+    yield {...item, content: () => scanned(content(), item.path.toString('utf8'), scan, options.layer)}
   }
-
-  for (const finding of [...below.values()].flat()) add(scan, finding)
 }
 
 function add(scan: SecretScan, finding: SecretFinding): void {
@@ -361,12 +359,12 @@ function add(scan: SecretScan, finding: SecretFinding): void {
   if (scan.findings.length < MAX_FINDINGS) scan.findings.push(finding)
 }
 
-async function * scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entryPath: string, scan: SecretScan): AsyncGenerator<Buffer, void, undefined> {
+async function * scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entryPath: string, scan: SecretScan, layer?: number): AsyncGenerator<Buffer, void, undefined> {
   const scanner = new FileScanner(entryPath)
   for await (const chunk of source) {
     scanner.push(chunk)
     yield chunk
   }
 
-  for (const finding of scanner.end()) add(scan, finding)
+  for (const finding of scanner.end()) add(scan, layer === undefined ? finding : {...finding, layer})
 }

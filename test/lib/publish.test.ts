@@ -210,7 +210,7 @@ describe('safe to publish: microagent files, the egress CA and secrets (real deb
     expect(readFileSync(path.join(unpack(result), 'etc/ssl/cert.pem')).equals(trust.before)).to.equal(true)
   })
 
-  it('a stacked commit keeps the parent\'s findings it does not replace, drops those it deletes, and keeps the CA out', async () => {
+  it('a stacked commit keeps every finding of the parent\'s layers (a deleted file stays in the layer that added it), and keeps the CA out', async () => {
     const stacked = makeStateDir()
     const rootfs = addWorkspace(stacked, 'demo', {rootfs: path.join(state, 'workspaces', 'demo', 'rootfs.ext4'), runtime: runtimeRecord('stopped')})
     const parent = await commitWorkspace({
@@ -222,10 +222,17 @@ describe('safe to publish: microagent files, the egress CA and secrets (real deb
     const child = await commitWorkspace({
       created: CREATED, parent: 'local/demo:base', reference: 'local/demo:child', stateDir: stacked, workspace: 'demo',
     })
-    expect(child.secrets.findings.map(f => `${f.path}:${f.rule}`).sort()).to.deep.equal([
-      'home/agent/.bashrc:github-token',
-      'home/agent/.docker/config.json:docker-config-auth',
+    // Deleted on the disk, the key is still in layer 0, which the child carries: it stays a finding.
+    expect(child.secrets.findings.map(f => `${f.layer}:${f.path}:${f.rule}`).sort()).to.deep.equal([
+      '0:home/agent/.bashrc:github-token',
+      '0:home/agent/.docker/config.json:docker-config-auth',
+      '0:root/.ssh/id_ed25519:private-key',
     ])
+    const refused = await rejection(pushImage({
+      credential: null, destination: '127.0.0.1:1/demo:child', layoutPath: layoutPath(stacked), source: 'local/demo:child',
+    }))
+    expect(refused.exitCode).to.equal(EXIT_CODES.policy)
+    expect(refused.remediation).to.include('commit without --parent')
     const unpacked = unpack(child)
     expect(existsSync(path.join(unpacked, 'root/.ssh/id_ed25519'))).to.equal(false)
     expect(readFileSync(path.join(unpacked, 'etc/ssl/certs/ca-certificates.crt')).equals(trust.before)).to.equal(true)

@@ -48,7 +48,7 @@ export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
     else if (secrets.count === 0) this.log('Secrets:   none found')
     else {
       this.log(`Secrets:   ${secrets.count} possible secret(s); image push refuses the image without --allow-secrets`)
-      for (const finding of secrets.findings) this.log(`  /${finding.path}:${finding.line}  ${finding.rule}`)
+      for (const finding of secrets.findings) this.log(`  /${finding.path}:${finding.line}  ${finding.rule}${finding.layer === undefined ? '' : `  (layer ${finding.layer})`}`)
     }
 
     return image
