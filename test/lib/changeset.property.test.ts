@@ -10,21 +10,10 @@ import {commitWorkspace} from '../../src/lib/commit.js'
 import {layoutPath} from '../../src/lib/layout.js'
 import {ImageRecords} from '../../src/lib/records.js'
 import {tempDir} from '../helpers/ext4.js'
+import {random as prng} from '../helpers/fuzz.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
 import {requireRoot, requireTools} from '../helpers/tools.js'
 import {treeDifferences, unpackAndDescribe} from '../helpers/unpacked.js'
-
-/** mulberry32: small, seedable, good enough to pick operations. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6D_2B_79_F5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 type Random = () => number
 
