@@ -90,10 +90,9 @@ export function isRuntimePath(entryPath: Buffer | string): boolean {
 
 /** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
 export async function readEgressCa(extractor: Extractor, disk: string): Promise<Buffer[]> {
-  if (!extractor.readFile) return []
+  if (!extractor.readFiles) return []
   const found: Buffer[] = []
-  for (const file of EGRESS_CA_FILES) {
-    const data = await extractor.readFile(disk, Buffer.from(file), 1024 * 1024)
+  for (const data of await extractor.readFiles(disk, EGRESS_CA_FILES.map(file => Buffer.from(file)), 1024 * 1024)) {
     for (const cert of data ? pemCertificates(data) : []) if (!found.some(der => der.equals(cert.der))) found.push(cert.der)
   }
 

@@ -176,15 +176,17 @@ export class DebugfsExtractor implements Extractor {
     return (await readSuperblock(disk)).uuid
   }
 
-  async readFile(disk: string, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+  /** Every path through one short session: one process (and one sandbox) for all of them. */
+  async readFiles(disk: string, filePaths: Buffer[], maxBytes: number): Promise<(Buffer | undefined)[]> {
     const binary = this.options.binary ?? (await findDebugfs())
     // Confined like the walk: this session parses the same guest-controlled disk.
     const sandbox = this.options.sandbox ?? (await openSandbox())
     const session = DebugfsSession.open(binary, disk, {idleTimeoutMs: this.options.idleTimeoutMs, sandbox})
     try {
-      const data = await readFileByPath(session, filePath, maxBytes)
+      const found: (Buffer | undefined)[] = []
+      for (const filePath of filePaths) found.push(await readFileByPath(session, filePath, maxBytes))
       await session.close()
-      return data
+      return found
     } catch (error) {
       session.terminate(extractionError('reading a file failed'))
       await session.close().catch(() => {})

@@ -106,11 +106,12 @@ export interface Extractor {
   filesystemUuid?(disk: string): Promise<string | undefined>
   readonly name: string
   /**
-   * Optional: one regular file's bytes by its path (raw, relative to the root), symlinks not followed;
-   * undefined when no regular file of at most `maxBytes` is there. Commit reads what it must know before the
-   * walk with it (the egress CA, to take it out of trust bundles met earlier in the walk).
+   * Optional: regular files' bytes by their paths (raw, relative to the root), symlinks not followed, in
+   * the order asked; undefined for a path with no regular file of at most `maxBytes`. Commit reads what it
+   * must know before the walk with it (the egress CA, to take it out of trust bundles met earlier in the
+   * walk), all in one call so that an extractor can answer from one process.
    */
-  readFile?(disk: string, path: Buffer, maxBytes: number): Promise<Buffer | undefined>
+  readFiles?(disk: string, paths: Buffer[], maxBytes: number): Promise<(Buffer | undefined)[]>
 }
 
 /** Whether a value from another plugin (maybe with its own copy of these types) can serve as an Extractor. */

@@ -37,11 +37,13 @@ export class FakeExtractor implements Extractor {
     }
   }
 
-  async readFile(disk: string, filePath: Buffer, maxBytes: number): Promise<Buffer | undefined> {
-    const item = this.items.find(candidate => Buffer.from(candidate.path).equals(filePath))
-    if (item?.type !== 'file' || item.data === undefined) return undefined
-    const bytes = Buffer.from(item.data)
-    return bytes.length > maxBytes ? undefined : bytes
+  async readFiles(disk: string, filePaths: Buffer[], maxBytes: number): Promise<(Buffer | undefined)[]> {
+    return filePaths.map(filePath => {
+      const item = this.items.find(candidate => Buffer.from(candidate.path).equals(filePath))
+      if (item?.type !== 'file' || item.data === undefined) return
+      const bytes = Buffer.from(item.data)
+      return bytes.length > maxBytes ? undefined : bytes
+    })
   }
 }
 
