@@ -10,7 +10,7 @@ import {resolveCreated} from '../lib/image.js'
 import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
 import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
 import {SANDBOX_MODES, type SandboxMode} from '../lib/sandbox.js'
-import {SECRETS_POLICIES, type SecretsPolicy} from '../lib/secrets-record.js'
+import {formatFinding, SECRETS_POLICIES, type SecretsPolicy} from '../lib/secrets-record.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
   static override args = {
@@ -260,7 +260,7 @@ export default class Commit extends BaseCommand<typeof Commit> {
     const {secrets} = result
     if (secrets.count > 0) {
       this.logToStderr(`warning: ${secrets.count} possible secret(s) in the image (values not shown):`)
-      for (const finding of secrets.findings.slice(0, 20)) this.logToStderr(`  /${finding.path}:${finding.line}  ${finding.rule}${finding.layer === undefined ? '' : `  (layer ${finding.layer})`}`)
+      for (const finding of secrets.findings.slice(0, 20)) this.logToStderr(`  ${formatFinding(finding)}`)
       if (secrets.count > 20) this.logToStderr(`  ... and ${secrets.count - 20} more (microagent image inspect ${result.reference})`)
       this.logToStderr('warning: image push refuses this image unless --allow-secrets is given; leave files out with --exclude \'<path>\'')
     }

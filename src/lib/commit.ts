@@ -115,7 +115,7 @@ export interface CommitResult {
   runtime_files: RuntimeFileReport[]
   /** Whether debugfs ran confined; when not, with `auto`, `reason` says why and how to enable it. */
   sandbox: SandboxStatus
-  /** What the secret scan found (with --parent, the parent's findings this layer does not replace too): never the values. */
+  /** What the secret scan found, the parent's layers' findings included with --parent: never the values. */
   secrets: SecretScan
   /** Compressed layer size, in bytes. */
   size_bytes: number
@@ -173,12 +173,16 @@ function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitO
 }
 
 /**
- * Writes the config and the manifest, then the tree record under the manifest's digest: all of it before
- * the tag moves, so a tagged image always has its record. A failure discards the record.
+ * Writes the config and the manifest, then the image's records under the manifest's digest (the tree record
+ * and the secret findings): all of it before the tag moves, so a tagged image always has its records and a
+ * push can never see it without its findings. A failure discards the tree record.
  */
-async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {config: object; diffIds: string[]; layers: Descriptor[]}, signal?: AbortSignal): Promise<{
-  configDigest: string; manifest: {digest: string; size: number}; recordBytes: number
-}> {
+async function storeImage(
+  layout: OciLayout,
+  record: PendingTreeRecord,
+  image: {config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
+  signal?: AbortSignal,
+): Promise<{configDigest: string; manifest: {digest: string; size: number}; recordBytes: number}> {
   const {config, diffIds, layers} = image
   try {
     // Past this point nothing is visible until the tag moves; stop here if the user asked to.
@@ -186,6 +190,7 @@ async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {
     const configBlob = await layout.writeBlob(canonicalJson(config))
     const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
     const recordBytes = await record.store(layout, manifest.digest, diffIds)
+    await new ImageRecords(layout.root).write(manifest.digest, SECRETS_RECORD, secretsRecord(image.secrets))
     return {configDigest: configBlob.digest, manifest, recordBytes}
   } catch (error) {
     await record.discard()
@@ -196,10 +201,11 @@ async function storeImage(layout: OciLayout, record: PendingTreeRecord, image: {
 interface LayerTarOptions {
   diskUuid?: string
   exclude?: (path: Buffer) => boolean
-  /** The parent image's secret findings: its layers are this image's too, whatever the new layer deletes. */
-  inheritedFindings?: SecretFinding[]
-  /** The new layer's index in the image (the parent's layer count). */
-  layerIndex?: number
+  /**
+   * With a parent: its secret findings (its layers are this image's too, whatever the new layer deletes) and
+   * the new layer's index in the image.
+   */
+  lower?: {findings: SecretFinding[]; layer: number}
   parentTree?: ParentTreeSource
   record: PendingTreeRecord
   /** Where microagent's own files are reported, with the egress CA read ahead; undefined keeps them. */
@@ -219,13 +225,14 @@ function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options
   const extracted = extractor.entries(disk, {
     beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
   })
-  const entries = runtime ? withoutRuntimeFiles(extracted, runtime.report, runtime.ca) : extracted
-  if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {exclude, onArchived: record.archived})
-  const kept = exclude ? excluding(entries, exclude, stats) : entries
-  const changes = changeset(kept, parentTree, {
+  // --exclude first: what it drops is neither looked into for the egress CA nor reported as microagent's.
+  const kept = exclude ? excluding(extracted, exclude, stats) : extracted
+  const entries = runtime ? withoutRuntimeFiles(kept, runtime.report, runtime.ca) : kept
+  if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {onArchived: record.archived})
+  const changes = changeset(entries, parentTree, {
     diskUuid: options.diskUuid, ignore: runtime ? isRuntimePath : undefined, onNode: record.add, stats, walk: gate,
   })
-  return tarLayer(scanningSecrets(changes, secrets, {inherited: options.inheritedFindings, layer: options.layerIndex}), stats)
+  return tarLayer(scanningSecrets(changes, secrets, {inherited: options.lower?.findings, layer: options.lower?.layer}), stats)
 }
 
 function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
@@ -264,7 +271,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const stats = emptyLayerStats()
   const runtimeFiles: RuntimeFileReport[] = []
   const secrets: SecretScan = {count: 0, findings: []}
-  const inheritedFindings = parent ? (await readSecrets(layout.root, parent.descriptor.digest))?.findings : undefined
+  const lower = parent ? {findings: (await readSecrets(layout.root, parent.descriptor.digest))?.findings ?? [], layer: base.layers.length} : undefined
   // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
   const progress = progressReporter(stats, diffCounter, options.onProgress)
@@ -282,7 +289,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
       const compressor = createCompressor(compression, {level: options.compressionLevel})
       const runtime = options.keepRuntimeFiles ? undefined : {ca: await readEgressCa(extractor, view.path), report: runtimeFiles}
       const tar = Readable.from(layerTar(extractor, view.path, stats, {
-        diskUuid, exclude, inheritedFindings, layerIndex: parent ? base.layers.length : undefined, parentTree, record, runtime, secrets, signal: options.signal,
+        diskUuid, exclude, lower, parentTree, record, runtime, secrets, signal: options.signal,
       }), {objectMode: false})
       layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     } finally {
@@ -304,9 +311,9 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
 
   const config = configFor(base, options, diffId, workspace.name)
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
-  const stored = await storeImage(layout, record, {config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor]}, options.signal)
-  // The findings are recorded before the tag exists, so a push can never see the image without them.
-  await new ImageRecords(layout.root).write(stored.manifest.digest, SECRETS_RECORD, secretsRecord(secrets))
+  const stored = await storeImage(layout, record, {
+    config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
+  }, options.signal)
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {
     ...stored.manifest,

@@ -331,7 +331,7 @@ async function * entryPieces(entry: Entry, stats: LayerStats, links: Links, hash
  *
  * @yields the content, in the extractor's pieces
  */
-async function * fileContent(entry: Entry, hash?: Hash): AsyncGenerator<Buffer, void, undefined> {
+export async function * fileContent(entry: Entry, hash?: Hash): AsyncGenerator<Buffer, void, undefined> {
   if (entry.size === 0) return
   if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
   let seen = 0

@@ -5,7 +5,7 @@
  */
 import type {Entry, Extractor} from './extractor/extractor.js'
 
-import {extractionError} from './errors.js'
+import {fileContent} from './layer.js'
 import {onlyCertificates, pemCertificates, withoutCertificates} from './trust-bundle.js'
 
 /** `leave-out`: the path is not in the image. `remove-ca`: a trust bundle, kept without the egress CA's PEM block. */
@@ -75,9 +75,13 @@ export const CERT_LINK_DIR = 'etc/ssl/certs'
 
 const byPath = new Map(RUNTIME_FILES.map(file => [file.path, file]))
 
+function pathText(entryPath: Buffer | string): string {
+  return typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1')
+}
+
 /** The table's row for a path, if microagent writes it. */
 export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined {
-  return byPath.get(typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1'))
+  return byPath.get(pathText(entryPath))
 }
 
 /**
@@ -85,18 +89,20 @@ export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined
  * stay as the parent has them (neither written again nor whited out).
  */
 export function isRuntimePath(entryPath: Buffer | string): boolean {
-  return isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1'))
+  return isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(pathText(entryPath))
 }
 
 /** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
 export async function readEgressCa(extractor: Extractor, disk: string): Promise<Buffer[]> {
   if (!extractor.readFiles) return []
   const found: Buffer[] = []
-  for (const data of await extractor.readFiles(disk, EGRESS_CA_FILES.map(file => Buffer.from(file)), 1024 * 1024)) {
-    for (const cert of data ? pemCertificates(data) : []) if (!found.some(der => der.equals(cert.der))) found.push(cert.der)
-  }
-
+  for (const data of await extractor.readFiles(disk, EGRESS_CA_FILES.map(file => Buffer.from(file)), 1024 * 1024)) addCertificates(found, data)
   return found
+}
+
+/** Adds the certificates (DER) of a PEM file to `ca`, each once. */
+function addCertificates(ca: Buffer[], data: Buffer | undefined): void {
+  for (const cert of data ? pemCertificates(data) : []) if (!ca.some(der => der.equals(cert.der))) ca.push(cert.der)
 }
 
 /** Whether a commit leaves this path out by default (the `leave-out` rows). */
@@ -119,12 +125,10 @@ const MAX_BUNDLE = 64 * 1024 * 1024
 
 async function readAll(entry: Entry, limit: number): Promise<Buffer | undefined> {
   if (entry.size > limit) return undefined
-  if (entry.size === 0 || !entry.content) return Buffer.alloc(0)
   const chunks: Buffer[] = []
-  for await (const chunk of entry.content()) chunks.push(chunk as Buffer)
-  const data = Buffer.concat(chunks)
-  if (data.length !== entry.size) throw extractionError(`"/${entry.path.toString('latin1')}" gave ${data.length} bytes, ${entry.size} expected`)
-  return data
+  // The layer's own reader, with its size check.
+  for await (const chunk of fileContent(entry)) chunks.push(chunk)
+  return Buffer.concat(chunks)
 }
 
 /**
@@ -274,7 +278,6 @@ class RuntimeFilter {
   }
 
   private async learnCa(entry: Entry): Promise<void> {
-    const data = await readAll(entry, MAX_BUNDLE)
-    for (const cert of data ? pemCertificates(data) : []) if (!this.ca.some(der => der.equals(cert.der))) this.ca.push(cert.der)
+    addCertificates(this.ca, await readAll(entry, MAX_BUNDLE))
   }
 }

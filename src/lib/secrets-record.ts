@@ -46,15 +46,25 @@ export async function readSecrets(layoutRoot: string, manifestDigest: string): P
   return {count: document.count, findings: document.findings}
 }
 
+/** The paths of a scan's findings, each once, in the order found. */
+function uniquePaths(scan: SecretScan): string[] {
+  return [...new Set(scan.findings.map(f => f.path))]
+}
+
 /** The paths of a scan, each once, for messages. */
 export function findingPaths(scan: SecretScan, limit = 10): string {
-  const paths = [...new Set(scan.findings.map(f => `/${f.path}`))]
+  const paths = uniquePaths(scan).map(p => `/${p}`)
   return paths.slice(0, limit).join(', ') + (paths.length > limit ? `, and ${paths.length - limit} more` : '')
+}
+
+/** One finding as commit and image inspect print it: where, what, and in which layer of a stacked image. */
+export function formatFinding(finding: SecretFinding): string {
+  return `/${finding.path}:${finding.line}  ${finding.rule}${finding.layer === undefined ? '' : `  (layer ${finding.layer})`}`
 }
 
 /** What to do about findings, said the same way by commit and push. */
 export function secretsAdvice(scan: SecretScan, allowFlag: string): string {
-  const paths = [...new Set(scan.findings.map(f => f.path))]
+  const paths = uniquePaths(scan)
   return [
     'Remove the files from the workspace, or commit again leaving them out',
     `(${paths.slice(0, 3).map(p => `--exclude '${p}'`).join(' ')}${paths.length > 3 ? ' ...' : ''});`,

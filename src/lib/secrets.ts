@@ -1,4 +1,4 @@
-import type {Entry} from './extractor/extractor.js'
+import type {LayerItem} from './layer.js'
 
 /**
  * Finds secrets in files as their bytes stream into a layer: private keys, tokens with a fixed shape, and
@@ -326,9 +326,6 @@ export interface SecretScan {
 
 export const MAX_FINDINGS = 1000
 
-/** What `scanningSecrets` passes through: entries, and anything else (a diff layer's whiteouts) untouched. */
-type Item = Entry | {kind: 'whiteout'; opaque?: boolean; path: Buffer}
-
 /**
  * Passes entries through unchanged, scanning each regular file's bytes as the layer reads them: no second
  * read of the disk. A file's findings are added to `scan`, marked with `layer`, when its content has been
@@ -337,7 +334,7 @@ type Item = Entry | {kind: 'whiteout'; opaque?: boolean; path: Buffer}
  *
  * @yields the same items, file content observed on its way
  */
-export async function * scanningSecrets<T extends Item>(
+export async function * scanningSecrets<T extends LayerItem>(
   items: AsyncIterable<T>,
   scan: SecretScan,
   options: {inherited?: readonly SecretFinding[]; layer?: number} = {},

@@ -1,6 +1,7 @@
 import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {type ImageInspection, inspectImage} from '../../lib/catalog.js'
 import {formatBytes} from '../../lib/format.js'
+import {formatFinding} from '../../lib/secrets-record.js'
 
 export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
   static override args = {
@@ -48,7 +49,7 @@ export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
     else if (secrets.count === 0) this.log('Secrets:   none found')
     else {
       this.log(`Secrets:   ${secrets.count} possible secret(s); image push refuses the image without --allow-secrets`)
-      for (const finding of secrets.findings) this.log(`  /${finding.path}:${finding.line}  ${finding.rule}${finding.layer === undefined ? '' : `  (layer ${finding.layer})`}`)
+      for (const finding of secrets.findings) this.log(`  ${formatFinding(finding)}`)
     }
 
     return image
