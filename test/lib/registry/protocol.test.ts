@@ -4,9 +4,9 @@ import {chmodSync, readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {PushHistory} from '../../../src/lib/registry/history.js'
-import {pushImage} from '../../../src/lib/registry/push.js'
 import {rejection} from '../../helpers/assert.js'
 import {tinyImage, type TinyImage} from '../../helpers/image.js'
+import {onlyNock, pushWith, stopNock} from '../../helpers/nock.js'
 
 const REGISTRY = 'https://registry.example.com'
 const HOST = 'registry.example.com'
@@ -20,26 +20,16 @@ describe('registry protocol edge cases (nock)', () => {
 
   before(async () => {
     image = await tinyImage()
-    if (!nock.isActive()) nock.activate()
-    nock.disableNetConnect()
+    onlyNock()
   })
 
-  after(() => {
-    nock.enableNetConnect()
-    // Take nock's interceptors out of node:http and fetch, so later suites talk to real servers untouched.
-    nock.restore()
-  })
+  after(stopNock)
 
   afterEach(() => {
     nock.cleanAll()
   })
 
-  const push = (extra: Partial<Parameters<typeof pushImage>[0]> = {}): ReturnType<typeof pushImage> =>
-    pushImage({
-      concurrency: 1,
-      credential: {password: 'pw-secret', source: 'test', username: 'u'},
-      destination: `${HOST}/team/app:v1`, initialBackoffMs: 1, layoutPath: image.layout, source: image.ref, ...extra,
-    })
+  const push = pushWith(() => image, HOST)
 
   /** Both blobs missing; uploads accepted monolithically. */
   function blobsMissing(scope: nock.Scope, skip: string[] = []): nock.Scope {

@@ -4,12 +4,12 @@ import {readFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {PushHistory} from '../../../src/lib/registry/history.js'
-import {pushImage} from '../../../src/lib/registry/push.js'
 import {
   chunkSize, parseRange, QUIRK_IDS, type QuirkId, REGISTRY_QUIRKS,
 } from '../../../src/lib/registry/quirks.js'
 import {rejection} from '../../helpers/assert.js'
 import {tinyImage, type TinyImage} from '../../helpers/image.js'
+import {onlyNock, pushWith, stopNock} from '../../helpers/nock.js'
 
 const REGISTRY = 'https://registry.example.com'
 const HOST = 'registry.example.com'
@@ -29,9 +29,12 @@ interface ChunkReply {
 describe('registry quirks (nock)', () => {
   let image: TinyImage
 
-  before(() => {
-    if (!nock.isActive()) nock.activate()
-    nock.disableNetConnect()
+  before(onlyNock)
+
+  after(stopNock)
+
+  afterEach(() => {
+    nock.cleanAll()
   })
 
   beforeEach(async () => {
@@ -39,26 +42,7 @@ describe('registry quirks (nock)', () => {
     image = await tinyImage('local/quirks:v1', 4000)
   })
 
-  after(() => {
-    nock.enableNetConnect()
-    nock.restore()
-  })
-
-  afterEach(() => {
-    nock.cleanAll()
-  })
-
-  const push = (extra: Partial<Parameters<typeof pushImage>[0]> = {}): ReturnType<typeof pushImage> =>
-    pushImage({
-      chunkBytes: CHUNK,
-      concurrency: 1,
-      credential: {password: 'pw-secret', source: 'test', username: 'u'},
-      destination: `${HOST}/team/app:v1`,
-      initialBackoffMs: 1,
-      layoutPath: image.layout,
-      source: image.ref,
-      ...extra,
-    })
+  const push = pushWith(() => image, HOST, {chunkBytes: CHUNK})
 
   function manifestAccepted(scope: nock.Scope): nock.Scope {
     return scope.put('/v2/team/app/manifests/v1').reply(201, '', {'docker-content-digest': image.manifest.digest})
