@@ -15,11 +15,13 @@ import {availableParallelism, tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
+import {installedBin} from './installed.mjs'
 import {startRegistry} from './registry.mjs'
 import {buildScaleImage} from './scale-fixture.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const bin = path.join(root, 'bin', 'run.js')
+/** The plugin as installed (with its oclif manifest), set once it is built. */
+let bin
 const benchDir = process.env.BENCH_DIR ?? path.join(tmpdir(), 'microagent-bench')
 const runs = Number(process.env.BENCH_RUNS ?? 3)
 const only = process.env.BENCH_ONLY?.split(',')
@@ -252,6 +254,7 @@ async function incremental(fixture, image, pushing) {
 async function main() {
   for (const tool of ['debugfs', 'mke2fs', 'gzip', 'pigz', 'zstd', 'sha256sum']) if (!have(tool)) throw new Error(`bench needs ${tool} (bash .ci/run installs it)`)
   execFileSync('npm', ['run', 'build', '--silent'], {cwd: root, stdio: 'inherit'})
+  bin = installedBin(root, benchDir)
   console.error(`bench: ${runs} runs each, medians; ${availableParallelism()} cores; fixtures in ${benchDir}`)
   const pushing = !process.env.BENCH_SKIP_PUSH && have('docker-registry') && have('skopeo')
   try {

@@ -12,10 +12,10 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
+import {installedBin} from './installed.mjs'
 import {startRegistry} from './registry.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const bin = path.join(root, 'bin', 'run.js')
 const nodes = (process.env.STARTUP_NODES ?? process.execPath).split(',')
 const runs = Number(process.env.STARTUP_RUNS ?? 20)
 const dir = mkdtempSync(path.join(tmpdir(), 'microagent-startup-'))
@@ -33,6 +33,8 @@ function timed(argv, env) {
 const median = values => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
 execFileSync('npm', ['run', 'build', '--silent'], {cwd: root, stdio: 'inherit'})
+// The plugin as installed, with its oclif manifest.
+const bin = installedBin(root, dir)
 const tree = path.join(dir, 'tree')
 mkdirSync(path.join(tree, 'etc'), {recursive: true})
 writeFileSync(path.join(tree, 'etc', 'hostname'), 'startup\n')
