@@ -277,11 +277,12 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const progress = progressReporter(stats, diffCounter, options.onProgress)
   // From here until the disk has been read, no VM can start on it.
   const lease = await leaseStoppedWorkspace(workspace)
+  const readAt = new Date()
   let layer: {digest: string; size: number}
   let replayed: boolean
   // The UUID is the disk's own: a replayed private copy has the same superblock.
   const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
-  const record = PendingTreeRecord.open(layout, diskUuid)
+  const record = PendingTreeRecord.open(layout, diskUuid, readAt)
   try {
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
     replayed = view.replayed

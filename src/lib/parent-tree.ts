@@ -20,7 +20,7 @@ import {parentError} from './parent-image.js'
 import {ImageRecords} from './records.js'
 import {readTar, TarFormatError, type TarMember} from './tar-reader.js'
 import {
-  openTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError,
+  OLD_TREE_RECORD, openTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError,
 } from './tree-record.js'
 
 export interface ParentTreeSource extends ParentTree {
@@ -31,15 +31,21 @@ export interface ParentTreeSource extends ParentTree {
 
 /** The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its own. */
 export async function readParentTree(layout: OciLayout, parent: ParentImage): Promise<ParentTreeSource> {
-  const file = new ImageRecords(layout.root).path(parent.descriptor.digest, TREE_RECORD)
+  const records = new ImageRecords(layout.root)
+  const file = records.path(parent.descriptor.digest, TREE_RECORD)
+  const found = (name: string): Promise<boolean> => stat(records.path(parent.descriptor.digest, name)).then(() => true, () => false)
   let problem: string | undefined
-  const exists = await stat(file).then(() => true, () => false)
+  const exists = await found(TREE_RECORD)
   try {
-    if (!exists) throw Object.assign(new Error('no record'), {code: 'ENOENT'})
+    if (!exists) {
+      if (await found(OLD_TREE_RECORD)) problem = 'the tree record is of an earlier format'
+      throw Object.assign(new Error('no record'), {code: 'ENOENT'})
+    }
+
     const record = await openTreeRecord(file)
     if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) {
       return {
-        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record', trustedBefore: record.newestCtime - RACY_SECONDS,
+        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record', trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
       }
     }
 

@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {execFileSync, spawn} from 'node:child_process'
 import {
-  existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
+  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
 
@@ -15,7 +15,7 @@ import {MAX_LAYERS} from '../../src/lib/parent-image.js'
 import {ImageRecords} from '../../src/lib/records.js'
 import {pushImage} from '../../src/lib/registry/push.js'
 import {encodeHeader, END_OF_ARCHIVE, TYPEFLAG} from '../../src/lib/tar.js'
-import {openTreeRecord, TREE_RECORD} from '../../src/lib/tree-record.js'
+import {OLD_TREE_RECORD, openTreeRecord, TREE_RECORD} from '../../src/lib/tree-record.js'
 import {rejection} from '../helpers/assert.js'
 import {runDebugfsWrite, tempDir} from '../helpers/ext4.js'
 import {
@@ -152,6 +152,14 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     expect(fromLayers.parent).to.include({tree: 'layers'})
     expect(fromLayers.parent?.tree_note).to.match(/damaged/)
     expect(fromLayers.digest).to.equal(child.digest)
+    // A record of the earlier format (gzipped NDJSON) is not read either.
+    renameSync(recordFile, records.path(base.digest, OLD_TREE_RECORD))
+    const fromOld = await commit('local/demo:x', {
+      author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
+    })
+    expect(fromOld.parent).to.include({tree: 'layers', tree_note: 'the tree record is of an earlier format'})
+    expect(fromOld.digest).to.equal(child.digest)
+    unlinkSync(records.path(base.digest, OLD_TREE_RECORD))
     writeFileSync(recordFile, kept)
 
     execFileSync('tune2fs', ['-U', 'random', rootfs], {stdio: 'ignore'})
