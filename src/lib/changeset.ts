@@ -30,8 +30,9 @@ export interface ParentTree {
   nodes: AsyncIterable<TreeNode>
   /**
    * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
-   * second on 128-byte inodes, a clock tick otherwise): a file changed again within the same tick as the
-   * recorded change would keep its ctime. Only changes older than the newest one by a margin are safe.
+   * second on 128-byte inodes, a clock tick otherwise): a file changed again after the record, within the
+   * same tick as the recorded change, would keep its ctime. Only changes older than the record by a margin
+   * are safe (see parent-tree.ts for the margin and the clocks).
    */
   trustedBefore?: number
 }

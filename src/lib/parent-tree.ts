@@ -83,8 +83,14 @@ interface Node {
 }
 
 /**
- * Identities changed within this many seconds of the record's newest change are compared by content: a
+ * Identities changed within this many seconds before the record was taken are compared by content: a
  * change in the same timestamp tick after the commit would not show in the ctime (git's "racy clean").
+ * "When the record was taken" is the later of the host's clock when the commit began reading the disk
+ * (under the lease: every later change, the guest's after a restart or a host tool's, comes after it) and
+ * the newest ctime in the record (a guest clock running ahead of the host's). The margin covers a
+ * whole-second tick (128-byte inodes; debugfs writes whole seconds) and a guest clock up to 2 s behind
+ * the host's. Measuring from the newest ctime alone, as before, distrusted every file of a disk built in
+ * one go (all its ctimes within 2 s of each other) until something else on it changed.
  */
 const RACY_SECONDS = 2
 
