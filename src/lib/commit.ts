@@ -20,7 +20,7 @@ import {
 } from './layer.js'
 import {layoutPath, OciLayout} from './layout.js'
 import {
-  buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
+  blobIdentity, buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
 } from './parent-image.js'
 import {type ParentTreeSource, readParentTree} from './parent-tree.js'
 import {type Architecture, hostArch} from './platform.js'
@@ -152,14 +152,16 @@ async function imageBase(layout: OciLayout, options: CommitOptions, manifest: Wo
     )
   }
 
+  const parentTree = parent ? await readParentTree(layout, parent) : undefined
   return {
     architecture,
+    blobs: parentTree?.blobs ?? new Map<string, string>(),
     defaults,
     /** The parent's diff_ids and layer descriptors, which the new image starts with. */
     diffIds: parent?.diffIds ?? [],
     layers: parent?.layers ?? [],
     parent,
-    parentTree: parent ? await readParentTree(layout, parent) : undefined,
+    parentTree,
   }
 }
 
@@ -180,16 +182,19 @@ function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitO
 async function storeImage(
   layout: OciLayout,
   record: PendingTreeRecord,
-  image: {config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
+  /** `blobs`: the identities of the parent's layer blobs (the new layer's is added). */
+  image: {blobs: ReadonlyMap<string, string>; config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
   signal?: AbortSignal,
 ): Promise<{configDigest: string; manifest: {digest: string; size: number}; recordBytes: number}> {
   const {config, diffIds, layers} = image
   try {
+    // The next --parent need not hash these blobs again while their files stay as they are now.
+    const blobs = new Map(image.blobs).set(layers.at(-1)!.digest, await blobIdentity(layout.blobPath(layers.at(-1)!.digest)))
     // Past this point nothing is visible until the tag moves; stop here if the user asked to.
     signal?.throwIfAborted()
     const configBlob = await layout.writeBlob(canonicalJson(config))
     const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
-    const recordBytes = await record.store(layout, manifest.digest, diffIds)
+    const recordBytes = await record.store(layout, manifest.digest, diffIds, blobs)
     await new ImageRecords(layout.root).write(manifest.digest, SECRETS_RECORD, secretsRecord(image.secrets))
     return {configDigest: configBlob.digest, manifest, recordBytes}
   } catch (error) {
@@ -313,7 +318,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const config = configFor(base, options, diffId, workspace.name)
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
   const stored = await storeImage(layout, record, {
-    config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
+    blobs: base.blobs, config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
   }, options.signal)
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {

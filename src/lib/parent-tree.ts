@@ -16,47 +16,57 @@ import type {OciLayout} from './layout.js'
 import type {ParentImage} from './parent-image.js'
 
 import {DigestCounter} from './digest.js'
-import {parentError} from './parent-image.js'
+import {checkParentBlobs, parentError} from './parent-image.js'
 import {ImageRecords} from './records.js'
 import {readTar, TarFormatError, type TarMember} from './tar-reader.js'
 import {
-  OLD_TREE_RECORD, openTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError,
+  OLD_TREE_RECORD, openTreeRecord, TREE_RECORD, type TreeNode, type TreeRecord, TreeRecordError,
 } from './tree-record.js'
 
 export interface ParentTreeSource extends ParentTree {
+  /** Identities of the parent's layer blob files, all checked against their digests (see `checkParentBlobs`). */
+  blobs: Map<string, string>
   /** Why the record was not used, when it exists but was not. */
   recordProblem?: string
   source: 'layers' | 'record'
 }
 
-/** The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its own. */
-export async function readParentTree(layout: OciLayout, parent: ParentImage): Promise<ParentTreeSource> {
+/** The parent's tree record, if there is one that is whole and describes its layers; else why not (if it exists). */
+async function usableRecord(layout: OciLayout, parent: ParentImage): Promise<{problem?: string; record?: TreeRecord}> {
   const records = new ImageRecords(layout.root)
-  const file = records.path(parent.descriptor.digest, TREE_RECORD)
   const found = (name: string): Promise<boolean> => stat(records.path(parent.descriptor.digest, name)).then(() => true, () => false)
-  let problem: string | undefined
-  const exists = await found(TREE_RECORD)
+  if (!(await found(TREE_RECORD))) return (await found(OLD_TREE_RECORD)) ? {problem: 'the tree record is of an earlier format'} : {}
   try {
-    if (!exists) {
-      if (await found(OLD_TREE_RECORD)) problem = 'the tree record is of an earlier format'
-      throw Object.assign(new Error('no record'), {code: 'ENOENT'})
-    }
-
-    const record = await openTreeRecord(file)
-    if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) {
-      return {
-        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record', trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
-      }
-    }
-
-    problem = 'the tree record describes other layers'
+    const record = await openTreeRecord(records.path(parent.descriptor.digest, TREE_RECORD))
+    if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) return {record}
+    return {problem: 'the tree record describes other layers'}
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      problem = `the tree record is damaged (${error instanceof TreeRecordError ? error.message : String(error)})`
+    return {problem: `the tree record is damaged (${error instanceof TreeRecordError ? error.message : String(error)})`}
+  }
+}
+
+/**
+ * The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its
+ * own; its layer blobs checked first (hashed, but for those the record knows unchanged since hashed).
+ */
+export async function readParentTree(layout: OciLayout, parent: ParentImage): Promise<ParentTreeSource> {
+  const {problem, record} = await usableRecord(layout, parent)
+  if (record) {
+    const blobs = await checkParentBlobs(layout, parent, record.blobs)
+    return {
+      blobs,
+      fsUuid: record.fsUuid,
+      groups: record.groups,
+      nodes: record.nodes(),
+      source: 'record',
+      trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
     }
   }
 
-  return {...(await treeFromLayers(layout, parent)), recordProblem: problem, source: 'layers'}
+  const blobs = await checkParentBlobs(layout, parent)
+  return {
+    ...(await treeFromLayers(layout, parent)), blobs, recordProblem: problem, source: 'layers',
+  }
 }
 
 interface Inode {

@@ -7,7 +7,8 @@
  *   follow), the path as the bytes it shares with the previous node's path plus the rest, mode, uid, gid,
  *   mtime, size; then a file's raw sha256, a symlink's target, a device's numbers, xattrs, identity;
  * - `G` the hard-link groups of two names or more, each as its list of paths;
- * - `E` the trailer: node count, newest ctime, when the disk was read (0/1 flag, then seconds), diff_ids.
+ * - `E` the trailer: node count, newest ctime, when the disk was read (0/1 flag, then seconds), diff_ids,
+ *   the identities of the layer blob files by digest (see `blobIdentity`).
  *
  * Decoding checks every field (a record is never trusted blindly) and copies what it keeps out of the
  * read buffer.

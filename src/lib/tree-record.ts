@@ -160,8 +160,11 @@ export class TreeRecordWriter {
     if (this.pending.length >= WRITE_BYTES) return this.flush()
   }
 
-  /** Closes the file and returns its size in bytes. */
-  async finish(diffIds: string[]): Promise<number> {
+  /**
+   * Closes the file and returns its size in bytes. `blobs`: the identities of the image's layer blobs
+   * (`blobIdentity`, by digest) as they were when written or hashed.
+   */
+  async finish(diffIds: string[], blobs: ReadonlyMap<string, string> = new Map()): Promise<number> {
     const {pending} = this
     const groups = [...this.groups.values()].filter(names => names.length > 1)
     pending.sizedBlock(() => {
@@ -180,6 +183,11 @@ export class TreeRecordWriter {
       if (this.readAt) pending.int(Math.floor(this.readAt.getTime() / 1000))
       pending.uint(diffIds.length)
       for (const id of diffIds) pending.text(id)
+      pending.uint(blobs.size)
+      for (const [digest, identity] of blobs) {
+        pending.text(digest)
+        pending.text(identity)
+      }
     })
     await this.flush()
     this.out.end(this.hash.digest())
@@ -197,6 +205,8 @@ export class TreeRecordWriter {
 }
 
 export interface TreeRecord {
+  /** Identities of the image's layer blob files (by digest) when they were written or last hashed. */
+  blobs: Map<string, string>
   /** The image's diff_ids, as the record's writer saw them. */
   diffIds: string[]
   entries: number
@@ -218,7 +228,7 @@ export interface TreeRecord {
 /** Checks a record block by block, in one pass: what each block may be depends on the blocks before it. */
 class RecordCheck {
   count = 0
-  end: undefined | {diffIds: string[]; newestCtime: number; readAt?: number}
+  end: undefined | {blobs: Map<string, string>; diffIds: string[]; newestCtime: number; readAt?: number}
   fsUuid: string | undefined
   groups: Map<string, Buffer[]> | undefined
   header = false
@@ -267,7 +277,12 @@ class RecordCheck {
     const diffIds: string[] = []
     const count = block.uint()
     for (let i = 0; i < count; i++) diffIds.push(block.text())
-    this.end = {diffIds, newestCtime, ...(readAt === undefined ? {} : {readAt})}
+    const blobs = new Map<string, string>()
+    const blobCount = block.uint()
+    for (let i = 0; i < blobCount; i++) blobs.set(block.text(), block.text())
+    this.end = {
+      blobs, diffIds, newestCtime, ...(readAt === undefined ? {} : {readAt}),
+    }
   }
 }
 
@@ -359,13 +374,13 @@ export class PendingTreeRecord {
    * Completes the record and stores it as the image's; returns its size in bytes, or 0 when no record
    * could be kept (the extractor's entries were not in layer order).
    */
-  async store(layout: OciLayout, manifestDigest: string, diffIds: string[]): Promise<number> {
+  async store(layout: OciLayout, manifestDigest: string, diffIds: string[], blobs: ReadonlyMap<string, string>): Promise<number> {
     if (this.writer.invalid) {
       await this.discard()
       return 0
     }
 
-    await this.writer.finish(diffIds)
+    await this.writer.finish(diffIds, blobs)
     const size = await new ImageRecords(layout.root).writeStream(manifestDigest, TREE_RECORD, createReadStream(this.temp))
     await unlink(this.temp).catch(() => {})
     return size

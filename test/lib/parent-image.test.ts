@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {execFileSync, spawn} from 'node:child_process'
 import {
-  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync,
+  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
 
@@ -323,6 +323,28 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
       await refuses('local/corrupt:1', /missing or corrupt/, 7)
       execFileSync('rm', ['-f', file])
       await refuses('local/corrupt:1', /missing or corrupt/, 7)
+    })
+
+    it('a parent whose layer blob was edited in place since its tree record was written, even with its size and mtime kept', async () => {
+      const parent = await commit('local/demo:edited')
+      const file = layout.blobPath(parent.layer_digest)
+      const bytes = readFileSync(file)
+      const {mtimeNs} = statSync(file, {bigint: true})
+      execFileSync('chmod', ['u+w', file])
+      writeFileSync(file, Buffer.concat([bytes.subarray(0, 10), Buffer.from([bytes[10] ^ 0xFF]), bytes.subarray(11)]))
+      // The mtime put back to the ns: only the ctime tells.
+      const ns = mtimeNs.toString().padStart(10, '0')
+      execFileSync('touch', ['-m', '-d', `@${ns.slice(0, -9)}.${ns.slice(-9)}`, file])
+      expect(statSync(file, {bigint: true}).mtimeNs).to.equal(mtimeNs)
+      try {
+        await refuses('local/demo:edited', /missing or corrupt/, 7)
+      } finally {
+        writeFileSync(file, bytes)
+        execFileSync('chmod', ['a-w', file])
+      }
+
+      // Put back, it is hashed again (its file is not as the record knew it) and found whole.
+      expect((await commit('local/demo:edited-child', {parent: 'local/demo:edited'})).parent).to.include({tree: 'record'})
     })
 
     for (const [what, name, pattern] of [
