@@ -48,9 +48,10 @@ async function usableRecord(layout: OciLayout, parent: ParentImage): Promise<{pr
 /**
  * The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its
  * own; its layer blobs checked first (hashed, but for those the record knows unchanged since hashed).
+ * `damaged`: the record was found damaged while its nodes streamed (why): read the layers, hash every blob.
  */
-export async function readParentTree(layout: OciLayout, parent: ParentImage): Promise<ParentTreeSource> {
-  const {problem, record} = await usableRecord(layout, parent)
+export async function readParentTree(layout: OciLayout, parent: ParentImage, damaged?: string): Promise<ParentTreeSource> {
+  const {problem, record} = damaged === undefined ? await usableRecord(layout, parent) : {problem: damaged}
   if (record) {
     const blobs = await checkParentBlobs(layout, parent, record.blobs)
     return {

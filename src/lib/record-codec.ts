@@ -100,6 +100,10 @@ export class ByteReader {
 
   constructor(private readonly buf: Buffer) {}
 
+  get buffer(): Buffer {
+    return this.buf
+  }
+
   get done(): boolean {
     return this.pos === this.end
   }

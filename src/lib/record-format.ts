@@ -1,6 +1,7 @@
 /**
  * Format 2 of the tree record, block by block. The file is `MAGIC`, then blocks (a LEB128 length, then the
- * body, whose first byte is its kind), then the sha256 of all bytes before it:
+ * body, whose first byte is its kind), then a footer: where the groups block starts, and the sha256 of all
+ * bytes before it. A reader takes the header and the tail first, then streams the nodes once:
  *
  * - `H` header: the filesystem UUID (empty: none);
  * - `N` one per node, in layer order: flags (type, and whether xattrs, an identity or a hard-link group
@@ -42,6 +43,9 @@ const GROUPED = 0x20
 const KNOWN_FLAGS = 0x3F
 const NSEC_MAX = 999_999_999
 const DIGEST_BYTES = 32
+const OFFSET_BYTES = 8
+/** After the blocks: the offset of the groups block, then the sha256 of every byte before the sha256. */
+export const FOOTER_BYTES = OFFSET_BYTES + DIGEST_BYTES
 /** Small enough that the nodes of one chunk die young. */
 const READ_BYTES = 64 * 1024
 const DEVICE_TYPES = new Set<EntryType>(['block', 'char'])
@@ -163,27 +167,27 @@ export function decodeNode(input: ByteReader, previous: Buffer | undefined): {gr
 
 /**
  * @yields the blocks of a record, a chunk of the file at a time (valid until the next chunk is asked for);
- *   the sha256 of the bytes they came from goes to `hash`
+ *   the sha256 of the bytes they came from, and of the footer's offset, goes to `hash`
  * @returns the digest stored at the end of the file
  */
-export async function * blockBatches(file: string, hash?: Hash): AsyncGenerator<BlockBatch, Buffer, undefined> {
+export async function * blockBatches(file: string, hash: Hash): AsyncGenerator<BlockBatch, Buffer, undefined> {
   const handle = await open(file, 'r')
   try {
     const {size} = await handle.stat()
-    const bodyEnd = size - DIGEST_BYTES
-    if (bodyEnd < MAGIC.length) throw new RecordFormatError('truncated')
+    const blocksEnd = size - FOOTER_BYTES
+    if (blocksEnd < MAGIC.length) throw new RecordFormatError('truncated')
     let buf = Buffer.alloc(0)
     /** File offset of `buf[0]`. */
     let base = 0
     let pos = 0
-    while (base + pos < bodyEnd) {
+    while (base + pos < blocksEnd) {
       const from = base + buf.length
-      const want = Math.min(READ_BYTES, bodyEnd - from)
+      const want = Math.min(READ_BYTES, blocksEnd - from)
       if (want <= 0) throw new RecordFormatError('truncated')
       const chunk = Buffer.allocUnsafe(want)
       const {bytesRead} = await handle.read(chunk, 0, want, from)
       if (bytesRead !== want) throw new RecordFormatError('truncated')
-      hash?.update(chunk)
+      hash.update(chunk)
       buf = pos < buf.length ? Buffer.concat([buf.subarray(pos), chunk]) : chunk
       base += pos
       pos = 0
@@ -204,16 +208,29 @@ export async function * blockBatches(file: string, hash?: Hash): AsyncGenerator<
       if (spans.length > 0) yield {reader: new ByteReader(buf), spans}
     }
 
-    const digest = Buffer.alloc(DIGEST_BYTES)
-    await handle.read(digest, 0, DIGEST_BYTES, bodyEnd)
-    return digest
+    const footer = Buffer.alloc(FOOTER_BYTES)
+    await handle.read(footer, 0, FOOTER_BYTES, blocksEnd)
+    hash.update(footer.subarray(0, OFFSET_BYTES))
+    return footer.subarray(OFFSET_BYTES)
   } finally {
     await handle.close()
   }
 }
 
+/** The footer's first part: where the groups block starts (6 bytes little-endian, then 2 zero bytes). */
+export function footerOffset(offset: number): Buffer {
+  const out = Buffer.alloc(OFFSET_BYTES)
+  out.writeUIntLE(offset, 0, 6)
+  return out
+}
+
+export function readFooterOffset(footer: Buffer): number {
+  if (footer[6] !== 0 || footer[7] !== 0) throw new RecordFormatError('bad footer')
+  return footer.readUIntLE(0, 6)
+}
+
 /** The body of the block at `pos`, if the buffer holds all of it. */
-function nextBlock(buf: Buffer, pos: number): undefined | {end: number; start: number} {
+export function nextBlock(buf: Buffer, pos: number): undefined | {end: number; start: number} {
   let length = 0
   let scale = 1
   for (let at = pos; at < buf.length && at < pos + 5; at++) {

@@ -9,14 +9,14 @@
 import {createHash, type Hash} from 'node:crypto'
 import {once} from 'node:events'
 import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
-import {unlink} from 'node:fs/promises'
+import {open, unlink} from 'node:fs/promises'
 
 import type {Entry, EntryType, Timestamp} from './extractor/extractor.js'
 import type {OciLayout} from './layout.js'
 
 import {ByteReader, ByteWriter} from './record-codec.js'
 import {
-  BLOCK, blockBatches, decodeNode, encodeNode, MAGIC,
+  BLOCK, blockBatches, decodeNode, encodeNode, FOOTER_BYTES, footerOffset, MAGIC, nextBlock, readFooterOffset,
 } from './record-format.js'
 import {ImageRecords} from './records.js'
 
@@ -28,6 +28,8 @@ export const TREE_RECORD = 'tree.bin'
  */
 export const OLD_TREE_RECORD = 'tree.ndjson.gz'
 const WRITE_BYTES = 256 * 1024
+/** The header block is tiny (a UUID): read with the start of the file. */
+const HEAD_BYTES = 4096
 
 /** An inode's ext4 identity: with the filesystem UUID, equal identities mean equal content. */
 export interface Identity {
@@ -116,6 +118,8 @@ export class TreeRecordWriter {
   private newestCtime = 0
   private readonly out: WriteStream
   private readonly pending = new ByteWriter(WRITE_BYTES + 64 * 1024)
+  /** Bytes handed to the file so far. */
+  private written = 0
 
   /** `readAt`: when the disk began to be read, on the host's clock (see `TreeRecord.readAt`). */
   constructor(file: string, fsUuid: string | undefined, private readonly readAt?: Date) {
@@ -167,6 +171,7 @@ export class TreeRecordWriter {
   async finish(diffIds: string[], blobs: ReadonlyMap<string, string> = new Map()): Promise<number> {
     const {pending} = this
     const groups = [...this.groups.values()].filter(names => names.length > 1)
+    const tail = this.written + pending.length
     pending.sizedBlock(() => {
       pending.byte(BLOCK.groups)
       pending.uint(groups.length)
@@ -189,6 +194,7 @@ export class TreeRecordWriter {
         pending.text(identity)
       }
     })
+    pending.bytes(footerOffset(tail))
     await this.flush()
     this.out.end(this.hash.digest())
     await once(this.out, 'close')
@@ -199,6 +205,7 @@ export class TreeRecordWriter {
   private async flush(): Promise<void> {
     if (this.failure) throw this.failure
     const chunk = this.pending.take()
+    this.written += chunk.length
     this.hash.update(chunk)
     if (!this.out.write(chunk)) await once(this.out, 'drain')
   }
@@ -216,7 +223,10 @@ export interface TreeRecord {
   groups: Map<string, Buffer[]>
   /** The newest ctime (seconds) of any identity in the record. */
   newestCtime: number
-  /** Streams the nodes again, in layer order. The file must not change in between. */
+  /**
+   * Streams the nodes in layer order, checking each, and at the end their count and the sha256 of the whole
+   * file: throws TreeRecordError when anything is wrong, and what was read from it must not be used then.
+   */
   nodes(): AsyncGenerator<TreeNode, void, undefined>
   /**
    * When the commit began reading the disk (seconds, host clock): every change made after the record has a
@@ -225,124 +235,144 @@ export interface TreeRecord {
   readAt?: number
 }
 
-/** Checks a record block by block, in one pass: what each block may be depends on the blocks before it. */
-class RecordCheck {
-  count = 0
-  end: undefined | {blobs: Map<string, string>; diffIds: string[]; newestCtime: number; readAt?: number}
-  fsUuid: string | undefined
-  groups: Map<string, Buffer[]> | undefined
-  header = false
-  private last: Buffer | undefined
-
-  take(block: ByteReader): void {
-    const kind = block.byte()
-    if (this.end) throw new TreeRecordError('data after the trailer')
-    if (!this.header) {
-      if (kind !== BLOCK.header) throw new TreeRecordError('no header')
-      const fs = block.text()
-      this.fsUuid = fs === '' ? undefined : fs
-      this.header = true
-    } else if (kind === BLOCK.node && !this.groups) {
-      const {node} = decodeNode(block, this.last)
-      if (this.last && compareTreePaths(this.last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
-      this.last = node.path
-      this.count++
-    } else if (kind === BLOCK.groups && !this.groups) {
-      this.takeGroups(block)
-    } else if (kind === BLOCK.end && this.groups) {
-      this.takeTrailer(block)
-    } else {
-      throw new TreeRecordError('unexpected block')
-    }
-
-    if (!block.done) throw new TreeRecordError('bad block')
+function parseGroups(block: ByteReader): Map<string, Buffer[]> {
+  const groups = new Map<string, Buffer[]>()
+  const count = block.uint()
+  for (let i = 0; i < count; i++) {
+    const names: Buffer[] = []
+    const size = block.uint()
+    if (size < 2) throw new TreeRecordError('bad group')
+    for (let j = 0; j < size; j++) names.push(block.sized())
+    groups.set(`#${i}`, names)
   }
 
-  private takeGroups(block: ByteReader): void {
-    this.groups = new Map()
-    const count = block.uint()
-    for (let i = 0; i < count; i++) {
-      const names: Buffer[] = []
-      const size = block.uint()
-      if (size < 2) throw new TreeRecordError('bad group')
-      for (let j = 0; j < size; j++) names.push(block.sized())
-      this.groups.set(`#${i}`, names)
-    }
-  }
+  return groups
+}
 
-  private takeTrailer(block: ByteReader): void {
-    if (block.uint() !== this.count) throw new TreeRecordError('trailer does not match the record')
-    const newestCtime = block.int()
-    const readAt = block.byte() === 1 ? block.int() : undefined
-    const diffIds: string[] = []
-    const count = block.uint()
-    for (let i = 0; i < count; i++) diffIds.push(block.text())
-    const blobs = new Map<string, string>()
-    const blobCount = block.uint()
-    for (let i = 0; i < blobCount; i++) blobs.set(block.text(), block.text())
-    this.end = {
-      blobs, diffIds, newestCtime, ...(readAt === undefined ? {} : {readAt}),
-    }
+function parseTrailer(block: ByteReader): Omit<TreeRecord, 'fsUuid' | 'groups' | 'nodes'> {
+  const entries = block.uint()
+  const newestCtime = block.int()
+  const readAt = block.byte() === 1 ? block.int() : undefined
+  const diffIds: string[] = []
+  const count = block.uint()
+  for (let i = 0; i < count; i++) diffIds.push(block.text())
+  const blobs = new Map<string, string>()
+  const blobCount = block.uint()
+  for (let i = 0; i < blobCount; i++) blobs.set(block.text(), block.text())
+  return {
+    blobs, diffIds, entries, newestCtime, ...(readAt === undefined ? {} : {readAt}),
   }
 }
 
+/** Reads the block of `kind` that `reader` is at; throws unless it is one, whole. */
+function expectBlock<T>(reader: ByteReader, kind: number, parse: (block: ByteReader) => T): T {
+  const body = nextBlock(reader.buffer, reader.pos)
+  if (!body) throw new TreeRecordError('truncated')
+  const block = new ByteReader(reader.buffer).at(body.start, body.end)
+  if (block.byte() !== kind) throw new TreeRecordError('unexpected block')
+  const value = parse(block)
+  if (!block.done) throw new TreeRecordError('bad block')
+  reader.at(body.end, reader.buffer.length)
+  return value
+}
+
 /**
- * Reads and checks a whole tree record: format, order, every field, the hash of its bytes. Throws
- * TreeRecordError when anything is wrong; the caller then reads the image's layers instead.
+ * Opens a tree record: its header, and its tail (groups, trailer), found through the footer. The nodes are
+ * checked as `nodes()` streams them, and the sha256 of the whole file at its end: a record is read once.
+ * Throws TreeRecordError when what it reads is wrong; the caller then reads the image's layers instead.
  */
 export async function openTreeRecord(file: string): Promise<TreeRecord> {
-  const check = new RecordCheck()
-  const hash = createHash('sha256')
+  let head: {fsUuid?: string; groups: Map<string, Buffer[]>; trailer: ReturnType<typeof parseTrailer>}
   try {
-    const batches = blockBatches(file, hash)
-    let next = await batches.next()
-    while (!next.done) {
-      const {reader, spans} = next.value
-      for (let i = 0; i < spans.length; i += 2) check.take(reader.at(spans[i], spans[i + 1]))
-      next = await batches.next()
-    }
-
-    if (!next.value.equals(hash.digest())) throw new TreeRecordError('its sha256 does not match its bytes')
+    head = await readEnds(file)
   } catch (error) {
     if (error instanceof TreeRecordError) throw error
     throw new TreeRecordError((error as Error).message)
   }
 
-  const {end, groups} = check
-  if (!groups || !end) throw new TreeRecordError('truncated')
+  const {fsUuid, groups, trailer} = head
   // Group keys are the record's own: a node's key is found through the names the groups list, so that a
   // key names exactly the group listed.
   const keyOf = new Map<string, string>()
   for (const [key, names] of groups) for (const name of names) keyOf.set(name.toString('latin1'), key)
   return {
-    ...end,
-    entries: check.count,
-    fsUuid: check.fsUuid,
+    ...trailer,
+    fsUuid,
     groups,
     async * nodes() {
-      let last: Buffer | undefined
-      for await (const {reader, spans} of blockBatches(file)) {
-        const nodes: TreeNode[] = []
-        for (let i = 0; i < spans.length; i += 2) {
-          const block = reader.at(spans[i], spans[i + 1])
-          const kind = block.byte()
-          if (kind === BLOCK.header) continue
-          if (kind !== BLOCK.node) {
-            yield * nodes
-            return
-          }
-
-          const {grouped, node} = decodeNode(block, last)
-          last = node.path
-          const key = grouped ? keyOf.get(node.path.toString('latin1')) : undefined
-          if (key !== undefined) node.group = key
-          nodes.push(node)
-        }
-
-        yield * nodes
+      try {
+        yield * streamNodes(file, trailer.entries, keyOf)
+      } catch (error) {
+        if (error instanceof TreeRecordError) throw error
+        throw new TreeRecordError((error as Error).message)
       }
     },
   }
+}
+
+async function readEnds(file: string): Promise<{fsUuid?: string; groups: Map<string, Buffer[]>; trailer: ReturnType<typeof parseTrailer>}> {
+  const handle = await open(file, 'r')
+  try {
+    const {size} = await handle.stat()
+    const read = async (from: number, length: number): Promise<Buffer> => {
+      const buf = Buffer.alloc(length)
+      const {bytesRead} = await handle.read(buf, 0, length, from)
+      if (bytesRead !== length) throw new TreeRecordError('truncated')
+      return buf
+    }
+
+    if (size < MAGIC.length + FOOTER_BYTES) throw new TreeRecordError('truncated')
+    const tail = readFooterOffset(await read(size - FOOTER_BYTES, FOOTER_BYTES))
+    if (tail < MAGIC.length || tail > size - FOOTER_BYTES) throw new TreeRecordError('bad footer')
+    const start = await read(0, Math.min(HEAD_BYTES, tail))
+    if (!start.subarray(0, MAGIC.length).equals(MAGIC)) throw new TreeRecordError('not a tree record of this format')
+    const fs = expectBlock(new ByteReader(start).at(MAGIC.length, start.length), BLOCK.header, block => block.text())
+    const ends = new ByteReader(await read(tail, size - FOOTER_BYTES - tail)).at(0, size - FOOTER_BYTES - tail)
+    const groups = expectBlock(ends, BLOCK.groups, parseGroups)
+    const trailer = expectBlock(ends, BLOCK.end, parseTrailer)
+    if (!ends.done) throw new TreeRecordError('data after the trailer')
+    return {fsUuid: fs === '' ? undefined : fs, groups, trailer}
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * @yields the record's nodes in order, checked; then checks their count and the sha256 of the file
+ */
+async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode, void, undefined> {
+  const hash = createHash('sha256')
+  const batches = blockBatches(file, hash)
+  let last: Buffer | undefined
+  let count = 0
+  let tail = false
+  let next = await batches.next()
+  while (!next.done) {
+    const {reader, spans} = next.value
+    const nodes: TreeNode[] = []
+    for (let i = 0; i < spans.length && !tail; i += 2) {
+      const block = reader.at(spans[i], spans[i + 1])
+      const kind = block.byte()
+      if (kind === BLOCK.header && last === undefined && count === 0) continue
+      if (kind !== BLOCK.node) {
+        tail = true
+        break
+      }
+
+      const {grouped, node} = decodeNode(block, last)
+      if (last && compareTreePaths(last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
+      last = node.path
+      count++
+      const key = grouped ? keyOf.get(node.path.toString('latin1')) : undefined
+      if (key !== undefined) node.group = key
+      nodes.push(node)
+    }
+
+    yield * nodes
+    next = await batches.next()
+  }
+
+  if (count !== entries || !next.value.equals(hash.digest())) throw new TreeRecordError('its sha256 does not match its bytes')
 }
 
 /**

@@ -84,7 +84,7 @@ describe('tree-record', () => {
     ]
     for (const [what, damaged] of cases) {
       writeFileSync(file, damaged)
-      expect(await rejection(openTreeRecord(file)), what).to.be.instanceOf(TreeRecordError)
+      expect(await rejection(readAll(file)), what).to.be.instanceOf(TreeRecordError)
     }
   })
 
