@@ -58,7 +58,7 @@ export async function readParentTree(layout: OciLayout, parent: ParentImage, dam
       blobs,
       fsUuid: record.fsUuid,
       groups: record.groups,
-      nodes: record.nodes(),
+      nodes: record.batches(),
       source: 'record',
       trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
     }
@@ -340,7 +340,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
   const nodes = [...tree.nodes(groups)]
   return {
     groups, nodes: (async function * () {
-      yield * nodes
+      yield nodes
     })(),
   }
 }

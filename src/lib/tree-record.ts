@@ -212,6 +212,8 @@ export class TreeRecordWriter {
 }
 
 export interface TreeRecord {
+  /** `nodes`, a chunk of the file's nodes at a time. */
+  batches(): AsyncGenerator<TreeNode[], void, undefined>
   /** Identities of the image's layer blob files (by digest) when they were written or last hashed. */
   blobs: Map<string, string>
   /** The image's diff_ids, as the record's writer saw them. */
@@ -249,7 +251,7 @@ function parseGroups(block: ByteReader): Map<string, Buffer[]> {
   return groups
 }
 
-function parseTrailer(block: ByteReader): Omit<TreeRecord, 'fsUuid' | 'groups' | 'nodes'> {
+function parseTrailer(block: ByteReader): Omit<TreeRecord, 'batches' | 'fsUuid' | 'groups' | 'nodes'> {
   const entries = block.uint()
   const newestCtime = block.int()
   const readAt = block.byte() === 1 ? block.int() : undefined
@@ -299,13 +301,9 @@ export async function openTreeRecord(file: string): Promise<TreeRecord> {
     ...trailer,
     fsUuid,
     groups,
+    batches: () => streamNodes(file, trailer.entries, keyOf),
     async * nodes() {
-      try {
-        yield * streamNodes(file, trailer.entries, keyOf)
-      } catch (error) {
-        if (error instanceof TreeRecordError) throw error
-        throw new TreeRecordError((error as Error).message)
-      }
+      for await (const batch of streamNodes(file, trailer.entries, keyOf)) yield * batch
     },
   }
 }
@@ -338,9 +336,21 @@ async function readEnds(file: string): Promise<{fsUuid?: string; groups: Map<str
 }
 
 /**
- * @yields the record's nodes in order, checked; then checks their count and the sha256 of the file
+ * @yields the record's nodes in order, checked, a chunk at a time (errors as TreeRecordError)
  */
-async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode, void, undefined> {
+async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
+  try {
+    yield * checkedNodes(file, entries, keyOf)
+  } catch (error) {
+    if (error instanceof TreeRecordError) throw error
+    throw new TreeRecordError((error as Error).message)
+  }
+}
+
+/**
+ * @yields the record's nodes in order, checked, a chunk at a time; then checks their count and the sha256 of the file
+ */
+async function * checkedNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
   const hash = createHash('sha256')
   const batches = blockBatches(file, hash)
   let last: Buffer | undefined
@@ -368,7 +378,7 @@ async function * streamNodes(file: string, entries: number, keyOf: Map<string, s
       nodes.push(node)
     }
 
-    yield * nodes
+    if (nodes.length > 0) yield nodes
     next = await batches.next()
   }
 
