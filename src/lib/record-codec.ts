@@ -42,10 +42,12 @@ export class ByteWriter {
     this.uint(value >= 0 ? value * 2 : -value * 2 - 1)
   }
 
-  /** Length, then the bytes. */
-  sized(value: Buffer): void {
-    this.uint(value.length)
-    this.bytes(value)
+  /** Length, then the bytes (from `start` on: no view made of them). */
+  sized(value: Buffer, start = 0): void {
+    this.uint(value.length - start)
+    this.room(value.length - start)
+    value.copy(this.buf, this.pos, start)
+    this.pos += value.length - start
   }
 
   /** Writes `body()` as a block: its length first. The length is written in a fixed 4-byte LEB128 (blocks < 256 MiB). */

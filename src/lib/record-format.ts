@@ -68,7 +68,7 @@ export function encodeNode(out: ByteWriter, node: TreeNode, previous: Buffer | u
     out.byte(flags)
     const shared = previous ? sharedPrefix(previous, node.path) : 0
     out.uint(shared)
-    out.sized(node.path.subarray(shared))
+    out.sized(node.path, shared)
     out.uint(node.mode)
     out.uint(node.uid)
     out.uint(node.gid)
