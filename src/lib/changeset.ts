@@ -26,12 +26,13 @@ export interface ParentTree {
   fsUuid?: string
   /** Hard-link groups of two names or more, by the key nodes carry in `group`. */
   groups: Map<string, Buffer[]>
-  /** The nodes in layer order; read once. */
-  nodes: AsyncIterable<TreeNode>
+  /** The nodes in layer order, in batches; read once. */
+  nodes: AsyncIterable<TreeNode[]>
   /**
    * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
-   * second on 128-byte inodes, a clock tick otherwise): a file changed again within the same tick as the
-   * recorded change would keep its ctime. Only changes older than the newest one by a margin are safe.
+   * second on 128-byte inodes, a clock tick otherwise): a file changed again after the record, within the
+   * same tick as the recorded change, would keep its ctime. Only changes older than the record by a margin
+   * are safe (see parent-tree.ts for the margin and the clocks).
    */
   trustedBefore?: number
 }
@@ -67,16 +68,35 @@ export class WalkGate {
     return this.released
   }
   readonly ended: Promise<void>
+  private hasEnded = false
   private markEnded!: () => void
   private readonly released: Promise<void>
   private unblock!: () => void
+  private waiting: ((value: 'ended') => void) | undefined
 
   constructor() {
     this.ended = new Promise(resolve => {
-      this.markEnded = resolve
+      this.markEnded = () => {
+        this.hasEnded = true
+        this.waiting?.('ended')
+        resolve()
+      }
     })
     this.released = new Promise(resolve => {
       this.unblock = resolve
+    })
+  }
+
+  /**
+   * `next`, or 'ended' if the walk ends first. Not `Promise.race([next, ended])` per entry: each such race
+   * leaves a reaction on `ended` holding its result, so every entry of the disk stayed alive until the end
+   * (measured: the heap grew by ~1 KiB an entry, and garbage collection was the largest item of the merge).
+   */
+  race<T>(next: Promise<T>): Promise<'ended' | T> {
+    if (this.hasEnded) return Promise.race([next, this.ended.then((): 'ended' => 'ended')])
+    return new Promise((resolve, reject) => {
+      this.waiting = resolve
+      next.then(resolve, reject)
     })
   }
 
@@ -91,26 +111,21 @@ function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
 
 /** Everything but content that an unpack sets on a path. */
 function sameMeta(entry: Entry, node: TreeNode): boolean {
-  const link = entry.linkTarget === undefined ? node.linkTarget === undefined : node.linkTarget !== undefined && entry.linkTarget.equals(node.linkTarget)
-  const same = [
-    entry.type === node.type,
-    entry.mode === node.mode,
-    entry.uid === node.uid,
-    entry.gid === node.gid,
-    entry.mtime.sec === node.mtime.sec,
-    entry.mtime.nsec === node.mtime.nsec,
-    entry.size === node.size,
-    (entry.devMajor ?? 0) === (node.devMajor ?? 0),
-    (entry.devMinor ?? 0) === (node.devMinor ?? 0),
-    link,
-  ]
-  return same.every(Boolean) && sameXattrs(entry.xattrs, node.xattrs)
+  // Comparisons without an array of them: this runs for every entry of the disk.
+  if (entry.type !== node.type || entry.mode !== node.mode || entry.uid !== node.uid || entry.gid !== node.gid) return false
+  if (entry.mtime.sec !== node.mtime.sec || entry.mtime.nsec !== node.mtime.nsec || entry.size !== node.size) return false
+  if ((entry.devMajor ?? 0) !== (node.devMajor ?? 0) || (entry.devMinor ?? 0) !== (node.devMinor ?? 0)) return false
+  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs, node.xattrs)
+}
+
+function sameLink(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined ? b === undefined : b !== undefined && a.equals(b)
 }
 
 function sameIdentity(entry: Entry, node: TreeNode): boolean {
   const id = node.identity
   if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
-  return [id.inode === entry.inode, id.generation === entry.generation, id.ctime.sec === entry.ctime.sec, id.ctime.nsec === entry.ctime.nsec].every(Boolean)
+  return id.inode === entry.inode && id.generation === entry.generation && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec
 }
 
 /** Reads a file's content once: its sha256, and the bytes themselves when small. */
@@ -160,11 +175,14 @@ interface Group {
   sha256?: string
 }
 
-class Peek<T> {
-  head: T | undefined
-  private readonly iterator: AsyncIterator<T>
+/** The parent's nodes, one at a time, from batches: only a batch boundary costs an await. */
+class Peek {
+  head: TreeNode | undefined
+  private at = 0
+  private batch: TreeNode[] = []
+  private readonly iterator: AsyncIterator<TreeNode[]>
 
-  constructor(source: AsyncIterable<T>) {
+  constructor(source: AsyncIterable<TreeNode[]>) {
     this.iterator = source[Symbol.asyncIterator]()
   }
 
@@ -172,9 +190,19 @@ class Peek<T> {
     await this.iterator.return?.()
   }
 
-  async load(): Promise<void> {
-    const next = await this.iterator.next()
-    this.head = next.done ? undefined : next.value
+  /** Moves to the next node; returns a promise only when a new batch has to be read. */
+  load(): Promise<void> | undefined {
+    if (this.at < this.batch.length) {
+      this.head = this.batch[this.at++]
+      return
+    }
+
+    return this.iterator.next().then(next => {
+      this.batch = next.done ? [] : next.value
+      this.at = 0
+      this.head = undefined
+      return next.done ? undefined : this.load()
+    })
   }
 }
 
@@ -195,7 +223,7 @@ class Merge {
   }]
   private readonly groups = new Map<number, Group>()
   private readonly ignore: (path: Buffer) => boolean
-  private readonly parentNodes: Peek<TreeNode>
+  private readonly parentNodes: Peek
   /** The last disk path seen, to check the walk's order. */
   private previous: Buffer | undefined
   /** A disk directory whose subtree is left out (a `.wh.*` name, or ignored). */
@@ -216,13 +244,13 @@ class Merge {
    */
   async * run(entries: AsyncIterable<Entry>): AsyncGenerator<LayerItem, void, undefined> {
     const disk = entries[Symbol.asyncIterator]()
-    const ended = this.options.walk?.ended.then((): 'ended' => 'ended')
+    const gate = this.options.walk
     let settled = false
     try {
       await this.parentNodes.load()
       for (;;) {
         const next = disk.next()
-        const result = ended ? await Promise.race([next, ended]) : await next
+        const result = gate ? await gate.race(next) : await next
         if (result === 'ended' || result.done) {
           // The extractor is still open (or has nothing to close): settle the groups while content can be read.
           yield * this.settleGroups()
@@ -232,6 +260,8 @@ class Merge {
           break
         }
 
+        const quiet = this.quiet(result.value)
+        if (quiet === true || (quiet !== false && (await quiet))) continue
         yield * this.step(result.value)
       }
 
@@ -372,6 +402,42 @@ class Merge {
     }
   }
 
+  /** An entry `quiet` found unchanged: kept, and recorded (a promise only when the record's writer waits). */
+  private keepQuietly(entry: Entry, node: TreeNode): Promise<true> | true {
+    let recorded: Promise<void> | void
+    if (entry.type === 'directory') {
+      recorded = this.options.onNode?.(nodeFromEntry(entry))
+      this.frames.push({
+        deleted: [], emitted: false, inParent: true, kept: false, path: entry.path,
+      })
+    } else {
+      this.keep()
+      recorded = this.options.onNode?.(nodeFromEntry(entry, node.sha256))
+    }
+
+    return recorded ? recorded.then((): true => true) : true
+  }
+
+  /** Checks the walk's order; whether the entry is left out (under a skipped directory, or a `.wh.*` name). */
+  private leftOut(entry: Entry): boolean {
+    if (this.previous && compareTreePaths(this.previous, entry.path) >= 0) {
+      throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
+        remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
+      })
+    }
+
+    this.previous = entry.path
+    if (this.skip && isUnder(entry.path, this.skip)) return true
+    this.skip = undefined
+    if (isWhiteoutPath(entry.path)) {
+      if (this.options.stats) this.options.stats.skipped.whiteoutNames++
+      if (entry.type === 'directory') this.skip = entry.path
+      return true
+    }
+
+    return false
+  }
+
   private async * member(entry: Entry, node: TreeNode | undefined): AsyncGenerator<Entry, void, undefined> {
     let group = this.groups.get(entry.inode)
     if (!group) {
@@ -406,6 +472,25 @@ class Merge {
     this.keep()
     await this.record(nodeFromEntry(entry, group.sha256))
     if (group.seen >= group.links) yield * this.settle(group)
+  }
+
+  /**
+   * What needs no changeset item, settled without the generators of `step` (their cost, per entry, was most
+   * of the merge): an entry left out (out of a skipped subtree, a `.wh.*` name), or one at the parent's next
+   * path, with nothing to delete or close before it, and unchanged by its metadata and, for a file, by its
+   * identity. Returns false for `step` to take the entry; a promise only when it has to wait (a new batch
+   * of the parent's nodes, the record's writer), so that most entries cost no await.
+   */
+  private quiet(entry: Entry): boolean | Promise<boolean> {
+    if (this.leftOut(entry)) return true
+    const node = this.parentNodes.head
+    if (!node || !node.path.equals(entry.path) || node.type !== entry.type || this.ignore(entry.path)) return false
+    if (this.frames.length > 1 && !isUnder(entry.path, this.frames.at(-1)!.path)) return false
+    const grouped = entry.type !== 'directory' && ((entry.links ?? 1) > 1 || node.group !== undefined || this.groups.has(entry.inode))
+    if (grouped || !sameMeta(entry, node)) return false
+    if (entry.type === 'file' && !(this.trusts(node) && sameIdentity(entry, node))) return false
+    const loading = this.parentNodes.load()
+    return loading ? loading.then(() => this.keepQuietly(entry, node)) : this.keepQuietly(entry, node)
   }
 
   private async record(node: TreeNode): Promise<void> {
@@ -446,21 +531,6 @@ class Merge {
    * @yields what the entry and the deletions before it add to the changeset
    */
   private async * step(entry: Entry): AsyncGenerator<LayerItem, void, undefined> {
-    if (this.previous && compareTreePaths(this.previous, entry.path) >= 0) {
-      throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
-        remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
-      })
-    }
-
-    this.previous = entry.path
-    if (this.skip && isUnder(entry.path, this.skip)) return
-    this.skip = undefined
-    if (isWhiteoutPath(entry.path)) {
-      if (this.options.stats) this.options.stats.skipped.whiteoutNames++
-      if (entry.type === 'directory') this.skip = entry.path
-      return
-    }
-
     yield * this.deleteBefore(entry.path)
     yield * this.closeFrames(entry.path)
     const {head} = this.parentNodes

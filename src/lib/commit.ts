@@ -20,7 +20,7 @@ import {
 } from './layer.js'
 import {layoutPath, OciLayout} from './layout.js'
 import {
-  buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
+  blobIdentity, buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
 } from './parent-image.js'
 import {type ParentTreeSource, readParentTree} from './parent-tree.js'
 import {type Architecture, hostArch} from './platform.js'
@@ -37,7 +37,7 @@ import {
   readSecrets, SECRETS_RECORD, type SecretsPolicy, secretsRecord, secretsRefused,
 } from './secrets-record.js'
 import {scanningSecrets, type SecretFinding, type SecretScan} from './secrets.js'
-import {PendingTreeRecord} from './tree-record.js'
+import {PendingTreeRecord, TreeRecordError} from './tree-record.js'
 import {
   leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type WorkspaceManifest,
 } from './workspace.js'
@@ -152,14 +152,16 @@ async function imageBase(layout: OciLayout, options: CommitOptions, manifest: Wo
     )
   }
 
+  const parentTree = parent ? await readParentTree(layout, parent) : undefined
   return {
     architecture,
+    blobs: parentTree?.blobs ?? new Map<string, string>(),
     defaults,
     /** The parent's diff_ids and layer descriptors, which the new image starts with. */
     diffIds: parent?.diffIds ?? [],
     layers: parent?.layers ?? [],
     parent,
-    parentTree: parent ? await readParentTree(layout, parent) : undefined,
+    parentTree,
   }
 }
 
@@ -180,16 +182,19 @@ function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitO
 async function storeImage(
   layout: OciLayout,
   record: PendingTreeRecord,
-  image: {config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
+  /** `blobs`: the identities of the parent's layer blobs (the new layer's is added). */
+  image: {blobs: ReadonlyMap<string, string>; config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
   signal?: AbortSignal,
 ): Promise<{configDigest: string; manifest: {digest: string; size: number}; recordBytes: number}> {
   const {config, diffIds, layers} = image
   try {
+    // The next --parent need not hash these blobs again while their files stay as they are now.
+    const blobs = new Map(image.blobs).set(layers.at(-1)!.digest, await blobIdentity(layout.blobPath(layers.at(-1)!.digest)))
     // Past this point nothing is visible until the tag moves; stop here if the user asked to.
     signal?.throwIfAborted()
     const configBlob = await layout.writeBlob(canonicalJson(config))
     const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
-    const recordBytes = await record.store(layout, manifest.digest, diffIds)
+    const recordBytes = await record.store(layout, manifest.digest, diffIds, blobs)
     await new ImageRecords(layout.root).write(manifest.digest, SECRETS_RECORD, secretsRecord(image.secrets))
     return {configDigest: configBlob.digest, manifest, recordBytes}
   } catch (error) {
@@ -235,6 +240,62 @@ function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options
   return tarLayer(scanningSecrets(changes, secrets, {inherited: options.lower?.findings, layer: options.lower?.layer}), stats)
 }
 
+interface WrittenLayer {
+  diffCounter?: DigestCounter
+  layer: {digest: string; size: number}
+  record: PendingTreeRecord
+  runtimeFiles: RuntimeFileReport[]
+  secrets: SecretScan
+  stats: LayerStats
+}
+
+interface LayerJob {
+  /** The egress CA read ahead; undefined keeps microagent's own files. */
+  ca?: Buffer[]
+  compression: Compression
+  disk: string
+  diskUuid?: string
+  exclude?: (path: Buffer) => boolean
+  extractor: Extractor
+  layout: OciLayout
+  lower?: {findings: SecretFinding[]; layer: number}
+  options: CommitOptions
+  readAt: Date
+}
+
+/** Writes the layer blob and its tree record, with counters and findings of its own (a retry starts afresh). */
+async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | undefined): Promise<WrittenLayer> {
+  const {compression, layout, options} = job
+  const stats = emptyLayerStats()
+  const runtimeFiles: RuntimeFileReport[] = []
+  const secrets: SecretScan = {count: 0, findings: []}
+  // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
+  const diffCounter = compression === 'none' ? undefined : new DigestCounter()
+  const progress = progressReporter(stats, diffCounter, options.onProgress)
+  const record = PendingTreeRecord.open(layout, job.diskUuid, job.readAt)
+  try {
+    const compressor = createCompressor(compression, {level: options.compressionLevel})
+    const tar = Readable.from(layerTar(job.extractor, job.disk, stats, {
+      diskUuid: job.diskUuid,
+      exclude: job.exclude,
+      lower: job.lower,
+      parentTree,
+      record,
+      runtime: job.ca ? {ca: job.ca, report: runtimeFiles} : undefined,
+      secrets,
+      signal: options.signal,
+    }), {objectMode: false})
+    const layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
+    progress?.done(layer.size)
+    return {
+      diffCounter, layer, record, runtimeFiles, secrets, stats,
+    }
+  } catch (error) {
+    await record.discard()
+    throw error
+  }
+}
+
 function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
   return {
     digest: parent.descriptor.digest,
@@ -266,44 +327,41 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const layout = new OciLayout(layoutPath(options.stateDir))
   await layout.init()
   const base = await imageBase(layout, options, workspace.manifest)
-  const {architecture, parent, parentTree} = base
+  const {architecture, parent} = base
+  let {parentTree} = base
   options.signal?.throwIfAborted()
-  const stats = emptyLayerStats()
-  const runtimeFiles: RuntimeFileReport[] = []
-  const secrets: SecretScan = {count: 0, findings: []}
   const lower = parent ? {findings: (await readSecrets(layout.root, parent.descriptor.digest))?.findings ?? [], layer: base.layers.length} : undefined
-  // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
-  const diffCounter = compression === 'none' ? undefined : new DigestCounter()
-  const progress = progressReporter(stats, diffCounter, options.onProgress)
   // From here until the disk has been read, no VM can start on it.
   const lease = await leaseStoppedWorkspace(workspace)
-  let layer: {digest: string; size: number}
+  const readAt = new Date()
+  let written: WrittenLayer
   let replayed: boolean
   // The UUID is the disk's own: a replayed private copy has the same superblock.
   const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
-  const record = PendingTreeRecord.open(layout, diskUuid)
   try {
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
     replayed = view.replayed
     try {
-      const compressor = createCompressor(compression, {level: options.compressionLevel})
-      const runtime = options.keepRuntimeFiles ? undefined : {ca: await readEgressCa(extractor, view.path), report: runtimeFiles}
-      const tar = Readable.from(layerTar(extractor, view.path, stats, {
-        diskUuid, exclude, lower, parentTree, record, runtime, secrets, signal: options.signal,
-      }), {objectMode: false})
-      layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
+      const ca = options.keepRuntimeFiles ? undefined : await readEgressCa(extractor, view.path)
+      const write = (tree?: ParentTreeSource): Promise<WrittenLayer> => writeLayer({
+        ca, compression, disk: view.path, diskUuid, exclude, extractor, layout, lower, options, readAt,
+      }, tree)
+      written = await write(parentTree).catch(async (error: unknown) => {
+        // The record's nodes are checked as they stream, its sha256 at their end: one found damaged only
+        // then leaves nothing behind (the blob is not stored), and the parent's layers are read instead.
+        if (!(error instanceof TreeRecordError) || !parent) throw error
+        parentTree = await readParentTree(layout, parent, `the tree record is damaged (${error.message})`)
+        return write(parentTree)
+      })
     } finally {
       await view.release()
     }
-  } catch (error) {
-    await record.discard()
-    throw error
   } finally {
     await lease?.release()
   }
 
+  const {diffCounter, layer, record, runtimeFiles, secrets, stats} = written
   const diffId = diffCounter?.digest() ?? layer.digest
-  progress?.done(layer.size)
   if (secrets.count > 0 && options.secrets === 'refuse') {
     await record.discard()
     throw secretsRefused(ref.raw, secrets)
@@ -312,7 +370,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const config = configFor(base, options, diffId, workspace.name)
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
   const stored = await storeImage(layout, record, {
-    config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
+    blobs: base.blobs, config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
   }, options.signal)
   options.signal?.throwIfAborted()
   await layout.tag(ref.raw, {

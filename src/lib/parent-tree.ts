@@ -16,41 +16,58 @@ import type {OciLayout} from './layout.js'
 import type {ParentImage} from './parent-image.js'
 
 import {DigestCounter} from './digest.js'
-import {parentError} from './parent-image.js'
+import {checkParentBlobs, parentError} from './parent-image.js'
 import {ImageRecords} from './records.js'
 import {readTar, TarFormatError, type TarMember} from './tar-reader.js'
 import {
-  openTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError,
+  OLD_TREE_RECORD, openTreeRecord, TREE_RECORD, type TreeNode, type TreeRecord, TreeRecordError,
 } from './tree-record.js'
 
 export interface ParentTreeSource extends ParentTree {
+  /** Identities of the parent's layer blob files, all checked against their digests (see `checkParentBlobs`). */
+  blobs: Map<string, string>
   /** Why the record was not used, when it exists but was not. */
   recordProblem?: string
   source: 'layers' | 'record'
 }
 
-/** The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its own. */
-export async function readParentTree(layout: OciLayout, parent: ParentImage): Promise<ParentTreeSource> {
-  const file = new ImageRecords(layout.root).path(parent.descriptor.digest, TREE_RECORD)
-  let problem: string | undefined
-  const exists = await stat(file).then(() => true, () => false)
+/** The parent's tree record, if there is one that is whole and describes its layers; else why not (if it exists). */
+async function usableRecord(layout: OciLayout, parent: ParentImage): Promise<{problem?: string; record?: TreeRecord}> {
+  const records = new ImageRecords(layout.root)
+  const found = (name: string): Promise<boolean> => stat(records.path(parent.descriptor.digest, name)).then(() => true, () => false)
+  if (!(await found(TREE_RECORD))) return (await found(OLD_TREE_RECORD)) ? {problem: 'the tree record is of an earlier format'} : {}
   try {
-    if (!exists) throw Object.assign(new Error('no record'), {code: 'ENOENT'})
-    const record = await openTreeRecord(file)
-    if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) {
-      return {
-        fsUuid: record.fsUuid, groups: record.groups, nodes: record.nodes(), source: 'record', trustedBefore: record.newestCtime - RACY_SECONDS,
-      }
-    }
-
-    problem = 'the tree record describes other layers'
+    const record = await openTreeRecord(records.path(parent.descriptor.digest, TREE_RECORD))
+    if (record.diffIds.length === parent.diffIds.length && record.diffIds.every((id, i) => id === parent.diffIds[i])) return {record}
+    return {problem: 'the tree record describes other layers'}
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      problem = `the tree record is damaged (${error instanceof TreeRecordError ? error.message : String(error)})`
+    return {problem: `the tree record is damaged (${error instanceof TreeRecordError ? error.message : String(error)})`}
+  }
+}
+
+/**
+ * The parent's tree from its tree record, or from its layers when the record is absent, damaged or not its
+ * own; its layer blobs checked first (hashed, but for those the record knows unchanged since hashed).
+ * `damaged`: the record was found damaged while its nodes streamed (why): read the layers, hash every blob.
+ */
+export async function readParentTree(layout: OciLayout, parent: ParentImage, damaged?: string): Promise<ParentTreeSource> {
+  const {problem, record} = damaged === undefined ? await usableRecord(layout, parent) : {problem: damaged}
+  if (record) {
+    const blobs = await checkParentBlobs(layout, parent, record.blobs)
+    return {
+      blobs,
+      fsUuid: record.fsUuid,
+      groups: record.groups,
+      nodes: record.batches(),
+      source: 'record',
+      trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
     }
   }
 
-  return {...(await treeFromLayers(layout, parent)), recordProblem: problem, source: 'layers'}
+  const blobs = await checkParentBlobs(layout, parent)
+  return {
+    ...(await treeFromLayers(layout, parent)), blobs, recordProblem: problem, source: 'layers',
+  }
 }
 
 interface Inode {
@@ -77,8 +94,14 @@ interface Node {
 }
 
 /**
- * Identities changed within this many seconds of the record's newest change are compared by content: a
+ * Identities changed within this many seconds before the record was taken are compared by content: a
  * change in the same timestamp tick after the commit would not show in the ctime (git's "racy clean").
+ * "When the record was taken" is the later of the host's clock when the commit began reading the disk
+ * (under the lease: every later change, the guest's after a restart or a host tool's, comes after it) and
+ * the newest ctime in the record (a guest clock running ahead of the host's). The margin covers a
+ * whole-second tick (128-byte inodes; debugfs writes whole seconds) and a guest clock up to 2 s behind
+ * the host's. Measuring from the newest ctime alone, as before, distrusted every file of a disk built in
+ * one go (all its ctimes within 2 s of each other) until something else on it changed.
  */
 const RACY_SECONDS = 2
 
@@ -317,7 +340,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
   const nodes = [...tree.nodes(groups)]
   return {
     groups, nodes: (async function * () {
-      yield * nodes
+      yield nodes
     })(),
   }
 }

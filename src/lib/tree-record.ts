@@ -1,29 +1,35 @@
 /**
  * The tree record: what an image's tree holds (one node per path, in layer order) plus the ext4 identity
  * of each inode, kept beside the image by our own commits so that the next `commit --parent` can diff
- * against it without reading the parent's layers. Gzipped NDJSON: a header line, one line per node, one
- * line of hard-link groups, and a trailer with the count, the image's diff_ids and the sha256 of every
- * line before it. A record is read twice: once whole to check it (and to learn the groups), then as a
- * stream for the merge.
+ * against it without reading the parent's layers. A binary file (format 2, see `record-format.ts`): a
+ * header, one block per node, one block of hard-link groups, a trailer with the count and the image's
+ * diff_ids, then the sha256 of everything before it. A record is read twice: once whole to check it (and to
+ * learn the groups), then as a stream for the merge, a chunk at a time.
  */
 import {createHash, type Hash} from 'node:crypto'
 import {once} from 'node:events'
 import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
-import {unlink} from 'node:fs/promises'
-import {createGunzip, createGzip, type Gzip} from 'node:zlib'
+import {open, unlink} from 'node:fs/promises'
 
 import type {Entry, EntryType, Timestamp} from './extractor/extractor.js'
 import type {OciLayout} from './layout.js'
 
-import {ENTRY_TYPES} from './extractor/extractor.js'
-import {checkEntryPath} from './layer.js'
+import {ByteReader, ByteWriter} from './record-codec.js'
+import {
+  BLOCK, blockBatches, decodeNode, encodeNode, FOOTER_BYTES, footerOffset, MAGIC, nextBlock, readFooterOffset,
+} from './record-format.js'
 import {ImageRecords} from './records.js'
 
 /** The record's name in `ImageRecords`. */
-export const TREE_RECORD = 'tree.ndjson.gz'
-const FORMAT = 'microagent-tree'
+export const TREE_RECORD = 'tree.bin'
+/**
+ * The name of records written before format 2 (gzipped NDJSON). They are not read: a parent that only has
+ * one is read from its layers (exact, slower), and its children get a record of the current format.
+ */
+export const OLD_TREE_RECORD = 'tree.ndjson.gz'
 const WRITE_BYTES = 256 * 1024
-const VERSION = 1
+/** The header block is tiny (a UUID): read with the start of the file. */
+const HEAD_BYTES = 4096
 
 /** An inode's ext4 identity: with the filesystem UUID, equal identities mean equal content. */
 export interface Identity {
@@ -93,145 +99,54 @@ export function isUnder(path: Buffer, dir: Buffer): boolean {
 
 export class TreeRecordError extends Error {}
 
-interface NodeLine {
-  d?: [number, number]
-  g: number
-  h?: string
-  i?: [number, number, number, number]
-  k?: string
-  l?: string
-  m: number
-  p: string
-  s: number
-  t: string
-  u: number
-  w: [number, number]
-  x?: [string, string][]
-}
-
-function nodeLine(node: TreeNode): NodeLine {
-  const line: NodeLine = {
-    g: node.gid, m: node.mode, p: node.path.toString('hex'), s: node.size, t: node.type, u: node.uid, w: [node.mtime.sec, node.mtime.nsec],
-  }
-  if (node.xattrs.length > 0) line.x = node.xattrs.map(([name, value]) => [name, value.toString('base64')])
-  if (node.linkTarget) line.l = node.linkTarget.toString('hex')
-  if (node.devMajor !== undefined) line.d = [node.devMajor, node.devMinor ?? 0]
-  if (node.sha256) line.h = node.sha256
-  if (node.group) line.k = node.group
-  if (node.identity) line.i = [node.identity.inode, node.identity.generation, node.identity.ctime.sec, node.identity.ctime.nsec]
-  return line
-}
-
-const HEX = /^(?:[0-9a-f]{2})*$/
-const SHA = /^[0-9a-f]{64}$/
-
-function int(value: unknown, min = 0): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) throw new TreeRecordError(`bad number ${JSON.stringify(value)}`)
-  return value
-}
-
-function hexBytes(value: unknown): Buffer {
-  if (typeof value !== 'string' || !HEX.test(value)) throw new TreeRecordError('bad hex field')
-  return Buffer.from(value, 'hex')
-}
-
-function timestamp(value: unknown): Timestamp {
-  if (!Array.isArray(value) || value.length !== 2) throw new TreeRecordError('bad time')
-  const nsec = int(value[1])
-  if (nsec > 999_999_999) throw new TreeRecordError('bad time')
-  return {nsec, sec: int(value[0], -(2 ** 40))}
-}
-
-function parseXattrs(raw: unknown): [string, Buffer][] {
-  if (!Array.isArray(raw)) throw new TreeRecordError('bad xattrs')
-  return raw.map(pair => {
-    if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') throw new TreeRecordError('bad xattr')
-    return [pair[0], Buffer.from(pair[1], 'base64')]
-  })
-}
-
-function parseIdentity(raw: unknown): Identity {
-  if (!Array.isArray(raw) || raw.length !== 4) throw new TreeRecordError('bad identity')
-  return {ctime: timestamp([raw[2], raw[3]]), generation: int(raw[1]), inode: int(raw[0])}
-}
-
-function parseNode(raw: unknown): TreeNode {
-  if (typeof raw !== 'object' || raw === null) throw new TreeRecordError('not an object')
-  const line = raw as Record<string, unknown>
-  const type = line.t as EntryType
-  if (!ENTRY_TYPES.includes(type)) throw new TreeRecordError(`bad type ${JSON.stringify(line.t)}`)
-  const path = hexBytes(line.p)
-  try {
-    checkEntryPath(path)
-  } catch {
-    throw new TreeRecordError('unsafe path')
-  }
-
-  const node: TreeNode = {
-    gid: int(line.g), mode: int(line.m), mtime: timestamp(line.w), path, size: int(line.s), type, uid: int(line.u), xattrs: [],
-  }
-  if (node.mode > 0o7777 || (type !== 'file' && node.size > 0)) throw new TreeRecordError('bad mode or size')
-  if (line.x !== undefined) node.xattrs = parseXattrs(line.x)
-  if (line.l !== undefined) node.linkTarget = hexBytes(line.l)
-  if ((type === 'symlink') !== (node.linkTarget !== undefined)) throw new TreeRecordError('symlink without target')
-  if (line.d !== undefined) {
-    if (!Array.isArray(line.d)) throw new TreeRecordError('bad device')
-    node.devMajor = int(line.d[0])
-    node.devMinor = int(line.d[1])
-  }
-
-  if (line.h !== undefined) {
-    if (typeof line.h !== 'string' || !SHA.test(line.h)) throw new TreeRecordError('bad sha256')
-    node.sha256 = line.h
-  }
-
-  if ((type === 'file') !== (node.sha256 !== undefined)) throw new TreeRecordError('file without sha256')
-  if (line.k !== undefined) {
-    if (typeof line.k !== 'string') throw new TreeRecordError('bad group')
-    node.group = line.k
-  }
-
-  if (line.i !== undefined) node.identity = parseIdentity(line.i)
-  return node
-}
-
 /**
  * Streams a tree record to a file. `add` nodes in layer order, then `finish` with the image's diff_ids;
  * the file is only complete (and only readable as a record) once `finish` has resolved.
  */
 export class TreeRecordWriter {
-  /** Set when the nodes came out of layer order (an extractor that does not sort): the record is not written. */
+  /**
+   * Set when the nodes came out of layer order (an extractor that does not sort) or a file came without its
+   * sha256: the record is not written.
+   */
   invalid = false
   private count = 0
+  private failure: Error | undefined
   private readonly groups = new Map<string, Buffer[]>()
-  private readonly gzip: Gzip
   private readonly hash: Hash = createHash('sha256')
   private last: Buffer | undefined
   /** The newest ctime (seconds) among the identities: what the guest's clock said when it last changed anything. */
   private newestCtime = 0
   private readonly out: WriteStream
-  private pending = ''
+  private readonly pending = new ByteWriter(WRITE_BYTES + 64 * 1024)
+  /** Bytes handed to the file so far. */
+  private written = 0
 
-  constructor(file: string, fsUuid: string | undefined) {
-    this.gzip = createGzip({level: 6})
+  /** `readAt`: when the disk began to be read, on the host's clock (see `TreeRecord.readAt`). */
+  constructor(file: string, fsUuid: string | undefined, private readonly readAt?: Date) {
     this.out = createWriteStream(file, {flags: 'wx', mode: 0o600})
-    this.gzip.pipe(this.out)
-    this.out.on('error', error => this.gzip.destroy(error))
-    this.line({format: FORMAT, fs: fsUuid ?? null, version: VERSION})
+    this.out.on('error', error => {
+      this.failure ??= error
+    })
+    this.pending.bytes(MAGIC)
+    this.pending.sizedBlock(() => {
+      this.pending.byte(BLOCK.header)
+      this.pending.text(fsUuid ?? '')
+    })
   }
 
   /** Abandons the file (the caller removes it) once its handle is closed. */
   async abort(): Promise<void> {
     if (this.out.closed) return
     const closed = once(this.out, 'close').catch(() => {})
-    this.gzip.destroy()
     this.out.destroy()
     await closed
   }
 
-  async add(node: TreeNode): Promise<void> {
+  /** Returns a promise only when the file's buffer is full: most nodes cost no await. */
+  add(node: TreeNode): Promise<void> | undefined {
     if (this.invalid) return
-    if (this.last && compareTreePaths(this.last, node.path) >= 0) {
+    const {last} = this
+    if ((last && compareTreePaths(last, node.path) >= 0) || (node.type === 'file' && node.sha256 === undefined)) {
       this.invalid = true
       return
     }
@@ -245,63 +160,62 @@ export class TreeRecordWriter {
       else this.groups.set(node.group, [node.path])
     }
 
-    if (!this.line(nodeLine(node))) await once(this.gzip, 'drain')
+    encodeNode(this.pending, node, last)
+    if (this.pending.length >= WRITE_BYTES) return this.flush()
   }
 
-  /** Closes the file and returns its size in bytes. */
-  async finish(diffIds: string[]): Promise<number> {
-    const groups = [...this.groups.values()].filter(names => names.length > 1).map(names => names.map(name => name.toString('hex')))
-    this.line({groups})
-    this.flush()
-    const digest = this.hash.digest('hex')
-    const end = {
-      diff_ids: diffIds, entries: this.count, newest_ctime: this.newestCtime, sha256: digest,
-    }
-    this.gzip.end(`${JSON.stringify({end})}\n`)
+  /**
+   * Closes the file and returns its size in bytes. `blobs`: the identities of the image's layer blobs
+   * (`blobIdentity`, by digest) as they were when written or hashed.
+   */
+  async finish(diffIds: string[], blobs: ReadonlyMap<string, string> = new Map()): Promise<number> {
+    const {pending} = this
+    const groups = [...this.groups.values()].filter(names => names.length > 1)
+    const tail = this.written + pending.length
+    pending.sizedBlock(() => {
+      pending.byte(BLOCK.groups)
+      pending.uint(groups.length)
+      for (const names of groups) {
+        pending.uint(names.length)
+        for (const name of names) pending.sized(name)
+      }
+    })
+    pending.sizedBlock(() => {
+      pending.byte(BLOCK.end)
+      pending.uint(this.count)
+      pending.int(this.newestCtime)
+      pending.byte(this.readAt ? 1 : 0)
+      if (this.readAt) pending.int(Math.floor(this.readAt.getTime() / 1000))
+      pending.uint(diffIds.length)
+      for (const id of diffIds) pending.text(id)
+      pending.uint(blobs.size)
+      for (const [digest, identity] of blobs) {
+        pending.text(digest)
+        pending.text(identity)
+      }
+    })
+    pending.bytes(footerOffset(tail))
+    await this.flush()
+    this.out.end(this.hash.digest())
     await once(this.out, 'close')
+    if (this.failure) throw this.failure
     return this.out.bytesWritten
   }
 
-  /** Lines are gathered into large writes: a zlib call per line costs more than the compression. */
-  private flush(): boolean {
-    const text = this.pending
-    this.pending = ''
-    this.hash.update(text)
-    return this.gzip.write(text)
+  private async flush(): Promise<void> {
+    if (this.failure) throw this.failure
+    const chunk = this.pending.take()
+    this.written += chunk.length
+    this.hash.update(chunk)
+    if (!this.out.write(chunk)) await once(this.out, 'drain')
   }
-
-  private line(value: unknown): boolean {
-    this.pending += `${JSON.stringify(value)}\n`
-    return this.pending.length < WRITE_BYTES || this.flush()
-  }
-}
-
-/**
- * @yields the lines of a gzipped text file, without their newline
- */
-async function * lines(file: string): AsyncGenerator<string, void, undefined> {
-  let rest = ''
-  const raw = createReadStream(file)
-  const stream = createGunzip()
-  raw.on('error', error => stream.destroy(error))
-  raw.pipe(stream)
-  for await (const chunk of stream) {
-    rest += (chunk as Buffer).toString('latin1')
-    let at = rest.indexOf('\n')
-    let start = 0
-    while (at !== -1) {
-      yield rest.slice(start, at)
-      start = at + 1
-      at = rest.indexOf('\n', start)
-    }
-
-    rest = rest.slice(start)
-  }
-
-  if (rest !== '') throw new TreeRecordError('truncated')
 }
 
 export interface TreeRecord {
+  /** `nodes`, a chunk of the file's nodes at a time. */
+  batches(): AsyncGenerator<TreeNode[], void, undefined>
+  /** Identities of the image's layer blob files (by digest) when they were written or last hashed. */
+  blobs: Map<string, string>
   /** The image's diff_ids, as the record's writer saw them. */
   diffIds: string[]
   entries: number
@@ -311,105 +225,164 @@ export interface TreeRecord {
   groups: Map<string, Buffer[]>
   /** The newest ctime (seconds) of any identity in the record. */
   newestCtime: number
-  /** Streams the nodes again, in layer order. The file must not change in between. */
+  /**
+   * Streams the nodes in layer order, checking each, and at the end their count and the sha256 of the whole
+   * file: throws TreeRecordError when anything is wrong, and what was read from it must not be used then.
+   */
   nodes(): AsyncGenerator<TreeNode, void, undefined>
+  /**
+   * When the commit began reading the disk (seconds, host clock): every change made after the record has a
+   * ctime from then on, whatever the disk's newest ctime says.
+   */
+  readAt?: number
 }
 
-/** Checks a record line by line, in one pass: what each line must be depends on the lines before it. */
-class RecordCheck {
-  count = 0
-  end: undefined | {diff_ids: string[]; entries: number; newestCtime: number}
-  groups: Map<string, Buffer[]> | undefined
-  header: undefined | {fs: null | string}
-  private readonly hash = createHash('sha256')
-  private last: Buffer | undefined
-
-  take(text: string): void {
-    if (this.end) throw new TreeRecordError('data after the trailer')
-    const value = JSON.parse(text) as Record<string, unknown>
-    if (!this.header) this.takeHeader(value)
-    else if ('end' in value) {
-      this.takeTrailer(value.end as {diff_ids?: unknown; entries?: unknown; newest_ctime?: unknown; sha256?: unknown})
-      return
-    } else if ('groups' in value) this.takeGroups(value.groups)
-    else this.takeNode(value)
-    this.hash.update(`${text}\n`)
+function parseGroups(block: ByteReader): Map<string, Buffer[]> {
+  const groups = new Map<string, Buffer[]>()
+  const count = block.uint()
+  for (let i = 0; i < count; i++) {
+    const names: Buffer[] = []
+    const size = block.uint()
+    if (size < 2) throw new TreeRecordError('bad group')
+    for (let j = 0; j < size; j++) names.push(block.sized())
+    groups.set(`#${i}`, names)
   }
 
-  private takeGroups(raw: unknown): void {
-    if (this.groups || !Array.isArray(raw)) throw new TreeRecordError('bad groups')
-    this.groups = new Map()
-    for (const [i, names] of (raw as unknown[]).entries()) {
-      if (!Array.isArray(names) || names.length < 2) throw new TreeRecordError('bad group')
-      this.groups.set(`#${i}`, names.map(name => hexBytes(name)))
-    }
-  }
+  return groups
+}
 
-  private takeHeader(value: Record<string, unknown>): void {
-    if (value.format !== FORMAT || value.version !== VERSION) throw new TreeRecordError('not a tree record of this version')
-    this.header = {fs: typeof value.fs === 'string' ? value.fs : null}
+function parseTrailer(block: ByteReader): Omit<TreeRecord, 'batches' | 'fsUuid' | 'groups' | 'nodes'> {
+  const entries = block.uint()
+  const newestCtime = block.int()
+  const readAt = block.byte() === 1 ? block.int() : undefined
+  const diffIds: string[] = []
+  const count = block.uint()
+  for (let i = 0; i < count; i++) diffIds.push(block.text())
+  const blobs = new Map<string, string>()
+  const blobCount = block.uint()
+  for (let i = 0; i < blobCount; i++) blobs.set(block.text(), block.text())
+  return {
+    blobs, diffIds, entries, newestCtime, ...(readAt === undefined ? {} : {readAt}),
   }
+}
 
-  private takeNode(value: Record<string, unknown>): void {
-    if (this.groups) throw new TreeRecordError('node after the groups')
-    const node = parseNode(value)
-    if (this.last && compareTreePaths(this.last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
-    this.last = node.path
-    this.count++
-  }
-
-  private takeTrailer(trailer: {diff_ids?: unknown; entries?: unknown; newest_ctime?: unknown; sha256?: unknown}): void {
-    if (!this.groups || trailer.sha256 !== this.hash.digest('hex') || trailer.entries !== this.count || !Array.isArray(trailer.diff_ids)) {
-      throw new TreeRecordError('trailer does not match the record')
-    }
-
-    this.end = {diff_ids: trailer.diff_ids as string[], entries: this.count, newestCtime: int(trailer.newest_ctime, -(2 ** 40))}
-  }
+/** Reads the block of `kind` that `reader` is at; throws unless it is one, whole. */
+function expectBlock<T>(reader: ByteReader, kind: number, parse: (block: ByteReader) => T): T {
+  const body = nextBlock(reader.buffer, reader.pos)
+  if (!body) throw new TreeRecordError('truncated')
+  const block = new ByteReader(reader.buffer).at(body.start, body.end)
+  if (block.byte() !== kind) throw new TreeRecordError('unexpected block')
+  const value = parse(block)
+  if (!block.done) throw new TreeRecordError('bad block')
+  reader.at(body.end, reader.buffer.length)
+  return value
 }
 
 /**
- * Reads and checks a whole tree record: format, order, every field, the hash of its lines. Throws
- * TreeRecordError when anything is wrong; the caller then reads the image's layers instead.
+ * Opens a tree record: its header, and its tail (groups, trailer), found through the footer. The nodes are
+ * checked as `nodes()` streams them, and the sha256 of the whole file at its end: a record is read once.
+ * Throws TreeRecordError when what it reads is wrong; the caller then reads the image's layers instead.
  */
 export async function openTreeRecord(file: string): Promise<TreeRecord> {
-  const check = new RecordCheck()
+  let head: {fsUuid?: string; groups: Map<string, Buffer[]>; trailer: ReturnType<typeof parseTrailer>}
   try {
-    for await (const text of lines(file)) check.take(text)
+    head = await readEnds(file)
   } catch (error) {
     if (error instanceof TreeRecordError) throw error
     throw new TreeRecordError((error as Error).message)
   }
 
-  const {end, groups, header} = check
-  if (!header || !groups || !end) throw new TreeRecordError('truncated')
-  // Group keys are renamed on reading: the writer's keys index its own inodes; a node's key is mapped
-  // through the names listed, so that a key names exactly the group the trailer lists.
+  const {fsUuid, groups, trailer} = head
+  // Group keys are the record's own: a node's key is found through the names the groups list, so that a
+  // key names exactly the group listed.
   const keyOf = new Map<string, string>()
   for (const [key, names] of groups) for (const name of names) keyOf.set(name.toString('latin1'), key)
   return {
-    diffIds: end.diff_ids,
-    entries: end.entries,
-    newestCtime: end.newestCtime,
-    fsUuid: header.fs ?? undefined,
+    ...trailer,
+    fsUuid,
     groups,
+    batches: () => streamNodes(file, trailer.entries, keyOf),
     async * nodes() {
-      let first = true
-      for await (const text of lines(file)) {
-        if (first) {
-          first = false
-          continue
-        }
-
-        const value = JSON.parse(text) as Record<string, unknown>
-        if ('groups' in value) return
-        const node = parseNode(value)
-        const key = keyOf.get(node.path.toString('latin1'))
-        if (key === undefined) delete node.group
-        else node.group = key
-        yield node
-      }
+      for await (const batch of streamNodes(file, trailer.entries, keyOf)) yield * batch
     },
   }
+}
+
+async function readEnds(file: string): Promise<{fsUuid?: string; groups: Map<string, Buffer[]>; trailer: ReturnType<typeof parseTrailer>}> {
+  const handle = await open(file, 'r')
+  try {
+    const {size} = await handle.stat()
+    const read = async (from: number, length: number): Promise<Buffer> => {
+      const buf = Buffer.alloc(length)
+      const {bytesRead} = await handle.read(buf, 0, length, from)
+      if (bytesRead !== length) throw new TreeRecordError('truncated')
+      return buf
+    }
+
+    if (size < MAGIC.length + FOOTER_BYTES) throw new TreeRecordError('truncated')
+    const tail = readFooterOffset(await read(size - FOOTER_BYTES, FOOTER_BYTES))
+    if (tail < MAGIC.length || tail > size - FOOTER_BYTES) throw new TreeRecordError('bad footer')
+    const start = await read(0, Math.min(HEAD_BYTES, tail))
+    if (!start.subarray(0, MAGIC.length).equals(MAGIC)) throw new TreeRecordError('not a tree record of this format')
+    const fs = expectBlock(new ByteReader(start).at(MAGIC.length, start.length), BLOCK.header, block => block.text())
+    const ends = new ByteReader(await read(tail, size - FOOTER_BYTES - tail)).at(0, size - FOOTER_BYTES - tail)
+    const groups = expectBlock(ends, BLOCK.groups, parseGroups)
+    const trailer = expectBlock(ends, BLOCK.end, parseTrailer)
+    if (!ends.done) throw new TreeRecordError('data after the trailer')
+    return {fsUuid: fs === '' ? undefined : fs, groups, trailer}
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * @yields the record's nodes in order, checked, a chunk at a time (errors as TreeRecordError)
+ */
+async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
+  try {
+    yield * checkedNodes(file, entries, keyOf)
+  } catch (error) {
+    if (error instanceof TreeRecordError) throw error
+    throw new TreeRecordError((error as Error).message)
+  }
+}
+
+/**
+ * @yields the record's nodes in order, checked, a chunk at a time; then checks their count and the sha256 of the file
+ */
+async function * checkedNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
+  const hash = createHash('sha256')
+  const batches = blockBatches(file, hash)
+  let last: Buffer | undefined
+  let count = 0
+  let tail = false
+  let next = await batches.next()
+  while (!next.done) {
+    const {reader, spans} = next.value
+    const nodes: TreeNode[] = []
+    for (let i = 0; i < spans.length && !tail; i += 2) {
+      const block = reader.at(spans[i], spans[i + 1])
+      const kind = block.byte()
+      if (kind === BLOCK.header && last === undefined && count === 0) continue
+      if (kind !== BLOCK.node) {
+        tail = true
+        break
+      }
+
+      const {grouped, node} = decodeNode(block, last)
+      if (last && compareTreePaths(last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
+      last = node.path
+      count++
+      const key = grouped ? keyOf.get(node.path.toString('latin1')) : undefined
+      if (key !== undefined) node.group = key
+      nodes.push(node)
+    }
+
+    if (nodes.length > 0) yield nodes
+    next = await batches.next()
+  }
+
+  if (count !== entries || !next.value.equals(hash.digest())) throw new TreeRecordError('its sha256 does not match its bytes')
 }
 
 /**
@@ -418,17 +391,18 @@ export async function openTreeRecord(file: string): Promise<TreeRecord> {
  * atomically, before the tag moves.
  */
 export class PendingTreeRecord {
-  readonly add = (node: TreeNode): Promise<void> => this.writer.add(node)
+  readonly add = (node: TreeNode): Promise<void> | undefined => this.writer.add(node)
   /** For `tarLayer`'s `onArchived`. */
-  readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> => this.writer.add(nodeFromEntry(entry, sha256))
+  readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> | undefined => this.writer.add(nodeFromEntry(entry, sha256))
   private readonly writer: TreeRecordWriter
 
-  private constructor(private readonly temp: string, fsUuid: string | undefined) {
-    this.writer = new TreeRecordWriter(temp, fsUuid)
+  private constructor(private readonly temp: string, fsUuid: string | undefined, readAt: Date) {
+    this.writer = new TreeRecordWriter(temp, fsUuid, readAt)
   }
 
-  static open(layout: OciLayout, fsUuid: string | undefined): PendingTreeRecord {
-    return new PendingTreeRecord(layout.ingestPath('.tree'), fsUuid)
+  /** `readAt`: when the disk began to be read (no VM can change it from then on until the commit ends). */
+  static open(layout: OciLayout, fsUuid: string | undefined, readAt: Date): PendingTreeRecord {
+    return new PendingTreeRecord(layout.ingestPath('.tree'), fsUuid, readAt)
   }
 
   async discard(): Promise<void> {
@@ -440,13 +414,13 @@ export class PendingTreeRecord {
    * Completes the record and stores it as the image's; returns its size in bytes, or 0 when no record
    * could be kept (the extractor's entries were not in layer order).
    */
-  async store(layout: OciLayout, manifestDigest: string, diffIds: string[]): Promise<number> {
+  async store(layout: OciLayout, manifestDigest: string, diffIds: string[], blobs: ReadonlyMap<string, string>): Promise<number> {
     if (this.writer.invalid) {
       await this.discard()
       return 0
     }
 
-    await this.writer.finish(diffIds)
+    await this.writer.finish(diffIds, blobs)
     const size = await new ImageRecords(layout.root).writeStream(manifestDigest, TREE_RECORD, createReadStream(this.temp))
     await unlink(this.temp).catch(() => {})
     return size

@@ -9,6 +9,7 @@ import path from 'node:path'
 import {commitWorkspace} from '../../src/lib/commit.js'
 import {layoutPath} from '../../src/lib/layout.js'
 import {ImageRecords} from '../../src/lib/records.js'
+import {TREE_RECORD} from '../../src/lib/tree-record.js'
 import {tempDir} from '../helpers/ext4.js'
 import {random as prng} from '../helpers/fuzz.js'
 import {addWorkspace, makeStateDir, runtimeRecord} from '../helpers/state.js'
@@ -261,10 +262,10 @@ describe('commit --parent equals a full commit (property test: random guest chan
       // Without the parent's tree record, the layers are read instead, and the diff layer is the same, byte for byte.
       const parentDigest = stacked.parent!.digest
       const records = new ImageRecords(layout)
-      const kept = await records.read(parentDigest, 'tree.ndjson.gz')
+      const kept = await records.read(parentDigest, TREE_RECORD)
       await records.remove(parentDigest)
       const fromLayers = await commit(`local/stack-layers:${step}`, parent)
-      await records.write(parentDigest, 'tree.ndjson.gz', kept!)
+      await records.write(parentDigest, TREE_RECORD, kept!)
       expect(fromLayers.parent?.tree, what).to.equal('layers')
       expect(fromLayers.diff_id, what).to.equal(stacked.diff_id)
       expect(fromLayers.digest, what).to.equal(stacked.digest)

@@ -51,7 +51,7 @@ function parentOf(entries: Entry[], fsUuid?: string): ParentTree {
   for (const node of nodes) if (node.group !== undefined && groups.get(node.group)!.length < 2) delete node.group
   return {
     fsUuid, groups, nodes: (async function * () {
-      yield * nodes
+      yield nodes
     })(),
   }
 }

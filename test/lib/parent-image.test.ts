@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {execFileSync, spawn} from 'node:child_process'
 import {
-  existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync,
+  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
 
@@ -15,7 +15,7 @@ import {MAX_LAYERS} from '../../src/lib/parent-image.js'
 import {ImageRecords} from '../../src/lib/records.js'
 import {pushImage} from '../../src/lib/registry/push.js'
 import {encodeHeader, END_OF_ARCHIVE, TYPEFLAG} from '../../src/lib/tar.js'
-import {openTreeRecord, TREE_RECORD} from '../../src/lib/tree-record.js'
+import {OLD_TREE_RECORD, openTreeRecord, TREE_RECORD} from '../../src/lib/tree-record.js'
 import {rejection} from '../helpers/assert.js'
 import {runDebugfsWrite, tempDir} from '../helpers/ext4.js'
 import {
@@ -57,6 +57,11 @@ async function tagCrafted(layout: OciLayout, ref: string, layers: Buffer[], arch
     config: {...config, mediaType: MEDIA_TYPES.config}, layers: descriptors, mediaType: MEDIA_TYPES.manifest, schemaVersion: 2,
   }))
   await layout.tag(ref, {...manifest, mediaType: MEDIA_TYPES.manifest})
+}
+
+/** Reads a tree record through to its sha256: throws unless it is whole. */
+async function wholeRecord(file: string): Promise<void> {
+  for await (const node of (await openTreeRecord(file)).nodes()) expect(node.path).to.be.instanceOf(Buffer)
 }
 
 async function refusal(layout: OciLayout, attempt: () => Promise<unknown>, pattern: RegExp, exit: number): Promise<void> {
@@ -152,6 +157,26 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     expect(fromLayers.parent).to.include({tree: 'layers'})
     expect(fromLayers.parent?.tree_note).to.match(/damaged/)
     expect(fromLayers.digest).to.equal(child.digest)
+    // Damage among the nodes is found only as they stream, during the diff: the layer written so far is
+    // dropped and the diff made again from the layers.
+    const middle = Buffer.from(kept)
+    middle[Math.floor(middle.length / 2)] ^= 0xFF
+    writeFileSync(recordFile, middle)
+    await openTreeRecord(recordFile)
+    const again = await commit('local/demo:x', {
+      author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
+    })
+    expect(again.parent).to.include({tree: 'layers'})
+    expect(again.parent?.tree_note).to.match(/damaged/)
+    expect(again.digest).to.equal(child.digest)
+    // A record of the earlier format (gzipped NDJSON) is not read either.
+    renameSync(recordFile, records.path(base.digest, OLD_TREE_RECORD))
+    const fromOld = await commit('local/demo:x', {
+      author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
+    })
+    expect(fromOld.parent).to.include({tree: 'layers', tree_note: 'the tree record is of an earlier format'})
+    expect(fromOld.digest).to.equal(child.digest)
+    unlinkSync(records.path(base.digest, OLD_TREE_RECORD))
     writeFileSync(recordFile, kept)
 
     execFileSync('tune2fs', ['-U', 'random', rootfs], {stdio: 'ignore'})
@@ -186,6 +211,30 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     execFileSync('tune2fs', ['-U', 'random', disk], {stdio: 'ignore'})
     const compared = await ids('local/ids:3', 'local/ids:1')
     expect(dumpTar(blobFile(compared.layout_path, compared.layer_digest)).map(r => Buffer.from(r.path, 'hex').toString())).to.deep.equal(['old'])
+  })
+
+  it('trusts identities on a disk built in one go (every ctime old and within a second of the others): the guard counts from when the disk was read', async () => {
+    const disk = addWorkspace(state, 'built', {
+      runtime: runtimeRecord('stopped'),
+      spec: {
+        tree(root) {
+          mkdirSync(path.join(root, 'd'))
+          writeFileSync(path.join(root, 'd', 'a'), 'original content\n')
+          writeFileSync(path.join(root, 'b'), 'more\n')
+        },
+      },
+    })
+    // Every inode the walk sees, the root and lost+found included, changed in the same second long ago.
+    runDebugfsWrite(disk, ['/', '/lost+found', '/d', '/d/a', '/b'].map(p => `sif ${p} ctime 0x10000000`))
+    const built = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
+      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'built',
+    })
+    await built('local/built:1')
+    // Bytes edited behind the filesystem's back (no guest can: a write through the kernel sets ctime) go
+    // unseen only if the identities were trusted without reading the content.
+    runDebugfsWrite(disk, ['zap_block -f /d/a -p 0x41 -o 0 -l 4 0'])
+    const trusted = await built('local/built:2', 'local/built:1')
+    expect(dumpTar(blobFile(trusted.layout_path, trusted.layer_digest))).to.deep.equal([])
   })
 
   for (const compression of ['zstd', 'none'] as const) {
@@ -258,13 +307,14 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
         // Tagged means its record was stored first, whole.
         const record = await openTreeRecord(new ImageRecords(layout.root).path(tagged.digest, TREE_RECORD))
         expect(record.entries, `killed after ${delay} ms`).to.be.greaterThan(0)
+        await wholeRecord(new ImageRecords(layout.root).path(tagged.digest, TREE_RECORD))
         break
       }
 
       for (const hex of readdirSync(path.join(layout.root, 'records', 'sha256'))) {
         // A whole record or none, never a torn one (temp files beside it are not records).
         const file = path.join(layout.root, 'records', 'sha256', hex, TREE_RECORD)
-        if (existsSync(file)) await openTreeRecord(file)
+        if (existsSync(file)) await wholeRecord(file)
       }
     }
   })
@@ -291,6 +341,28 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
       await refuses('local/corrupt:1', /missing or corrupt/, 7)
       execFileSync('rm', ['-f', file])
       await refuses('local/corrupt:1', /missing or corrupt/, 7)
+    })
+
+    it('a parent whose layer blob was edited in place since its tree record was written, even with its size and mtime kept', async () => {
+      const parent = await commit('local/demo:edited')
+      const file = layout.blobPath(parent.layer_digest)
+      const bytes = readFileSync(file)
+      const {mtimeNs} = statSync(file, {bigint: true})
+      execFileSync('chmod', ['u+w', file])
+      writeFileSync(file, Buffer.concat([bytes.subarray(0, 10), Buffer.from([bytes[10] ^ 0xFF]), bytes.subarray(11)]))
+      // The mtime put back to the ns: only the ctime tells.
+      const ns = mtimeNs.toString().padStart(10, '0')
+      execFileSync('touch', ['-m', '-d', `@${ns.slice(0, -9)}.${ns.slice(-9)}`, file])
+      expect(statSync(file, {bigint: true}).mtimeNs).to.equal(mtimeNs)
+      try {
+        await refuses('local/demo:edited', /missing or corrupt/, 7)
+      } finally {
+        writeFileSync(file, bytes)
+        execFileSync('chmod', ['a-w', file])
+      }
+
+      // Put back, it is hashed again (its file is not as the record knew it) and found whole.
+      expect((await commit('local/demo:edited-child', {parent: 'local/demo:edited'})).parent).to.include({tree: 'record'})
     })
 
     for (const [what, name, pattern] of [

@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
-import {gunzipSync, gzipSync} from 'node:zlib'
+import {gzipSync} from 'node:zlib'
 
 import {
   compareTreePaths, openTreeRecord, type TreeNode, TreeRecordError, TreeRecordWriter,
@@ -14,7 +14,7 @@ const node = (p: Buffer | string, extra: Partial<TreeNode> = {}): TreeNode => ({
 })
 
 async function write(nodes: TreeNode[]): Promise<string> {
-  const file = path.join(tempDir(), 'tree.ndjson.gz')
+  const file = path.join(tempDir(), 'tree.bin')
   const writer = new TreeRecordWriter(file, 'uuid-1')
   for (const n of nodes) await writer.add(n)
   await writer.finish(['sha256:aa'])
@@ -68,21 +68,45 @@ describe('tree-record', () => {
 
   it('refuses a record that is truncated, edited, or not one at all', async () => {
     const file = await write([node('a'), node('b', {sha256: SHA, type: 'file'})])
-    const text = gunzipSync(readFileSync(file)).toString('latin1')
+    const bytes = readFileSync(file)
+    const edited = Buffer.from(bytes)
+    // The mode of "a" (0o644, LEB128 a4 03) becomes 0o645: a valid record but for its sha256.
+    const mode = edited.indexOf(Buffer.from([0xA4, 0x03]))
+    expect(mode).to.be.greaterThan(0)
+    edited[mode] = 0xA5
     const cases: [string, Buffer][] = [
-      ['truncated', gzipSync(Buffer.from(text.slice(0, text.lastIndexOf('{"end"')), 'latin1'))],
-      ['edited', gzipSync(Buffer.from(text.replace('"m":420', '"m":493'), 'latin1'))],
-      ['not gzip', Buffer.from(text, 'latin1')],
-      ['cut gzip', readFileSync(file).subarray(0, 20)],
+      ['no sha256 at the end', bytes.subarray(0, -32)],
+      ['cut in a block', bytes.subarray(0, 20)],
+      ['edited', edited],
+      ['empty', Buffer.alloc(0)],
+      ['the earlier format (gzipped NDJSON)', gzipSync('{"format":"microagent-tree","fs":null,"version":1}\n')],
+      ['a block past the end', Buffer.concat([bytes.subarray(0, 8), Buffer.from([0x7F]), bytes.subarray(9)])],
     ]
-    for (const [what, bytes] of cases) {
-      writeFileSync(file, bytes)
-      expect(await rejection(openTreeRecord(file)), what).to.be.instanceOf(TreeRecordError)
+    for (const [what, damaged] of cases) {
+      writeFileSync(file, damaged)
+      expect(await rejection(readAll(file)), what).to.be.instanceOf(TreeRecordError)
     }
   })
 
+  it('keeps when the disk was read, and reads a record without it as one that does not say', async () => {
+    const file = path.join(tempDir(), 'tree.bin')
+    const writer = new TreeRecordWriter(file, 'uuid-1', new Date('2026-01-02T03:04:05.600Z'))
+    await writer.add(node('a'))
+    await writer.finish([])
+    expect(await openTreeRecord(file)).to.include({readAt: Date.UTC(2026, 0, 2, 3, 4, 5) / 1000})
+    expect(await openTreeRecord(await write([node('a')]))).to.not.have.property('readAt')
+  })
+
+  it('reads back names that share long prefixes, and large numbers', async () => {
+    const deep = ['x', 'x/yy', 'x/yy/zzz', 'x/yy/zzz/a', 'x/yy/zzz/b', 'x/yy/zzzz', 'x/yyy', 'xa']
+    const nodes = deep.map((p, i) => node(p, {
+      gid: 2 ** 32 - 1, identity: {ctime: {nsec: 999_999_999, sec: -(2 ** 33) + i}, generation: 2 ** 32 - 1, inode: 2 ** 32 - 2}, mtime: {nsec: i, sec: 2 ** 40}, uid: 65_534,
+    }))
+    expect(await readAll(await write(nodes))).to.deep.equal(nodes)
+  })
+
   it('leaves out a record whose nodes came out of order', async () => {
-    const file = path.join(tempDir(), 'tree.ndjson.gz')
+    const file = path.join(tempDir(), 'tree.bin')
     const writer = new TreeRecordWriter(file, undefined)
     await writer.add(node('b'))
     await writer.add(node('a'))
