@@ -354,6 +354,8 @@ class Walk {
 
       this.streamed = undefined
       yield this.entry(child)
+      // The consumer asked for the next entry: it holds no piece of the content read so far.
+      this.blocks.release()
       if (this.streamed) await this.settle(this.streamed)
       if (stat.type === 'directory') {
         if (this.visitedDirs.has(stat.inode)) {

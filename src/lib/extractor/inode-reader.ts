@@ -277,6 +277,8 @@ export class InodeReader {
     const table = this.inodeTable(group)
     if (table === undefined || table === 0 || table < this.firstDataBlock || table + this.inodeTableBlocks - 1 >= this.blocksCount) return undefined
     const offset = table * this.blockSize + ((ino - 1) % this.inodesPerGroup) * this.inodeSize
+    // The previous inode's bytes are no longer needed: `stat` copies what it keeps.
+    this.tables.release()
     const raw = this.tables.read(offset, this.inodeSize)
     if (raw.length < this.inodeSize) return undefined
     return this.checksumOk(ino, raw) ? raw : undefined
