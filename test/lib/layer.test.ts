@@ -156,6 +156,61 @@ describe('layer', () => {
     expect(checkEntryPath(Buffer.from('a/..b/.c')).length).to.equal(3)
   })
 
+  it('writes the same tar and hashes from content read synchronously or streamed, in one piece or many, small or large', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024 + 5, 7)
+    const contents = [Buffer.from('one piece'), Buffer.concat([Buffer.from('x'.repeat(1000)), Buffer.from('y'.repeat(700))]), big]
+    const pieces = (data: Buffer): Buffer[] => (data.length < 100 ? [data] : [data.subarray(0, 1), data.subarray(1, 513), data.subarray(513)])
+    const run = async (read: 'stream' | 'sync'): Promise<{hashes: (string | undefined)[]; tar: Buffer}> => {
+      const entries: Entry[] = contents.map((data, i) => ({
+        ...base,
+        content: () => (read === 'sync' ? pieces(data) : Readable.from(pieces(data))),
+        inode: 10 + i,
+        links: 1,
+        mode: 0o644,
+        path: Buffer.from(`f${i}`),
+        size: data.length,
+        type: 'file',
+      }))
+      async function * all(): AsyncGenerator<Entry> {
+        yield * entries
+      }
+
+      const hashes: (string | undefined)[] = []
+      const chunks: Buffer[] = []
+      for await (const chunk of tarLayer(all(), emptyLayerStats(), {
+        onArchived(_, sha256) {
+          hashes.push(sha256)
+        },
+      })) chunks.push(Buffer.from(chunk))
+      return {hashes, tar: Buffer.concat(chunks)}
+    }
+
+    const sync = await run('sync')
+    const streamed = await run('stream')
+    expect(sync.tar.equals(streamed.tar)).to.equal(true)
+    expect(sync.hashes).to.deep.equal(contents.map(data => createHash('sha256').update(data).digest('hex')))
+    expect(streamed.hashes).to.deep.equal(sync.hashes)
+    // The big file is in the tar whole, at a block boundary after its header.
+    expect(sync.tar.indexOf(big)).to.be.above(0)
+    expect(sync.tar.indexOf(big) % 512).to.equal(0)
+  })
+
+  it('fails when a file read synchronously yields more bytes than its size', async () => {
+    const entry: Entry = {
+      ...base, content: () => [Buffer.from('abcd')], inode: 6, mode: 0o644, path: Buffer.from('long'), size: 3, type: 'file',
+    }
+    async function * one(): AsyncGenerator<Entry> {
+      yield entry
+    }
+
+    try {
+      for await (const chunk of tarLayer(one(), emptyLayerStats())) expect(chunk).to.be.instanceOf(Buffer)
+      expect.fail('accepted')
+    } catch (error) {
+      expect((error as Error).message).to.match(/gave 4 bytes, 3 expected/)
+    }
+  })
+
   it('fails when a file yields fewer bytes than its size', async () => {
     const entry: Entry = {
       ...base,

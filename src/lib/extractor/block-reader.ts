@@ -70,6 +70,11 @@ export class BlockReader {
     }
   }
 
+  /** No piece yielded so far is held any more: the windows they came from may be reused. */
+  release(): void {
+    this.windows.release()
+  }
+
   private exact(offset: number, length: number): Buffer {
     const buffer = Buffer.allocUnsafe(length)
     return buffer.subarray(0, readSync(this.fd, buffer, 0, length, offset))

@@ -12,17 +12,11 @@ export interface DirRecord {
 
 const SLASH = 0x2F
 const NEWLINE = 0x0A
+const DIGIT_0 = 0x30
+const MINUS = 0x2D
 
-function field(buf: Buffer, start: number): [value: Buffer, next: number] {
-  const end = buf.indexOf(SLASH, start)
-  if (end === -1) throw extractionError('cannot parse a debugfs directory listing: truncated record')
-  return [buf.subarray(start, end), end + 1]
-}
-
-function decimal(raw: Buffer, what: string): number {
-  const text = raw.toString('latin1')
-  if (!/^\d{1,15}$/.test(text)) throw extractionError(`cannot parse a debugfs directory listing: bad ${what} "${text}"`)
-  return Number(text)
+function refuse(what: string): never {
+  throw extractionError(`cannot parse a debugfs directory listing: ${what}`)
 }
 
 /** `(uid_t)-1`: chown's "leave unchanged", so no file can be given it as an owner. */
@@ -40,48 +34,134 @@ export function ownerId(text: string): number | undefined {
   return value < 0 ? value + 2 ** 32 : value
 }
 
-function listedId(raw: Buffer, what: string): void {
-  const text = raw.toString('latin1')
-  if (ownerId(text) === undefined) throw extractionError(`cannot parse a debugfs directory listing: bad ${what} "${text}"`)
+/**
+ * `ls -p` output parsed with no object per record (a huge directory lists 100,000 names): record `i` is
+ * `inodes[i]`, `modes[i]` and the name `bytes[nameStarts[i]..nameEnds[i]]`.
+ */
+export interface DirListing {
+  bytes: Buffer
+  count: number
+  inodes: Float64Array
+  /** The full mode from the directory listing (type bits included). */
+  modes: Uint32Array
+  nameEnds: Uint32Array
+  nameStarts: Uint32Array
+}
+
+/** Reads the listing's fields in place: numbers from their digits, the name as a range. */
+class ListingCursor {
+  pos = 0
+
+  constructor(private readonly buf: Buffer) {}
+
+  /** The end of the field that starts here (the `/` closing it). */
+  end(): number {
+    const end = this.buf.indexOf(SLASH, this.pos)
+    if (end === -1) refuse('truncated record')
+    return end
+  }
+
+  /** A field of `radix` digits (at most `max` of them, at least `min`), and the `/` after it. */
+  number(radix: number, min: number, max: number, what: string): number {
+    const {buf} = this
+    const end = this.end()
+    let value = 0
+    for (let i = this.pos; i < end; i++) {
+      const digit = buf[i] - DIGIT_0
+      if (digit < 0 || digit >= radix) refuse(`bad ${what} "${buf.toString('latin1', this.pos, end)}"`)
+      value = value * radix + digit
+    }
+
+    if (end - this.pos < min || end - this.pos > max) refuse(`bad ${what} "${buf.toString('latin1', this.pos, end)}"`)
+    this.pos = end + 1
+    return value
+  }
+
+  /** An owner id field, checked as `ownerId` checks it. */
+  owner(what: string): void {
+    const end = this.end()
+    const negative = this.buf[this.pos] === MINUS
+    const start = this.pos
+    if (negative) this.pos++
+    const value = this.number(10, 1, 10, what)
+    const id = negative ? -value : value
+    if (id < -(2 ** 31) || id > NO_ID) refuse(`bad ${what} "${this.buf.toString('latin1', start, end)}"`)
+  }
 }
 
 /**
- * Parses `ls -p` output. Names are raw bytes and may hold newlines, but a name holding `/` (possible only
- * on a byte-edited disk) makes the record ambiguous: such a listing is refused, never guessed at.
+ * Parses `ls -p` output: `/<ino>/<mode>/<uid>/<gid>/<name>/<size>/` and a newline per record. Names are raw
+ * bytes and may hold newlines, but a name holding `/` (possible only on a byte-edited disk) makes the
+ * record ambiguous: such a listing is refused, never guessed at.
  */
-export function parseDirListing(buf: Buffer): DirRecord[] {
-  const records: DirRecord[] = []
-  let pos = 0
-  while (pos < buf.length) {
-    if (buf[pos] === NEWLINE) {
-      pos++
+export function parseDirListingCompact(buf: Buffer): DirListing {
+  let capacity = 64
+  let listing: DirListing = {
+    bytes: buf, count: 0, inodes: new Float64Array(capacity), modes: new Uint32Array(capacity), nameEnds: new Uint32Array(capacity), nameStarts: new Uint32Array(capacity),
+  }
+  const at = new ListingCursor(buf)
+  while (at.pos < buf.length) {
+    if (buf[at.pos] === NEWLINE) {
+      at.pos++
       continue
     }
 
-    if (buf[pos] !== SLASH) throw extractionError('cannot parse a debugfs directory listing: record does not start with "/"')
-    const fields: Buffer[] = []
-    pos++
-    // ino, mode, uid, gid, name, size: six fields, each closed by "/".
-    for (let k = 0; k < 6; k++) {
-      const [value, next] = field(buf, pos)
-      fields.push(value)
-      pos = next
+    if (buf[at.pos] !== SLASH) refuse('record does not start with "/"')
+    at.pos++
+    const inode = at.number(10, 1, 15, 'inode')
+    const mode = at.number(8, 1, 7, 'mode')
+    at.owner('uid')
+    at.owner('gid')
+    const nameStart = at.pos
+    const nameEnd = at.end()
+    at.pos = nameEnd + 1
+    const sizeEnd = at.end()
+    for (let i = at.pos; i < sizeEnd; i++) if (buf[i] < DIGIT_0 || buf[i] > DIGIT_0 + 9) at.pos = -1
+    if (at.pos === -1 || buf[sizeEnd + 1] !== NEWLINE) {
+      throw extractionError(`cannot parse a debugfs directory listing near "${buf.toString('latin1', nameStart, nameEnd)}": a name holds "/" (the disk was edited by hand or is corrupt)`)
     }
 
-    const [inode, mode, uid, gid, name, size] = fields
-    if (buf[pos] !== NEWLINE || !/^\d*$/.test(size.toString('latin1'))) {
-      throw extractionError(`cannot parse a debugfs directory listing near "${name.toString('latin1')}": a name holds "/" (the disk was edited by hand or is corrupt)`)
+    at.pos = sizeEnd + 2
+    if (listing.count === capacity) {
+      capacity *= 2
+      listing = grown(listing, capacity)
     }
 
-    pos++
-    listedId(uid, 'uid')
-    listedId(gid, 'gid')
-    const modeText = mode.toString('latin1')
-    if (!/^[0-7]{1,7}$/.test(modeText)) throw extractionError(`cannot parse a debugfs directory listing: bad mode "${modeText}"`)
-    records.push({inode: decimal(inode, 'inode'), mode: Number.parseInt(modeText, 8), name: Buffer.from(name)})
+    const i = listing.count++
+    listing.inodes[i] = inode
+    listing.modes[i] = mode
+    listing.nameStarts[i] = nameStart
+    listing.nameEnds[i] = nameEnd
   }
 
-  return records
+  return listing
+}
+
+function grown(listing: DirListing, capacity: number): DirListing {
+  const copy = <T extends Float64Array | Uint32Array>(from: T, to: T): T => {
+    to.set(from)
+    return to
+  }
+
+  return {
+    bytes: listing.bytes,
+    count: listing.count,
+    inodes: copy(listing.inodes, new Float64Array(capacity)),
+    modes: copy(listing.modes, new Uint32Array(capacity)),
+    nameEnds: copy(listing.nameEnds, new Uint32Array(capacity)),
+    nameStarts: copy(listing.nameStarts, new Uint32Array(capacity)),
+  }
+}
+
+/** Record `i` of a listing as an object (its name copied out of the reply). */
+export function listingRecord(listing: DirListing, i: number): DirRecord {
+  return {inode: listing.inodes[i], mode: listing.modes[i], name: Buffer.from(listing.bytes.subarray(listing.nameStarts[i], listing.nameEnds[i]))}
+}
+
+/** Parses `ls -p` output into one record per entry (see parseDirListingCompact). */
+export function parseDirListing(buf: Buffer): DirRecord[] {
+  const listing = parseDirListingCompact(buf)
+  return Array.from({length: listing.count}, (_, i) => listingRecord(listing, i))
 }
 
 export type InodeType = 'bad' | 'block' | 'char' | 'directory' | 'fifo' | 'file' | 'socket' | 'symlink'

@@ -30,6 +30,9 @@ interface SizedRequest extends PendingBase {
 
 type Pending = DelimitedRequest | SizedRequest
 
+/** What a queue may keep once empty: room for the replies of a normal directory. */
+const SMALL_QUEUE = 1024 * 1024
+
 /** A FIFO of bytes: appends copy into a buffer that grows by doubling, so long replies cost linear time. */
 class ByteQueue {
   private buffer = Buffer.alloc(0)
@@ -41,6 +44,8 @@ class ByteQueue {
     if (this.start === this.end) {
       this.start = 0
       this.end = 0
+      // A large reply (a huge directory's listing) grew the buffer: give it back rather than keep it all along.
+      if (this.buffer.length > SMALL_QUEUE) this.buffer = Buffer.alloc(0)
     }
   }
 

@@ -10,9 +10,10 @@ import {extractionError} from '../errors.js'
 import {openSandbox, type Sandbox} from '../sandbox.js'
 import {BlockReader} from './block-reader.js'
 import {
-  type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseStat, TYPE_BITS,
+  type DirListing, type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseDirListingCompact, parseStat, TYPE_BITS,
 } from './debugfs-parse.js'
 import {DebugfsSession} from './debugfs-session.js'
+import {DirChildren} from './dir-children.js'
 import {InodeReader} from './inode-reader.js'
 
 const ROOT_INODE = 2
@@ -112,16 +113,6 @@ function join(prefix: Buffer, name: Buffer): Buffer {
   joined[prefix.length] = 0x2F
   name.copy(joined, prefix.length + 1)
   return joined
-}
-
-function checkName(name: Buffer, dir: Buffer): void {
-  const text = name.toString('latin1')
-  if (name.length === 0 || name.includes(0) || text === '.' || text === '..') {
-    throw extractionError(
-      `directory "/${dir.toString('latin1')}" holds an entry named ${JSON.stringify(text)}, which no valid ext4 filesystem has`,
-      {remediation: 'The disk is corrupt or was edited by hand; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
-    )
-  }
 }
 
 /**
@@ -233,14 +224,14 @@ interface Child {
  */
 class DirLoad {
   private readonly batches: Promise<Child[]>[] = []
-  private readonly records: Promise<DirRecord[]>
+  private readonly records: Promise<DirChildren>
 
   constructor(
     private readonly walk: Walk,
     inode: number,
     private readonly prefix: Buffer,
   ) {
-    this.records = walk.session.request(`ls -p <${inode}>`).then(reply => walk.children(parseDirListing(reply), prefix))
+    this.records = walk.session.request(`ls -p <${inode}>`).then(reply => walk.children(parseDirListingCompact(reply), prefix))
     // Once the first children are known, their own directories can be fetched ahead too.
     this.batch(0).then(children => walk.fetchAhead(children), () => {})
   }
@@ -250,16 +241,16 @@ class DirLoad {
    */
   async * children(): AsyncGenerator<Child[], void, undefined> {
     const records = await this.records
-    for (let i = 0; i * STAT_BATCH < records.length; i++) {
+    for (let i = 0; i * STAT_BATCH < records.count; i++) {
       const batch = this.batch(i)
-      if ((i + 1) * STAT_BATCH < records.length) this.batch(i + 1).catch(() => {})
+      if ((i + 1) * STAT_BATCH < records.count) this.batch(i + 1).catch(() => {})
       yield await batch
       delete this.batches[i]
     }
   }
 
   private batch(i: number): Promise<Child[]> {
-    this.batches[i] ??= this.records.then(records => this.walk.load(records.slice(i * STAT_BATCH, (i + 1) * STAT_BATCH), this.prefix))
+    this.batches[i] ??= this.records.then(records => this.walk.load(records.records(i * STAT_BATCH, (i + 1) * STAT_BATCH), this.prefix))
     return this.batches[i]
   }
 }
@@ -281,34 +272,8 @@ class Walk {
     this.dirsAhead = inodes.reader ? DIRS_AHEAD_DIRECT : DIRS_AHEAD
   }
 
-  children(records: DirRecord[], prefix: Buffer): DirRecord[] {
-    const children: DirRecord[] = []
-    for (const record of records) {
-      // Empty dirent slots list as inode 0.
-      if (record.inode === 0) continue
-      const name = record.name.toString('latin1')
-      if (name === '.' || name === '..') continue
-      checkName(record.name, prefix)
-      if (prefix.length === 0 && name === 'lost+found') {
-        this.options.onSkip?.({path: record.name, reason: 'lost+found'})
-        continue
-      }
-
-      children.push(record)
-    }
-
-    // Bytewise order makes the tar independent of the htree hash order debugfs lists in.
-    children.sort((a, b) => Buffer.compare(a.name, b.name))
-    for (let i = 1; i < children.length; i++) {
-      if (children[i].name.equals(children[i - 1].name)) {
-        throw extractionError(
-          `directory "/${prefix.toString('latin1')}" holds two entries named "${children[i].name.toString('latin1')}"`,
-          {remediation: 'The disk is corrupt or hostile; run `e2fsck -fn <rootfs>` on a copy to see the damage.'},
-        )
-      }
-    }
-
-    return children
+  children(listing: DirListing, prefix: Buffer): DirChildren {
+    return DirChildren.of(listing, prefix, this.options.onSkip)
   }
 
   /**
@@ -354,6 +319,8 @@ class Walk {
 
       this.streamed = undefined
       yield this.entry(child)
+      // The consumer asked for the next entry: it holds no piece of the content read so far.
+      this.blocks.release()
       if (this.streamed) await this.settle(this.streamed)
       if (stat.type === 'directory') {
         if (this.visitedDirs.has(stat.inode)) {

@@ -19,8 +19,10 @@ export interface Entry {
   /**
    * The regular file's bytes, exactly `size` of them, read only when called, in pieces of any size.
    * What it returns must be read to its end (or the extraction abandoned) before the next entry is
-   * requested, and a piece must not be modified (it may be shared). It may be called again, for a second
-   * reading, before the next entry is requested (an incremental commit hashes a file, then archives it).
+   * requested, and a piece must not be modified (it may be shared). A piece is valid only until the next
+   * entry is requested (its memory may then be reused): copy what must be kept longer. It may be called
+   * again, for a second reading, before the next entry is requested (an incremental commit hashes a
+   * file, then archives it).
    */
   content?: () => AsyncIterable<Buffer> | Iterable<Buffer>
   /**

@@ -68,21 +68,37 @@ const TYPES: Readonly<Record<number, InodeType>> = {
   0x10_00: 'fifo', 0x20_00: 'char', 0x40_00: 'directory', 0x60_00: 'block', 0x80_00: 'file', 0xA0_00: 'symlink', 0xC0_00: 'socket',
 }
 
-const CRC32C_TABLE = (() => {
-  const table = new Uint32Array(256)
+/**
+ * CRC32C (Castagnoli, reflected) lookup tables for slicing by 8: table k gives the CRC of a byte followed
+ * by k zero bytes, so eight bytes are folded per step (an inode is 256 bytes, a million of them are summed).
+ */
+const CRC32C_TABLES = (() => {
+  const tables = Array.from({length: 8}, () => new Uint32Array(256))
   for (let n = 0; n < 256; n++) {
     let c = n
     for (let k = 0; k < 8; k++) c = c & 1 ? 0x82_F6_3B_78 ^ (c >>> 1) : c >>> 1
-    table[n] = c >>> 0
+    tables[0][n] = c >>> 0
   }
 
-  return table
+  for (let n = 0; n < 256; n++) {
+    for (let k = 1; k < 8; k++) tables[k][n] = (tables[0][tables[k - 1][n] & 0xFF] ^ (tables[k - 1][n] >>> 8)) >>> 0
+  }
+
+  return tables
 })()
+const [T0, T1, T2, T3, T4, T5, T6, T7] = CRC32C_TABLES
 
 /** CRC32C as ext4 chains it: no final inversion, the seed is the previous value. */
 export function crc32c(seed: number, bytes: Uint8Array, start = 0, end = bytes.length): number {
   let c = seed
-  for (let i = start; i < end; i++) c = CRC32C_TABLE[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8)
+  let i = start
+  for (; i + 8 <= end; i += 8) {
+    const low = c ^ (bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24))
+    const high = T3[bytes[i + 4]] ^ T2[bytes[i + 5]] ^ T1[bytes[i + 6]] ^ T0[bytes[i + 7]]
+    c = T7[low & 0xFF] ^ T6[(low >>> 8) & 0xFF] ^ T5[(low >>> 16) & 0xFF] ^ T4[low >>> 24] ^ high
+  }
+
+  for (; i < end; i++) c = T0[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8)
   return c >>> 0
 }
 
@@ -277,6 +293,8 @@ export class InodeReader {
     const table = this.inodeTable(group)
     if (table === undefined || table === 0 || table < this.firstDataBlock || table + this.inodeTableBlocks - 1 >= this.blocksCount) return undefined
     const offset = table * this.blockSize + ((ino - 1) % this.inodesPerGroup) * this.inodeSize
+    // The previous inode's bytes are no longer needed: `stat` copies what it keeps.
+    this.tables.release()
     const raw = this.tables.read(offset, this.inodeSize)
     if (raw.length < this.inodeSize) return undefined
     return this.checksumOk(ino, raw) ? raw : undefined

@@ -86,6 +86,27 @@ describe('InodeReader against debugfs stat (differential)', function () {
     expect((crc32c(0xFF_FF_FF_FF, Buffer.from('123456789')) ^ 0xFF_FF_FF_FF) >>> 0).to.equal(0xE3_06_92_83)
   })
 
+  it('computes CRC32C by slices of 8 bytes exactly as bit by bit, for every length, offset and seed', () => {
+    const bitwise = (seed: number, bytes: Buffer, start: number, end: number): number => {
+      let c = seed
+      for (let i = start; i < end; i++) {
+        c ^= bytes[i]
+        for (let k = 0; k < 8; k++) c = c & 1 ? 0x82_F6_3B_78 ^ (c >>> 1) : c >>> 1
+      }
+
+      return c >>> 0
+    }
+
+    const next = random(0xC4_C3)
+    const bytes = Buffer.from(Array.from({length: 300}, () => Math.floor(next() * 256)))
+    for (let length = 0; length <= 40; length++) {
+      for (const start of [0, 1, 3, 7, 8, 255]) {
+        const seed = Math.floor(next() * 2 ** 32)
+        expect(crc32c(seed, bytes, start, start + length), `length ${length} at ${start}`).to.equal(bitwise(seed, bytes, start, start + length))
+      }
+    }
+  })
+
   it('yields exactly what debugfs stat yields on the fidelity image, reading most inodes directly', async () => {
     const {file} = buildFidelityImage()
     const {direct, lines} = await expectSame(file, 'fidelity image')
