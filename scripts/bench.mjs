@@ -311,7 +311,7 @@ async function main() {
         writeFileSync(scanScript, [
           "import {lstatSync, readdirSync, readFileSync} from 'node:fs'",
           "import path from 'node:path'",
-          `import {FileScanner} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'secrets.js'))}`,
+          `import {FileScanner} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'publish', 'secrets.js'))}`,
           'let ns = 0n; let bytes = 0; let findings = 0',
           'const walk = dir => { for (const name of readdirSync(dir)) { const file = path.join(dir, name); const info = lstatSync(file)',
           '  if (info.isDirectory()) walk(file); else if (info.isFile() && info.size > 0) { const data = readFileSync(file); bytes += data.length',
@@ -336,7 +336,7 @@ async function main() {
         const gzipScript = path.join(benchDir, 'gzip.mjs')
         writeFileSync(
           gzipScript,
-          `import {createReadStream, createWriteStream} from 'node:fs'\nimport {pipeline} from 'node:stream/promises'\nimport {createCompressor} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'compress.js'))}\nawait pipeline(createReadStream(process.argv[2]), createCompressor('gzip'), createWriteStream('/dev/null'))\n`,
+          `import {createReadStream, createWriteStream} from 'node:fs'\nimport {pipeline} from 'node:stream/promises'\nimport {createCompressor} from ${JSON.stringify(path.join(root, 'dist', 'lib', 'layer', 'compress.js'))}\nawait pipeline(createReadStream(process.argv[2]), createCompressor('gzip'), createWriteStream('/dev/null'))\n`,
         )
         const [ourGzip, pigz] = sideBySide([`node ${gzipScript} ${tar}`, `pigz -6 -p 2 -c ${tar} > /dev/null`])
         row(fixture.name, 'gzip -6 of the tar vs pigz -6 -p 2', ourGzip, pigz, `tar ${(statSync(tar).size / 1e6).toFixed(0)} MB`)

@@ -5,12 +5,12 @@ import {
 import type {MicroagentHookEvents} from './hook-events.js'
 
 import {
-  BACKEND_NAMES, type Context, currentContext, resolveContext, setCurrentContext,
-} from './lib/context.js'
-import {
   asMicroagentError, EXIT_CODES, isMicroagentError, MicroagentError, toEnvelope, usageError,
-} from './lib/errors.js'
-import {ProgressDisplay} from './lib/progress.js'
+} from './lib/support/errors.js'
+import {ProgressDisplay} from './lib/support/progress.js'
+import {
+  BACKEND_NAMES, type Context, currentContext, resolveContext, setCurrentContext,
+} from './lib/workspace/context.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>

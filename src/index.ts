@@ -5,52 +5,13 @@
  */
 export type {MicroagentHookEvents, MicroagentHooks} from './hook-events.js'
 export {
-  type ImageInspection,
-  type ImageRecord,
-  inspectImage,
-  listImages,
-  removeImage,
-  type RemoveResult,
-  tagImage,
-  type TagResult,
-} from './lib/catalog.js'
-export {applyChanges, CHANGE_INSTRUCTIONS} from './lib/changes.js'
-export {
-  changeset, type ChangesetOptions, type ParentTree, WalkGate,
-} from './lib/changeset.js'
-export {
   type CommitOptions, type CommitResult, commitWorkspace,
 } from './lib/commit.js'
-export {
-  type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
-} from './lib/compress.js'
-export {
-  type Backend,
-  BACKEND_NAMES,
-  BACKENDS,
-  type Context,
-  currentContext,
-  defaultStateDir,
-  hostBackend,
-  normalizeBackend,
-  resolveContext,
-} from './lib/context.js'
-export {DigestCounter, sha256Digest} from './lib/digest.js'
+export {DebugfsExtractor, type DebugfsExtractorOptions} from './lib/extractor/debugfs.js'
 export {
   type DiskView, openDiskView, readSuperblock, type SuperblockFacts,
-} from './lib/disk.js'
-export {findDebugfs} from './lib/e2fsprogs.js'
-export {
-  type AxEnvelope,
-  ERROR_KINDS,
-  type ErrorKind,
-  EXIT_CODES,
-  isMicroagentError,
-  MicroagentError,
-  toEnvelope,
-} from './lib/errors.js'
-export {pathMatcher, type PathMatcher} from './lib/exclude.js'
-export {DebugfsExtractor, type DebugfsExtractorOptions} from './lib/extractor/debugfs.js'
+} from './lib/extractor/disk.js'
+export {findDebugfs} from './lib/extractor/e2fsprogs.js'
 export {
   chooseExtractor,
   type Entry,
@@ -64,6 +25,57 @@ export {
 } from './lib/extractor/extractor.js'
 export {type FakeEntry, FakeExtractor} from './lib/extractor/fake.js'
 export {
+  CONFINED_DISK,
+  openSandbox,
+  parseSandboxMode,
+  Sandbox,
+  SANDBOX_MODES,
+  type SandboxMode,
+  type SandboxOptions,
+  type SandboxStatus,
+} from './lib/extractor/sandbox.js'
+export {
+  changeset, type ChangesetOptions, type ParentTree, WalkGate,
+} from './lib/incremental/changeset.js'
+export {
+  buildChildConfig, defaultsFromConfig, MAX_LAYERS, openParentImage, type ParentImage,
+} from './lib/incremental/parent-image.js'
+export {type ParentTreeSource, readParentTree, treeFromLayers} from './lib/incremental/parent-tree.js'
+export {
+  compareTreePaths,
+  type Identity,
+  nodeFromEntry,
+  openTreeRecord,
+  PendingTreeRecord,
+  TREE_RECORD,
+  type TreeNode,
+  type TreeRecord,
+  TreeRecordError,
+  TreeRecordWriter,
+} from './lib/incremental/tree-record.js'
+export {
+  type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
+} from './lib/layer/compress.js'
+export {pathMatcher, type PathMatcher} from './lib/layer/exclude.js'
+export {
+  emptyLayerStats, excluding, isWhiteout, type LayerItem, type LayerOptions, type LayerStats, tarLayer, type Whiteout,
+} from './lib/layer/layer.js'
+export {
+  parsePaxTime, readTar, TarFormatError, type TarMember, type TarMemberType,
+} from './lib/layer/tar-reader.js'
+export {
+  type ImageInspection,
+  type ImageRecord,
+  inspectImage,
+  listImages,
+  removeImage,
+  type RemoveResult,
+  tagImage,
+  type TagResult,
+} from './lib/oci/catalog.js'
+export {applyChanges, CHANGE_INSTRUCTIONS} from './lib/oci/changes.js'
+export {DigestCounter, sha256Digest} from './lib/oci/digest.js'
+export {
   buildConfig,
   buildManifest,
   type Descriptor,
@@ -72,28 +84,29 @@ export {
   MEDIA_TYPES,
   REF_NAME_ANNOTATION,
   resolveCreated,
-} from './lib/image.js'
-export {
-  emptyLayerStats, excluding, isWhiteout, type LayerItem, type LayerOptions, type LayerStats, tarLayer, type Whiteout,
-} from './lib/layer.js'
+} from './lib/oci/image.js'
 export {
   type ImageIndex, layoutPath, OciLayout, type UntagResult,
-} from './lib/layout.js'
-export type {Lease} from './lib/lease.js'
-export {
-  buildChildConfig, defaultsFromConfig, MAX_LAYERS, openParentImage, type ParentImage,
-} from './lib/parent-image.js'
-export {type ParentTreeSource, readParentTree, treeFromLayers} from './lib/parent-tree.js'
+} from './lib/oci/layout.js'
 export {
   ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,
-} from './lib/platform.js'
-export {
-  type BlobProgress, type CommitProgress, ProgressDisplay, type ProgressOutput, type PushProgress,
-} from './lib/progress.js'
-export {ImageRecords} from './lib/records.js'
+} from './lib/oci/platform.js'
+export {ImageRecords} from './lib/oci/records.js'
 export {
   isLocalReference, isLoopbackRegistry, parseReference, type Reference,
-} from './lib/reference.js'
+} from './lib/oci/reference.js'
+export {
+  EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile, type RuntimeFileReport, withoutRuntimeFiles,
+} from './lib/publish/runtime-files.js'
+export {
+  checkPublishable, readSecrets, SECRETS_POLICIES, SECRETS_RECORD, type SecretsPolicy,
+} from './lib/publish/secrets-record.js'
+export {
+  FileScanner, scanningSecrets, SECRET_RULES, type SecretFinding, type SecretRule, type SecretScan,
+} from './lib/publish/secrets.js'
+export {
+  onlyCertificates, type PemCertificate, pemCertificates, withoutCertificates,
+} from './lib/publish/trust-bundle.js'
 export {
   authFiles,
   type Credential,
@@ -109,42 +122,29 @@ export {
   QUIRK_IDS, type QuirkId, REGISTRY_QUIRKS, type RegistryQuirk,
 } from './lib/registry/quirks.js'
 export {
-  EGRESS_CA_FILES, isLeftOutRuntimePath, RUNTIME_FILES, type RuntimeAction, type RuntimeFile, runtimeFile, type RuntimeFileReport, withoutRuntimeFiles,
-} from './lib/runtime-files.js'
+  type AxEnvelope,
+  ERROR_KINDS,
+  type ErrorKind,
+  EXIT_CODES,
+  isMicroagentError,
+  MicroagentError,
+  toEnvelope,
+} from './lib/support/errors.js'
 export {
-  CONFINED_DISK,
-  openSandbox,
-  parseSandboxMode,
-  Sandbox,
-  SANDBOX_MODES,
-  type SandboxMode,
-  type SandboxOptions,
-  type SandboxStatus,
-} from './lib/sandbox.js'
+  type BlobProgress, type CommitProgress, ProgressDisplay, type ProgressOutput, type PushProgress,
+} from './lib/support/progress.js'
 export {
-  checkPublishable, readSecrets, SECRETS_POLICIES, SECRETS_RECORD, type SecretsPolicy,
-} from './lib/secrets-record.js'
-export {
-  FileScanner, scanningSecrets, SECRET_RULES, type SecretFinding, type SecretRule, type SecretScan,
-} from './lib/secrets.js'
-export {
-  parsePaxTime, readTar, TarFormatError, type TarMember, type TarMemberType,
-} from './lib/tar-reader.js'
-export {
-  compareTreePaths,
-  type Identity,
-  nodeFromEntry,
-  openTreeRecord,
-  PendingTreeRecord,
-  TREE_RECORD,
-  type TreeNode,
-  type TreeRecord,
-  TreeRecordError,
-  TreeRecordWriter,
-} from './lib/tree-record.js'
-export {
-  onlyCertificates, type PemCertificate, pemCertificates, withoutCertificates,
-} from './lib/trust-bundle.js'
+  type Backend,
+  BACKEND_NAMES,
+  BACKENDS,
+  type Context,
+  currentContext,
+  defaultStateDir,
+  hostBackend,
+  normalizeBackend,
+  resolveContext,
+} from './lib/workspace/context.js'
+export type {Lease} from './lib/workspace/lease.js'
 export {
   type ImageDefaults,
   leaseStoppedWorkspace,
@@ -153,4 +153,4 @@ export {
   validateWorkspaceName,
   type Workspace,
   workspacePaths,
-} from './lib/workspace.js'
+} from './lib/workspace/workspace.js'

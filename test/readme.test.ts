@@ -4,7 +4,7 @@ import {readFileSync, rmSync} from 'node:fs'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {EXIT_CODES} from '../src/lib/errors.js'
+import {EXIT_CODES} from '../src/lib/support/errors.js'
 import {requireTools} from './helpers/tools.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')

@@ -1,16 +1,16 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
-import {CHANGE_INSTRUCTIONS} from '../lib/changes.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
-import {type Compression, compressionLevel, COMPRESSIONS} from '../lib/compress.js'
-import {usageError} from '../lib/errors.js'
 import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
-import {resolveCreated} from '../lib/image.js'
-import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/platform.js'
+import {SANDBOX_MODES, type SandboxMode} from '../lib/extractor/sandbox.js'
+import {type Compression, compressionLevel, COMPRESSIONS} from '../lib/layer/compress.js'
+import {CHANGE_INSTRUCTIONS} from '../lib/oci/changes.js'
+import {resolveCreated} from '../lib/oci/image.js'
+import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/oci/platform.js'
+import {formatFinding, SECRETS_POLICIES, type SecretsPolicy} from '../lib/publish/secrets-record.js'
 import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
-import {SANDBOX_MODES, type SandboxMode} from '../lib/sandbox.js'
-import {formatFinding, SECRETS_POLICIES, type SecretsPolicy} from '../lib/secrets-record.js'
+import {usageError} from '../lib/support/errors.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
   static override args = {

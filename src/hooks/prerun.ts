@@ -1,7 +1,7 @@
 import {Flags, type Hook, Parser} from '@oclif/core'
 
 import {PLUGIN_NAME} from '../base-command.js'
-import {resolveContext, setCurrentContext} from '../lib/context.js'
+import {resolveContext, setCurrentContext} from '../lib/workspace/context.js'
 
 /**
  * Resolves `--state-dir`, `--backend` and `--mode` (flag, then env, then default) for this plugin's

@@ -2,45 +2,45 @@ import {Readable} from 'node:stream'
 
 import type {Extractor} from './extractor/extractor.js'
 
-import {applyChanges} from './changes.js'
-import {changeset, WalkGate} from './changeset.js'
-import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './compress.js'
-import {DigestCounter} from './digest.js'
-import {type DiskView, openDiskView} from './disk.js'
-import {findDebugfs} from './e2fsprogs.js'
-import {usageError} from './errors.js'
-import {pathMatcher} from './exclude.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
+import {type DiskView, openDiskView} from './extractor/disk.js'
+import {findDebugfs} from './extractor/e2fsprogs.js'
 import {isExtractor} from './extractor/extractor.js'
 import {
-  buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
-} from './image.js'
-import {
-  countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
-} from './layer.js'
-import {layoutPath, OciLayout} from './layout.js'
+  openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
+} from './extractor/sandbox.js'
+import {changeset, WalkGate} from './incremental/changeset.js'
 import {
   blobIdentity, buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
-} from './parent-image.js'
-import {type ParentTreeSource, readParentTree} from './parent-tree.js'
-import {type Architecture, hostArch} from './platform.js'
-import {type CommitProgress} from './progress.js'
-import {ImageRecords} from './records.js'
-import {parseTagReference} from './reference.js'
+} from './incremental/parent-image.js'
+import {type ParentTreeSource, readParentTree} from './incremental/parent-tree.js'
+import {PendingTreeRecord, TreeRecordError} from './incremental/tree-record.js'
+import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './layer/compress.js'
+import {pathMatcher} from './layer/exclude.js'
+import {
+  countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
+} from './layer/layer.js'
+import {applyChanges} from './oci/changes.js'
+import {DigestCounter} from './oci/digest.js'
+import {
+  buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
+} from './oci/image.js'
+import {layoutPath, OciLayout} from './oci/layout.js'
+import {type Architecture, hostArch} from './oci/platform.js'
+import {ImageRecords} from './oci/records.js'
+import {parseTagReference} from './oci/reference.js'
 import {
   isRuntimePath, readEgressCa, type RuntimeFileReport, withoutRuntimeFiles,
-} from './runtime-files.js'
-import {
-  openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
-} from './sandbox.js'
+} from './publish/runtime-files.js'
 import {
   readSecrets, SECRETS_RECORD, type SecretsPolicy, secretsRecord, secretsRefused,
-} from './secrets-record.js'
-import {scanningSecrets, type SecretFinding, type SecretScan} from './secrets.js'
-import {PendingTreeRecord, TreeRecordError} from './tree-record.js'
+} from './publish/secrets-record.js'
+import {scanningSecrets, type SecretFinding, type SecretScan} from './publish/secrets.js'
+import {usageError} from './support/errors.js'
+import {type CommitProgress} from './support/progress.js'
 import {
   leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type WorkspaceManifest,
-} from './workspace.js'
+} from './workspace/workspace.js'
 
 export interface CommitOptions {
   /** OCI architecture; defaults to the guest's where recorded, else the host's. */

@@ -3,7 +3,7 @@ import {expect} from 'chai'
 import {existsSync, readFileSync} from 'node:fs'
 import path from 'node:path'
 
-import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
+import type {ImageConfig, ImageManifest} from '../../src/lib/oci/image.js'
 
 import Commit from '../../src/commands/commit.js'
 import {FakeExtractor, fakeRootfs} from '../../src/lib/extractor/fake.js'

@@ -3,8 +3,8 @@ import {gzipSync} from 'node:zlib'
 
 import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
-} from '../../src/lib/image.js'
-import {OciLayout} from '../../src/lib/layout.js'
+} from '../../src/lib/oci/image.js'
+import {OciLayout} from '../../src/lib/oci/layout.js'
 import {tempDir} from './ext4.js'
 
 export interface TinyImage {

@@ -4,7 +4,7 @@ import {expect} from 'chai'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {currentContext, setCurrentContext} from '../../src/lib/context.js'
+import {currentContext, setCurrentContext} from '../../src/lib/workspace/context.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 

@@ -7,12 +7,12 @@ import {
 import path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
-import type {Compression} from '../../src/lib/compress.js'
-import type {ImageConfig, ImageManifest} from '../../src/lib/image.js'
-import type {CommitProgress} from '../../src/lib/progress.js'
+import type {Compression} from '../../src/lib/layer/compress.js'
+import type {ImageConfig, ImageManifest} from '../../src/lib/oci/image.js'
+import type {CommitProgress} from '../../src/lib/support/progress.js'
 
 import {type CommitResult, commitWorkspace} from '../../src/lib/commit.js'
-import {type ImageIndex, layoutPath} from '../../src/lib/layout.js'
+import {type ImageIndex, layoutPath} from '../../src/lib/oci/layout.js'
 import {rejection} from '../helpers/assert.js'
 import {
   buildExt4, dirtyImage, runDebugfsWrite, tempDir,

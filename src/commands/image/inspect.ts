@@ -1,7 +1,7 @@
 import {BaseCommand, committedImageArg} from '../../base-command.js'
-import {type ImageInspection, inspectImage} from '../../lib/catalog.js'
-import {formatBytes} from '../../lib/format.js'
-import {formatFinding} from '../../lib/secrets-record.js'
+import {type ImageInspection, inspectImage} from '../../lib/oci/catalog.js'
+import {formatFinding} from '../../lib/publish/secrets-record.js'
+import {formatBytes} from '../../lib/support/format.js'
 
 export default class ImageInspect extends BaseCommand<typeof ImageInspect> {
   static override args = {

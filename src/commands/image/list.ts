@@ -1,6 +1,6 @@
 import {BaseCommand} from '../../base-command.js'
-import {type ImageRecord, listImages} from '../../lib/catalog.js'
-import {formatBytes, formatTable, shortDigest} from '../../lib/format.js'
+import {type ImageRecord, listImages} from '../../lib/oci/catalog.js'
+import {formatBytes, formatTable, shortDigest} from '../../lib/support/format.js'
 
 export default class ImageList extends BaseCommand<typeof ImageList> {
   static override aliases = ['image ls']

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand, committedImageArg} from '../../base-command.js'
-import {layoutPath} from '../../lib/layout.js'
+import {layoutPath} from '../../lib/oci/layout.js'
 import {pushImage, type PushResult} from '../../lib/registry/push.js'
 
 export default class ImagePush extends BaseCommand<typeof ImagePush> {

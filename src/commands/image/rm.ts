@@ -1,6 +1,6 @@
 import {BaseCommand, committedImageArg} from '../../base-command.js'
-import {removeImage, type RemoveResult} from '../../lib/catalog.js'
-import {formatBytes} from '../../lib/format.js'
+import {removeImage, type RemoveResult} from '../../lib/oci/catalog.js'
+import {formatBytes} from '../../lib/support/format.js'
 
 export default class ImageRm extends BaseCommand<typeof ImageRm> {
   static override aliases = ['image remove']

@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 
 import {BaseCommand, committedImageArg} from '../../base-command.js'
-import {tagImage, type TagResult} from '../../lib/catalog.js'
+import {tagImage, type TagResult} from '../../lib/oci/catalog.js'
 
 export default class ImageTag extends BaseCommand<typeof ImageTag> {
   static override args = {

@@ -2,8 +2,8 @@ import {closeSync, openSync, readSync} from 'node:fs'
 
 import type {BlockRun} from './debugfs-parse.js'
 
-import {readSuperblock} from '../disk.js'
-import {extractionError} from '../errors.js'
+import {extractionError} from '../support/errors.js'
+import {readSuperblock} from './disk.js'
 import {ImageWindows} from './image-windows.js'
 
 /** Largest piece read or yielded at once: big enough to amortise the call, small enough to bound memory. */

@@ -1,6 +1,6 @@
 import type {Timestamp} from './extractor.js'
 
-import {extractionError} from '../errors.js'
+import {extractionError} from '../support/errors.js'
 
 /** One record of `ls -p`: `/<ino>/<mode>/<uid>/<gid>/<name>/<size>/`. */
 export interface DirRecord {

@@ -3,10 +3,10 @@ import type {ChildProcessWithoutNullStreams} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
-import {type ChildExit, spawnChild} from '../child.js'
-import {debugfsComplaints, debugfsInvocation, debugfsNotFound} from '../e2fsprogs.js'
-import {extractionError} from '../errors.js'
-import {Sandbox} from '../sandbox.js'
+import {type ChildExit, spawnChild} from '../support/child.js'
+import {extractionError} from '../support/errors.js'
+import {debugfsComplaints, debugfsInvocation, debugfsNotFound} from './e2fsprogs.js'
+import {Sandbox} from './sandbox.js'
 
 /** A delimited reply larger than this is treated as hostile (a 100,000-entry directory lists in ~3 MB). */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024

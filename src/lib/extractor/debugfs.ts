@@ -4,17 +4,17 @@ import {finished} from 'node:stream/promises'
 
 import type {Entry, ExtractOptions, Extractor} from './extractor.js'
 
-import {readSuperblock} from '../disk.js'
-import {findDebugfs} from '../e2fsprogs.js'
-import {extractionError} from '../errors.js'
-import {openSandbox, type Sandbox} from '../sandbox.js'
+import {extractionError} from '../support/errors.js'
 import {BlockReader} from './block-reader.js'
 import {
   type DirListing, type DirRecord, INODE_FLAGS, type InodeStat, parseDirListing, parseDirListingCompact, parseStat, TYPE_BITS,
 } from './debugfs-parse.js'
 import {DebugfsSession} from './debugfs-session.js'
 import {DirChildren} from './dir-children.js'
+import {readSuperblock} from './disk.js'
+import {findDebugfs} from './e2fsprogs.js'
 import {InodeReader} from './inode-reader.js'
+import {openSandbox, type Sandbox} from './sandbox.js'
 
 const ROOT_INODE = 2
 /** Stats requested together: enough to hide round trips, few enough to bound memory on huge dirs. */

@@ -1,7 +1,7 @@
 import type {DirListing, DirRecord} from './debugfs-parse.js'
 import type {Skip} from './extractor.js'
 
-import {extractionError} from '../errors.js'
+import {extractionError} from '../support/errors.js'
 import {listingRecord} from './debugfs-parse.js'
 
 const DOT = 0x2E

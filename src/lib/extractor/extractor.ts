@@ -1,5 +1,5 @@
-import {MicroagentError, usageError} from '../errors.js'
-import {loadIs} from '../is.js'
+import {MicroagentError, usageError} from '../support/errors.js'
+import {loadIs} from '../support/is.js'
 
 export const ENTRY_TYPES = ['file', 'directory', 'symlink', 'char', 'block', 'fifo'] as const
 export type EntryType = (typeof ENTRY_TYPES)[number]

@@ -2,9 +2,9 @@ import {readFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import path from 'node:path'
 
-import {MicroagentError} from '../errors.js'
-import {type Is, loadIs} from '../is.js'
-import {DEFAULT_REGISTRY} from '../reference.js'
+import {DEFAULT_REGISTRY} from '../oci/reference.js'
+import {MicroagentError} from '../support/errors.js'
+import {type Is, loadIs} from '../support/is.js'
 
 /** What a config file or helper holds for one registry. Never printed: see `describeCredential`. */
 export interface Credential {

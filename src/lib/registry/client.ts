@@ -1,8 +1,8 @@
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {isMicroagentError, MicroagentError} from '../errors.js'
-import {loadIs} from '../is.js'
-import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../reference.js'
+import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../oci/reference.js'
+import {isMicroagentError, MicroagentError} from '../support/errors.js'
+import {loadIs} from '../support/is.js'
 import {type Credential, describeCredential} from './auth.js'
 import {streamingRequest} from './http.js'
 import {

@@ -1,8 +1,8 @@
 import {readFile} from 'node:fs/promises'
 
-import {writeAtomic} from '../files.js'
-import {isPlainObject} from '../guards.js'
-import {withLock} from '../lock.js'
+import {writeAtomic} from '../support/files.js'
+import {isPlainObject} from '../support/guards.js'
+import {withLock} from '../support/lock.js'
 
 /** How many blobs per registry are remembered; the oldest are forgotten first. */
 const MAX_BLOBS = 10_000

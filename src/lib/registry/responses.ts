@@ -1,6 +1,6 @@
-import type {Is} from '../is.js'
+import type {Is} from '../support/is.js'
 
-import {isObject} from '../guards.js'
+import {isObject} from '../support/guards.js'
 
 // What a registry's answer means for the client: when to retry, how long to wait, what went wrong.
 

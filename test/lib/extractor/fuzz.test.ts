@@ -5,9 +5,9 @@ import {
 } from 'node:fs'
 import path from 'node:path'
 
-import {isMicroagentError} from '../../../src/lib/errors.js'
 import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
-import {emptyLayerStats, tarLayer} from '../../../src/lib/layer.js'
+import {emptyLayerStats, tarLayer} from '../../../src/lib/layer/layer.js'
+import {isMicroagentError} from '../../../src/lib/support/errors.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {baseImage, mutate, random} from '../../helpers/fuzz.js'
 import {requireTools} from '../../helpers/tools.js'

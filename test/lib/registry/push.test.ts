@@ -2,7 +2,7 @@ import {expect} from 'chai'
 import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 
-import type {PushProgress} from '../../../src/lib/progress.js'
+import type {PushProgress} from '../../../src/lib/support/progress.js'
 
 import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
 import {pushImage, type PushResult} from '../../../src/lib/registry/push.js'

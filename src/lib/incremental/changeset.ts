@@ -1,0 +1,579 @@
+/**
+ * The diff stage of an incremental commit: merges the disk's entries with the parent image's tree (both in
+ * layer order) in one pass and yields the OCI changeset between them, for `tarLayer` to archive: added and
+ * changed entries in full, whiteouts for deletions, an opaque whiteout where nothing of a directory's
+ * lower contents survives. Memory is bounded by the depth of the tree, the names deleted from the open
+ * directories, and the hard-link groups still being judged; never by the number of entries.
+ *
+ * Hard links: image-spec `layer.md` lets a layer hold links only to names in the same layer, so a
+ * multiply-linked inode is either left alone entirely (same content, same metadata, and exactly the names
+ * its parent group had) or archived whole, every name of it, the first carrying the content.
+ */
+import {createHash} from 'node:crypto'
+
+import type {Entry} from '../extractor/extractor.js'
+import type {TreeNode} from './tree-record.js'
+
+import {
+  isWhiteoutPath, type LayerItem, type LayerStats, type Whiteout,
+} from '../layer/layer.js'
+import {extractionError} from '../support/errors.js'
+import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
+
+/** The parent image's tree, from its tree record or from its layers. */
+export interface ParentTree {
+  /** UUID of the filesystem the nodes' identities come from; identities are trusted only on the same one. */
+  fsUuid?: string
+  /** Hard-link groups of two names or more, by the key nodes carry in `group`. */
+  groups: Map<string, Buffer[]>
+  /** The nodes in layer order, in batches; read once. */
+  nodes: AsyncIterable<TreeNode[]>
+  /**
+   * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
+   * second on 128-byte inodes, a clock tick otherwise): a file changed again after the record, within the
+   * same tick as the recorded change, would keep its ctime. Only changes older than the record by a margin
+   * are safe (see parent-tree.ts for the margin and the clocks).
+   */
+  trustedBefore?: number
+}
+
+export interface ChangesetOptions {
+  /** UUID of the disk being read (`Extractor.filesystemUuid`). */
+  diskUuid?: string
+  /**
+   * Paths the diff leaves as the parent has them, on both sides: never archived, never whited out (the
+   * files microagent itself writes into a rootfs). A directory goes with its subtree.
+   */
+  ignore?: (path: Buffer) => boolean
+  /** Hears each node of the new image's tree, in layer order, for its tree record. */
+  onNode?: (node: TreeNode) => Promise<void> | void
+  /** Counts the disk's `.wh.*` names, which no layer can carry. */
+  stats?: LayerStats
+  /** A gate whose `beforeClose` the extractor was given: hard-link groups are settled before it opens. */
+  walk?: WalkGate
+}
+
+/** Files up to this size are kept in memory while hashed, so that a changed one is not read twice. */
+const KEEP_BYTES = 1024 * 1024
+
+const EMPTY_SHA = createHash('sha256').digest('hex')
+
+/**
+ * Holds the extractor open after its last entry (pass `beforeClose` in its ExtractOptions) until the
+ * changeset has archived what it had to defer.
+ */
+export class WalkGate {
+  readonly beforeClose = (): Promise<void> => {
+    this.markEnded()
+    return this.released
+  }
+  readonly ended: Promise<void>
+  private hasEnded = false
+  private markEnded!: () => void
+  private readonly released: Promise<void>
+  private unblock!: () => void
+  private waiting: ((value: 'ended') => void) | undefined
+
+  constructor() {
+    this.ended = new Promise(resolve => {
+      this.markEnded = () => {
+        this.hasEnded = true
+        this.waiting?.('ended')
+        resolve()
+      }
+    })
+    this.released = new Promise(resolve => {
+      this.unblock = resolve
+    })
+  }
+
+  /**
+   * `next`, or 'ended' if the walk ends first. Not `Promise.race([next, ended])` per entry: each such race
+   * leaves a reaction on `ended` holding its result, so every entry of the disk stayed alive until the end
+   * (measured: the heap grew by ~1 KiB an entry, and garbage collection was the largest item of the merge).
+   */
+  race<T>(next: Promise<T>): Promise<'ended' | T> {
+    if (this.hasEnded) return Promise.race([next, this.ended.then((): 'ended' => 'ended')])
+    return new Promise((resolve, reject) => {
+      this.waiting = resolve
+      next.then(resolve, reject)
+    })
+  }
+
+  release(): void {
+    this.unblock()
+  }
+}
+
+function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
+  return a.length === b.length && a.every(([name, value], i) => name === b[i][0] && value.equals(b[i][1]))
+}
+
+/** Everything but content that an unpack sets on a path. */
+function sameMeta(entry: Entry, node: TreeNode): boolean {
+  // Comparisons without an array of them: this runs for every entry of the disk.
+  if (entry.type !== node.type || entry.mode !== node.mode || entry.uid !== node.uid || entry.gid !== node.gid) return false
+  if (entry.mtime.sec !== node.mtime.sec || entry.mtime.nsec !== node.mtime.nsec || entry.size !== node.size) return false
+  if ((entry.devMajor ?? 0) !== (node.devMajor ?? 0) || (entry.devMinor ?? 0) !== (node.devMinor ?? 0)) return false
+  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs, node.xattrs)
+}
+
+function sameLink(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined ? b === undefined : b !== undefined && a.equals(b)
+}
+
+function sameIdentity(entry: Entry, node: TreeNode): boolean {
+  const id = node.identity
+  if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
+  return id.inode === entry.inode && id.generation === entry.generation && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec
+}
+
+/** Reads a file's content once: its sha256, and the bytes themselves when small. */
+async function hashContent(entry: Entry): Promise<{chunks?: Buffer[]; sha256: string}> {
+  if (entry.size === 0) return {sha256: EMPTY_SHA}
+  if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
+  const hash = createHash('sha256')
+  const keep = entry.size <= KEEP_BYTES
+  const chunks: Buffer[] = []
+  let seen = 0
+  for await (const chunk of entry.content()) {
+    const piece = chunk as Buffer
+    seen += piece.length
+    hash.update(piece)
+    if (keep) chunks.push(Buffer.from(piece))
+  }
+
+  if (seen !== entry.size) throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
+  return keep ? {chunks, sha256: hash.digest('hex')} : {sha256: hash.digest('hex')}
+}
+
+interface Frame {
+  /** Paths of the parent's children of this directory that are gone from the disk. */
+  deleted: Buffer[]
+  /** The directory itself is archived (new, or its metadata changed). */
+  emitted: boolean
+  /** The parent has this directory: the layers below hold a version of it. */
+  inParent: boolean
+  /** Something of the parent's subtree here stays as it is in the layers below. */
+  kept: boolean
+  path: Buffer
+}
+
+interface Member {
+  changed: boolean
+  entry: Entry
+  parent?: TreeNode
+}
+
+/** A multiply-linked inode whose fate is not decided yet. */
+interface Group {
+  decided?: 'emit' | 'keep'
+  /** Its names' link count on disk: once that many were seen, the group can be judged. */
+  links: number
+  members: Member[]
+  seen: number
+  sha256?: string
+}
+
+/** The parent's nodes, one at a time, from batches: only a batch boundary costs an await. */
+class Peek {
+  head: TreeNode | undefined
+  private at = 0
+  private batch: TreeNode[] = []
+  private readonly iterator: AsyncIterator<TreeNode[]>
+
+  constructor(source: AsyncIterable<TreeNode[]>) {
+    this.iterator = source[Symbol.asyncIterator]()
+  }
+
+  async close(): Promise<void> {
+    await this.iterator.return?.()
+  }
+
+  /** Moves to the next node; returns a promise only when a new batch has to be read. */
+  load(): Promise<void> | undefined {
+    if (this.at < this.batch.length) {
+      this.head = this.batch[this.at++]
+      return
+    }
+
+    return this.iterator.next().then(next => {
+      this.batch = next.done ? [] : next.value
+      this.at = 0
+      this.head = undefined
+      return next.done ? undefined : this.load()
+    })
+  }
+}
+
+/**
+ * Yields the changeset that turns the parent's tree into the disk's. `entries` are the disk's entries as
+ * a full commit would archive them (after --exclude), in layer order.
+ *
+ * @yields entries and whiteouts, for `tarLayer`
+ */
+export async function * changeset(entries: AsyncIterable<Entry>, parent: ParentTree, options: ChangesetOptions = {}): AsyncGenerator<LayerItem, void, undefined> {
+  const merge = new Merge(parent, options)
+  yield * merge.run(entries)
+}
+
+class Merge {
+  private readonly frames: Frame[] = [{
+    deleted: [], emitted: false, inParent: true, kept: false, path: Buffer.alloc(0),
+  }]
+  private readonly groups = new Map<number, Group>()
+  private readonly ignore: (path: Buffer) => boolean
+  private readonly parentNodes: Peek
+  /** The last disk path seen, to check the walk's order. */
+  private previous: Buffer | undefined
+  /** A disk directory whose subtree is left out (a `.wh.*` name, or ignored). */
+  private skip: Buffer | undefined
+  private readonly trusted: boolean
+
+  constructor(
+    private readonly parent: ParentTree,
+    private readonly options: ChangesetOptions,
+  ) {
+    this.ignore = options.ignore ?? (() => false)
+    this.parentNodes = new Peek(parent.nodes)
+    this.trusted = parent.fsUuid !== undefined && parent.fsUuid === options.diskUuid
+  }
+
+  /**
+   * @yields the changeset, in the order `tarLayer` archives it
+   */
+  async * run(entries: AsyncIterable<Entry>): AsyncGenerator<LayerItem, void, undefined> {
+    const disk = entries[Symbol.asyncIterator]()
+    const gate = this.options.walk
+    let settled = false
+    try {
+      await this.parentNodes.load()
+      for (;;) {
+        const next = disk.next()
+        const result = gate ? await gate.race(next) : await next
+        if (result === 'ended' || result.done) {
+          // The extractor is still open (or has nothing to close): settle the groups while content can be read.
+          yield * this.settleGroups()
+          settled = true
+          this.options.walk?.release()
+          if (result === 'ended') await next
+          break
+        }
+
+        const quiet = this.quiet(result.value)
+        if (quiet === true || (quiet !== false && (await quiet))) continue
+        yield * this.step(result.value)
+      }
+
+      yield * this.deleteBefore()
+      yield * this.closeFrames()
+    } finally {
+      if (!settled) this.options.walk?.release()
+      await disk.return?.()
+      await this.parentNodes.close()
+    }
+  }
+
+  private async * closeFrames(next?: Buffer): AsyncGenerator<Whiteout, void, undefined> {
+    while (this.frames.length > (next === undefined ? 0 : 1)) {
+      const frame = this.frames.at(-1)!
+      if (next !== undefined && isUnder(next, frame.path)) return
+      this.frames.pop()
+      const outer = this.frames.at(-1)
+      if (outer) outer.kept ||= frame.kept || (frame.inParent && !frame.emitted)
+      if (frame.deleted.length === 0) continue
+      // Never opaque at the root: every layer below would be hidden, which some appliers mishandle.
+      if (frame.inParent && !frame.kept && outer) {
+        yield {kind: 'whiteout', opaque: true, path: frame.path}
+      } else {
+        for (const path of frame.deleted) yield {kind: 'whiteout', path}
+      }
+    }
+  }
+
+  /**
+   * Parent nodes before `path` (all that are left, if undefined) are gone from the disk.
+   *
+   * @yields the whiteouts of directories closed on the way
+   */
+  private async * deleteBefore(path?: Buffer): AsyncGenerator<Whiteout, void, undefined> {
+    for (;;) {
+      const node = this.parentNodes.head
+      if (!node || (path !== undefined && compareTreePaths(node.path, path) >= 0)) return
+      yield * this.closeFrames(node.path)
+      await this.parentNodes.load()
+      if (this.ignore(node.path)) {
+        await this.keepParent(node)
+        continue
+      }
+
+      this.frames.at(-1)!.deleted.push(node.path)
+      if (node.type === 'directory') await this.dropParentSubtree(node.path)
+    }
+  }
+
+  private async dropParentSubtree(dir: Buffer): Promise<void> {
+    while (this.parentNodes.head && isUnder(this.parentNodes.head.path, dir)) await this.parentNodes.load()
+  }
+
+  private async emit(entry: Entry, group?: Group, chunks?: Buffer[]): Promise<{item: Entry; sha256?: () => string | undefined}> {
+    if (entry.type !== 'file') return {item: entry}
+    if (entry.size === 0) return {item: entry, sha256: () => EMPTY_SHA}
+    const known = group?.sha256
+    if (chunks) return {item: {...entry, content: () => chunks}, sha256: () => known}
+    const hash = createHash('sha256')
+    const source = entry.content!
+    const item: Entry = {
+      ...entry,
+      async * content() {
+        for await (const chunk of source()) {
+          hash.update(chunk as Buffer)
+          yield chunk as Buffer
+        }
+      },
+    }
+    let digest: string | undefined
+    const sha256 = (): string => {
+      digest ??= hash.digest('hex')
+      return digest
+    }
+
+    return {item, sha256: () => known ?? sha256()}
+  }
+
+  private async * emitGroup(group: Group): AsyncGenerator<Entry, void, undefined> {
+    group.decided = 'emit'
+    for (const member of group.members.splice(0)) {
+      const {item, sha256} = await this.emit(member.entry, group)
+      yield item
+      group.sha256 ??= sha256?.()
+    }
+  }
+
+  private async * entry(entry: Entry, node: TreeNode | undefined): AsyncGenerator<LayerItem, void, undefined> {
+    if (node && node.type !== entry.type && node.type === 'directory') await this.dropParentSubtree(node.path)
+    const same = node !== undefined && node.type === entry.type
+    if (entry.type === 'directory') {
+      const emitted = !same || !sameMeta(entry, node)
+      if (emitted) yield entry
+      await this.record(nodeFromEntry(entry))
+      this.frames.push({
+        deleted: [], emitted, inParent: same, kept: false, path: entry.path,
+      })
+      return
+    }
+
+    const grouped = (entry.links ?? 1) > 1 || node?.group !== undefined || this.groups.has(entry.inode)
+    if (grouped) {
+      yield * this.member(entry, same ? node : undefined)
+      return
+    }
+
+    if (!same || !sameMeta(entry, node)) {
+      const {item, sha256} = await this.emit(entry)
+      yield item
+      await this.record(nodeFromEntry(entry, sha256?.()))
+      return
+    }
+
+    yield * this.unchangedMeta(entry, node)
+  }
+
+  private keep(): void {
+    this.frames.at(-1)!.kept = true
+  }
+
+  /** The parent's node (and subtree) stay as the layers below have them, and are part of the new tree. */
+  private async keepParent(node: TreeNode): Promise<void> {
+    this.keep()
+    // Identities and groups describe the parent's disk, not this one: a kept node carries neither.
+    const copy = (kept: TreeNode): TreeNode => {
+      const rest = {...kept}
+      delete rest.group
+      delete rest.identity
+      return rest
+    }
+
+    await this.record(copy(node))
+    if (node.type !== 'directory') return
+    while (this.parentNodes.head && isUnder(this.parentNodes.head.path, node.path)) {
+      await this.record(copy(this.parentNodes.head))
+      await this.parentNodes.load()
+    }
+  }
+
+  /** An entry `quiet` found unchanged: kept, and recorded (a promise only when the record's writer waits). */
+  private keepQuietly(entry: Entry, node: TreeNode): Promise<true> | true {
+    let recorded: Promise<void> | void
+    if (entry.type === 'directory') {
+      recorded = this.options.onNode?.(nodeFromEntry(entry))
+      this.frames.push({
+        deleted: [], emitted: false, inParent: true, kept: false, path: entry.path,
+      })
+    } else {
+      this.keep()
+      recorded = this.options.onNode?.(nodeFromEntry(entry, node.sha256))
+    }
+
+    return recorded ? recorded.then((): true => true) : true
+  }
+
+  /** Checks the walk's order; whether the entry is left out (under a skipped directory, or a `.wh.*` name). */
+  private leftOut(entry: Entry): boolean {
+    if (this.previous && compareTreePaths(this.previous, entry.path) >= 0) {
+      throw extractionError(`the extractor gave "${entry.path.toString('latin1')}" out of layer order`, {
+        remediation: 'commit --parent needs entries depth first with names sorted bytewise, as the Extractor interface asks; commit without --parent.',
+      })
+    }
+
+    this.previous = entry.path
+    if (this.skip && isUnder(entry.path, this.skip)) return true
+    this.skip = undefined
+    if (isWhiteoutPath(entry.path)) {
+      if (this.options.stats) this.options.stats.skipped.whiteoutNames++
+      if (entry.type === 'directory') this.skip = entry.path
+      return true
+    }
+
+    return false
+  }
+
+  private async * member(entry: Entry, node: TreeNode | undefined): AsyncGenerator<Entry, void, undefined> {
+    let group = this.groups.get(entry.inode)
+    if (!group) {
+      group = {links: entry.links ?? 1, members: [], seen: 0}
+      this.groups.set(entry.inode, group)
+    }
+
+    group.seen++
+    if (group.decided === 'emit') {
+      yield entry
+      await this.record(nodeFromEntry(entry, group.sha256))
+      return
+    }
+
+    let changed = node === undefined || !sameMeta(entry, node)
+    if (!changed && entry.type === 'file') {
+      if (group.sha256 === undefined) {
+        group.sha256 = this.trusts(node!) && sameIdentity(entry, node!) ? node!.sha256 : (await hashContent(entry)).sha256
+      }
+
+      changed = group.sha256 !== node!.sha256
+    }
+
+    group.members.push({changed, entry, parent: node})
+    // A name seen again after the group was judged unchanged: it has more names than its link count said.
+    if (changed || group.decided === 'keep') {
+      yield * this.emitGroup(group)
+      await this.record(nodeFromEntry(entry, group.sha256))
+      return
+    }
+
+    this.keep()
+    await this.record(nodeFromEntry(entry, group.sha256))
+    if (group.seen >= group.links) yield * this.settle(group)
+  }
+
+  /**
+   * What needs no changeset item, settled without the generators of `step` (their cost, per entry, was most
+   * of the merge): an entry left out (out of a skipped subtree, a `.wh.*` name), or one at the parent's next
+   * path, with nothing to delete or close before it, and unchanged by its metadata and, for a file, by its
+   * identity. Returns false for `step` to take the entry; a promise only when it has to wait (a new batch
+   * of the parent's nodes, the record's writer), so that most entries cost no await.
+   */
+  private quiet(entry: Entry): boolean | Promise<boolean> {
+    if (this.leftOut(entry)) return true
+    const node = this.parentNodes.head
+    if (!node || !node.path.equals(entry.path) || node.type !== entry.type || this.ignore(entry.path)) return false
+    if (this.frames.length > 1 && !isUnder(entry.path, this.frames.at(-1)!.path)) return false
+    const grouped = entry.type !== 'directory' && ((entry.links ?? 1) > 1 || node.group !== undefined || this.groups.has(entry.inode))
+    if (grouped || !sameMeta(entry, node)) return false
+    if (entry.type === 'file' && !(this.trusts(node) && sameIdentity(entry, node))) return false
+    const loading = this.parentNodes.load()
+    return loading ? loading.then(() => this.keepQuietly(entry, node)) : this.keepQuietly(entry, node)
+  }
+
+  private async record(node: TreeNode): Promise<void> {
+    await this.options.onNode?.(node)
+  }
+
+  /**
+   * Judges a group all of whose names were seen: unchanged only if its names are exactly the parent group's.
+   *
+   * @yields every name of the group, when it changed
+   */
+  private async * settle(group: Group): AsyncGenerator<Entry, void, undefined> {
+    const {members} = group
+    const key = members[0].parent?.group
+    const names = key === undefined ? undefined : this.parent.groups.get(key)
+    const clean = members.every(m => !m.changed && m.parent?.group === key) && (
+      key === undefined
+        ? members.length === 1
+        : names !== undefined && names.length === members.length && names.every(name => members.some(m => m.entry.path.equals(name)))
+    )
+    if (clean) {
+      // The members stay: should a name beyond the link count turn up, the whole group is archived after all.
+      group.decided = 'keep'
+      return
+    }
+
+    yield * this.emitGroup(group)
+  }
+
+  private async * settleGroups(): AsyncGenerator<Entry, void, undefined> {
+    for (const group of this.groups.values()) if (group.decided === undefined) yield * this.settle(group)
+  }
+
+  /**
+   * One disk entry: first the parent's paths before it (deleted), then the entry against the parent's
+   * node at its path, if any.
+   *
+   * @yields what the entry and the deletions before it add to the changeset
+   */
+  private async * step(entry: Entry): AsyncGenerator<LayerItem, void, undefined> {
+    yield * this.deleteBefore(entry.path)
+    yield * this.closeFrames(entry.path)
+    const {head} = this.parentNodes
+    const node = head && head.path.equals(entry.path) ? head : undefined
+    if (node) await this.parentNodes.load()
+    if (this.ignore(entry.path)) {
+      if (entry.type === 'directory') this.skip = entry.path
+      if (node) await this.keepParent(node)
+      return
+    }
+
+    yield * this.entry(entry, node)
+  }
+
+  /** Whether the node's identity can stand for its content (same filesystem, changed long enough before the record). */
+  private trusts(node: TreeNode): boolean {
+    return this.trusted && node.identity !== undefined && node.identity.ctime.sec < (this.parent.trustedBefore ?? Number.POSITIVE_INFINITY)
+  }
+
+  /**
+   * A path whose metadata is as the parent has it: unchanged unless a file's content differs, which an
+   * unchanged identity rules out without reading it.
+   *
+   * @yields the entry, when its content changed
+   */
+  private async * unchangedMeta(entry: Entry, node: TreeNode): AsyncGenerator<Entry, void, undefined> {
+    if (entry.type !== 'file') {
+      this.keep()
+      await this.record(nodeFromEntry(entry))
+      return
+    }
+
+    if (this.trusts(node) && sameIdentity(entry, node)) {
+      this.keep()
+      await this.record(nodeFromEntry(entry, node.sha256))
+      return
+    }
+
+    const {chunks, sha256} = await hashContent(entry)
+    if (sha256 === node.sha256) this.keep()
+    else yield (await this.emit(entry, {
+      links: 1, members: [], seen: 0, sha256,
+    }, chunks)).item
+    await this.record(nodeFromEntry(entry, sha256))
+  }
+}
