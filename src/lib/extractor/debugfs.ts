@@ -15,6 +15,7 @@ import {readSuperblock} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
 import {InodeReader} from './inode-reader.js'
 import {openSandbox, type Sandbox} from './sandbox.js'
+import {keepXattr, SAFE_XATTR_NAME, vfsAcl} from './xattrs.js'
 
 const ROOT_INODE = 2
 /** Stats requested together: enough to hide round trips, few enough to bound memory on huge dirs. */
@@ -33,41 +34,6 @@ const DIRS_AHEAD_DIRECT = 8
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
 const MAX_LINK_TARGET = 65_536
-/** Names libss can take inside double quotes; xattr names outside this set are refused. */
-const SAFE_XATTR_NAME = /^[\u0021\u0023-\u003C\u003E-\u007E]+$/
-/** xattrs an image may carry. `trusted.overlay.*` is overlayfs bookkeeping that would change meaning in a layer. */
-function keepXattr(name: string): boolean {
-  if (name.startsWith('trusted.overlay.')) return false
-  return (
-    name.startsWith('user.')
-    || name.startsWith('security.')
-    || name.startsWith('trusted.')
-    || name === 'system.posix_acl_access'
-    || name === 'system.posix_acl_default'
-  )
-}
-
-/** ACL entry tags whose id field means nothing; the kernel reports it as -1. */
-const ACL_OWNERLESS_TAGS = new Set([0x01, 0x04, 0x10, 0x20])
-
-/**
- * `ea_get` converts ACLs from ext4's on-disk form to the VFS form (version 2) that tar and OCI carry, but
- * writes 0 where the kernel writes 0xffffffff in ids that mean nothing; set them as the kernel does, so
- * the layer holds the bytes `getfattr` and GNU tar would.
- */
-function vfsAcl(value: Buffer, entryPath: Buffer): Buffer {
-  if (value.length < 4 || (value.length - 4) % 8 !== 0 || value.readUInt32LE(0) !== 2) {
-    throw extractionError(`"/${entryPath.toString('latin1')}" has a malformed POSIX ACL`)
-  }
-
-  const acl = Buffer.from(value)
-  for (let offset = 4; offset < acl.length; offset += 8) {
-    if (ACL_OWNERLESS_TAGS.has(acl.readUInt16LE(offset))) acl.writeUInt32LE(0xFF_FF_FF_FF, offset + 4)
-  }
-
-  return acl
-}
-
 /** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
 function ownedBlocks(stat: InodeStat, blockSize: number): number {
   if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
