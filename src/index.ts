@@ -34,9 +34,7 @@ export {
   type SandboxOptions,
   type SandboxStatus,
 } from './lib/extractor/sandbox.js'
-export {
-  changeset, type ChangesetOptions, type ParentTree, WalkGate,
-} from './lib/incremental/changeset.js'
+export {changeset, type ChangesetOptions, type ParentTree} from './lib/incremental/changeset.js'
 export {
   buildChildConfig, defaultsFromConfig, MAX_LAYERS, openParentImage, type ParentImage,
 } from './lib/incremental/parent-image.js'
@@ -53,6 +51,7 @@ export {
   TreeRecordError,
   TreeRecordWriter,
 } from './lib/incremental/tree-record.js'
+export {WalkGate} from './lib/incremental/walk-gate.js'
 export {
   type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
 } from './lib/layer/compress.js'

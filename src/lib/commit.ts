@@ -9,12 +9,13 @@ import {isExtractor} from './extractor/extractor.js'
 import {
   openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
 } from './extractor/sandbox.js'
-import {changeset, WalkGate} from './incremental/changeset.js'
+import {changeset} from './incremental/changeset.js'
 import {
   blobIdentity, buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
 } from './incremental/parent-image.js'
 import {type ParentTreeSource, readParentTree} from './incremental/parent-tree.js'
 import {PendingTreeRecord, TreeRecordError} from './incremental/tree-record.js'
+import {WalkGate} from './incremental/walk-gate.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './layer/compress.js'
 import {pathMatcher} from './layer/exclude.js'
 import {

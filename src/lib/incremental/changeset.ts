@@ -13,29 +13,19 @@ import {createHash} from 'node:crypto'
 
 import type {Entry} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
+import type {WalkGate} from './walk-gate.js'
 
 import {
   isWhiteoutPath, type LayerItem, type LayerStats, type Whiteout,
 } from '../layer/layer.js'
 import {extractionError} from '../support/errors.js'
+import {
+  EMPTY_SHA, hashContent, sameIdentity, sameMeta,
+} from './compare.js'
+import {type ParentTree, Peek} from './parent-nodes.js'
 import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
 
-/** The parent image's tree, from its tree record or from its layers. */
-export interface ParentTree {
-  /** UUID of the filesystem the nodes' identities come from; identities are trusted only on the same one. */
-  fsUuid?: string
-  /** Hard-link groups of two names or more, by the key nodes carry in `group`. */
-  groups: Map<string, Buffer[]>
-  /** The nodes in layer order, in batches; read once. */
-  nodes: AsyncIterable<TreeNode[]>
-  /**
-   * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
-   * second on 128-byte inodes, a clock tick otherwise): a file changed again after the record, within the
-   * same tick as the recorded change, would keep its ctime. Only changes older than the record by a margin
-   * are safe (see parent-tree.ts for the margin and the clocks).
-   */
-  trustedBefore?: number
-}
+export type {ParentTree} from './parent-nodes.js'
 
 export interface ChangesetOptions {
   /** UUID of the disk being read (`Extractor.filesystemUuid`). */
@@ -51,100 +41,6 @@ export interface ChangesetOptions {
   stats?: LayerStats
   /** A gate whose `beforeClose` the extractor was given: hard-link groups are settled before it opens. */
   walk?: WalkGate
-}
-
-/** Files up to this size are kept in memory while hashed, so that a changed one is not read twice. */
-const KEEP_BYTES = 1024 * 1024
-
-const EMPTY_SHA = createHash('sha256').digest('hex')
-
-/**
- * Holds the extractor open after its last entry (pass `beforeClose` in its ExtractOptions) until the
- * changeset has archived what it had to defer.
- */
-export class WalkGate {
-  readonly beforeClose = (): Promise<void> => {
-    this.markEnded()
-    return this.released
-  }
-  readonly ended: Promise<void>
-  private hasEnded = false
-  private markEnded!: () => void
-  private readonly released: Promise<void>
-  private unblock!: () => void
-  private waiting: ((value: 'ended') => void) | undefined
-
-  constructor() {
-    this.ended = new Promise(resolve => {
-      this.markEnded = () => {
-        this.hasEnded = true
-        this.waiting?.('ended')
-        resolve()
-      }
-    })
-    this.released = new Promise(resolve => {
-      this.unblock = resolve
-    })
-  }
-
-  /**
-   * `next`, or 'ended' if the walk ends first. Not `Promise.race([next, ended])` per entry: each such race
-   * leaves a reaction on `ended` holding its result, so every entry of the disk stayed alive until the end
-   * (measured: the heap grew by ~1 KiB an entry, and garbage collection was the largest item of the merge).
-   */
-  race<T>(next: Promise<T>): Promise<'ended' | T> {
-    if (this.hasEnded) return Promise.race([next, this.ended.then((): 'ended' => 'ended')])
-    return new Promise((resolve, reject) => {
-      this.waiting = resolve
-      next.then(resolve, reject)
-    })
-  }
-
-  release(): void {
-    this.unblock()
-  }
-}
-
-function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
-  return a.length === b.length && a.every(([name, value], i) => name === b[i][0] && value.equals(b[i][1]))
-}
-
-/** Everything but content that an unpack sets on a path. */
-function sameMeta(entry: Entry, node: TreeNode): boolean {
-  // Comparisons without an array of them: this runs for every entry of the disk.
-  if (entry.type !== node.type || entry.mode !== node.mode || entry.uid !== node.uid || entry.gid !== node.gid) return false
-  if (entry.mtime.sec !== node.mtime.sec || entry.mtime.nsec !== node.mtime.nsec || entry.size !== node.size) return false
-  if ((entry.devMajor ?? 0) !== (node.devMajor ?? 0) || (entry.devMinor ?? 0) !== (node.devMinor ?? 0)) return false
-  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs, node.xattrs)
-}
-
-function sameLink(a: Buffer | undefined, b: Buffer | undefined): boolean {
-  return a === undefined ? b === undefined : b !== undefined && a.equals(b)
-}
-
-function sameIdentity(entry: Entry, node: TreeNode): boolean {
-  const id = node.identity
-  if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
-  return id.inode === entry.inode && id.generation === entry.generation && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec
-}
-
-/** Reads a file's content once: its sha256, and the bytes themselves when small. */
-async function hashContent(entry: Entry): Promise<{chunks?: Buffer[]; sha256: string}> {
-  if (entry.size === 0) return {sha256: EMPTY_SHA}
-  if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
-  const hash = createHash('sha256')
-  const keep = entry.size <= KEEP_BYTES
-  const chunks: Buffer[] = []
-  let seen = 0
-  for await (const chunk of entry.content()) {
-    const piece = chunk as Buffer
-    seen += piece.length
-    hash.update(piece)
-    if (keep) chunks.push(Buffer.from(piece))
-  }
-
-  if (seen !== entry.size) throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
-  return keep ? {chunks, sha256: hash.digest('hex')} : {sha256: hash.digest('hex')}
 }
 
 interface Frame {
@@ -173,37 +69,6 @@ interface Group {
   members: Member[]
   seen: number
   sha256?: string
-}
-
-/** The parent's nodes, one at a time, from batches: only a batch boundary costs an await. */
-class Peek {
-  head: TreeNode | undefined
-  private at = 0
-  private batch: TreeNode[] = []
-  private readonly iterator: AsyncIterator<TreeNode[]>
-
-  constructor(source: AsyncIterable<TreeNode[]>) {
-    this.iterator = source[Symbol.asyncIterator]()
-  }
-
-  async close(): Promise<void> {
-    await this.iterator.return?.()
-  }
-
-  /** Moves to the next node; returns a promise only when a new batch has to be read. */
-  load(): Promise<void> | undefined {
-    if (this.at < this.batch.length) {
-      this.head = this.batch[this.at++]
-      return
-    }
-
-    return this.iterator.next().then(next => {
-      this.batch = next.done ? [] : next.value
-      this.at = 0
-      this.head = undefined
-      return next.done ? undefined : this.load()
-    })
-  }
 }
 
 /**

@@ -1,0 +1,54 @@
+// How the diff compares a disk entry with the parent's node at its path: by metadata, by ext4 identity, by content.
+import {createHash} from 'node:crypto'
+
+import type {Entry} from '../extractor/extractor.js'
+import type {TreeNode} from './tree-record.js'
+
+import {extractionError} from '../support/errors.js'
+
+/** Files up to this size are kept in memory while hashed, so that a changed one is not read twice. */
+const KEEP_BYTES = 1024 * 1024
+
+export const EMPTY_SHA = createHash('sha256').digest('hex')
+
+function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
+  return a.length === b.length && a.every(([name, value], i) => name === b[i][0] && value.equals(b[i][1]))
+}
+
+/** Everything but content that an unpack sets on a path. */
+export function sameMeta(entry: Entry, node: TreeNode): boolean {
+  // Comparisons without an array of them: this runs for every entry of the disk.
+  if (entry.type !== node.type || entry.mode !== node.mode || entry.uid !== node.uid || entry.gid !== node.gid) return false
+  if (entry.mtime.sec !== node.mtime.sec || entry.mtime.nsec !== node.mtime.nsec || entry.size !== node.size) return false
+  if ((entry.devMajor ?? 0) !== (node.devMajor ?? 0) || (entry.devMinor ?? 0) !== (node.devMinor ?? 0)) return false
+  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs, node.xattrs)
+}
+
+function sameLink(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined ? b === undefined : b !== undefined && a.equals(b)
+}
+
+export function sameIdentity(entry: Entry, node: TreeNode): boolean {
+  const id = node.identity
+  if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
+  return id.inode === entry.inode && id.generation === entry.generation && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec
+}
+
+/** Reads a file's content once: its sha256, and the bytes themselves when small. */
+export async function hashContent(entry: Entry): Promise<{chunks?: Buffer[]; sha256: string}> {
+  if (entry.size === 0) return {sha256: EMPTY_SHA}
+  if (!entry.content) throw extractionError(`no content for "${entry.path.toString('latin1')}"`)
+  const hash = createHash('sha256')
+  const keep = entry.size <= KEEP_BYTES
+  const chunks: Buffer[] = []
+  let seen = 0
+  for await (const chunk of entry.content()) {
+    const piece = chunk as Buffer
+    seen += piece.length
+    hash.update(piece)
+    if (keep) chunks.push(Buffer.from(piece))
+  }
+
+  if (seen !== entry.size) throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
+  return keep ? {chunks, sha256: hash.digest('hex')} : {sha256: hash.digest('hex')}
+}
