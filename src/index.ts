@@ -56,9 +56,9 @@ export {
   type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
 } from './lib/layer/compress.js'
 export {pathMatcher, type PathMatcher} from './lib/layer/exclude.js'
-export {
-  emptyLayerStats, excluding, isWhiteout, type LayerItem, type LayerOptions, type LayerStats, tarLayer, type Whiteout,
-} from './lib/layer/layer.js'
+export {excluding, type LayerOptions, tarLayer} from './lib/layer/layer.js'
+export {isWhiteout, type LayerItem, type Whiteout} from './lib/layer/names.js'
+export {emptyLayerStats, type LayerStats} from './lib/layer/stats.js'
 export {
   parsePaxTime, readTar, TarFormatError, type TarMember, type TarMemberType,
 } from './lib/layer/tar-reader.js'

@@ -18,9 +18,8 @@ import {PendingTreeRecord, TreeRecordError} from './incremental/tree-record.js'
 import {WalkGate} from './incremental/walk-gate.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './layer/compress.js'
 import {pathMatcher} from './layer/exclude.js'
-import {
-  countSkip, emptyLayerStats, excluding, type LayerStats, tarLayer,
-} from './layer/layer.js'
+import {excluding, tarLayer} from './layer/layer.js'
+import {countSkip, emptyLayerStats, type LayerStats} from './layer/stats.js'
 import {applyChanges} from './oci/changes.js'
 import {DigestCounter} from './oci/digest.js'
 import {

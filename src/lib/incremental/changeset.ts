@@ -15,9 +15,8 @@ import type {Entry} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
 import type {WalkGate} from './walk-gate.js'
 
-import {
-  isWhiteoutPath, type LayerItem, type LayerStats, type Whiteout,
-} from '../layer/layer.js'
+import {isWhiteoutPath, type LayerItem, type Whiteout} from '../layer/names.js'
+import {type LayerStats} from '../layer/stats.js'
 import {extractionError} from '../support/errors.js'
 import {
   EMPTY_SHA, hashContent, sameIdentity, sameMeta,

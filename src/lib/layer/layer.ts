@@ -1,137 +1,16 @@
 // eslint-disable-next-line n/no-unsupported-features/node-builtins -- crypto.hash is in Node since 20.12 (engines: >= 20.19); a release candidate there, stable from 22
 import {createHash, type Hash, hash as sha256Hex} from 'node:crypto'
 
-import type {Entry, Skip} from '../extractor/extractor.js'
+import type {Entry} from '../extractor/extractor.js'
+import type {LayerStats} from './stats.js'
 
 import {extractionError} from '../support/errors.js'
 import {
+  checkEntryPath, isWhiteout, isWhiteoutName, type LayerItem, whiteoutHeader,
+} from './names.js'
+import {
   encodeHeader, END_OF_ARCHIVE, type HeaderFields, padding, TYPEFLAG,
 } from './tar.js'
-
-export interface LayerStats {
-  /** Content bytes of regular files (before tar framing). */
-  contentBytes: number
-  devices: number
-  directories: number
-  /** Members in the tar, hard links included. */
-  entries: number
-  fifos: number
-  files: number
-  hardlinks: number
-  skipped: {
-    /** Entries named by --exclude, counting a directory once for its whole subtree. */
-    excluded: number
-    lostFound: number
-    sockets: number
-    /** Names that OCI consumers would read as whiteouts (`.wh.*`), left out with their subtrees. */
-    whiteoutNames: number
-    xattrs: number
-  }
-  symlinks: number
-  /** Whiteouts (`.wh.<name>` and opaque `.wh..wh..opq`) in a diff layer. */
-  whiteouts: number
-}
-
-/**
- * A deletion in a diff layer: `path` is gone (written as `.wh.<name>` beside it), or, when `opaque`, the
- * directory `path` hides everything the layers below hold in it (written as `path/.wh..wh..opq`).
- */
-export interface Whiteout {
-  kind: 'whiteout'
-  opaque?: boolean
-  path: Buffer
-}
-
-export type LayerItem = Entry | Whiteout
-
-export function isWhiteout(item: LayerItem): item is Whiteout {
-  return (item as Partial<Whiteout>).kind === 'whiteout'
-}
-
-export function emptyLayerStats(): LayerStats {
-  return {
-    contentBytes: 0,
-    devices: 0,
-    directories: 0,
-    entries: 0,
-    fifos: 0,
-    files: 0,
-    hardlinks: 0,
-    skipped: {
-      excluded: 0, lostFound: 0, sockets: 0, whiteoutNames: 0, xattrs: 0,
-    },
-    symlinks: 0,
-    whiteouts: 0,
-  }
-}
-
-/** Counts an extractor's skip report into the stats. */
-export function countSkip(stats: LayerStats, skip: Skip): void {
-  switch (skip.reason) {
-  case 'lost+found': {
-    stats.skipped.lostFound++
-    break;
-  }
-
-  case 'socket': {
-    stats.skipped.sockets++
-    break;
-  }
-
-  case 'xattr': {
-    stats.skipped.xattrs++
-    break;
-  }
-
-  default: {stats.skipped.whiteoutNames++
-  }
-  }
-}
-
-const WHITEOUT_PREFIX = Buffer.from('.wh.')
-
-/**
- * Refuses any path a tar reader could place outside the root: absolute, empty or `.`/`..` components,
- * NUL bytes. Extractors promise this already; the layer checks again because it owns the tar.
- */
-export function checkEntryPath(entryPath: Buffer): Buffer[] {
-  const components: Buffer[] = []
-  let start = 0
-  for (;;) {
-    const slash = entryPath.indexOf(0x2F, start)
-    const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
-    // Bytes, not text: this runs for every component of every entry.
-    const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
-    if (component.length === 0 || dots || component.includes(0)) {
-      throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
-    }
-
-    components.push(component)
-    if (slash === -1) return components
-    start = slash + 1
-  }
-}
-
-/** Whether any component of a path is named `.wh.*`. */
-export function isWhiteoutPath(entryPath: Buffer): boolean {
-  return isWhiteoutName(checkEntryPath(entryPath))
-}
-
-const OPAQUE = Buffer.from('.wh..wh..opq')
-
-/** The tar member of a whiteout: an empty file, owned by root, mode 0, time 0, so that it is deterministic. */
-function whiteoutHeader(whiteout: Whiteout): Buffer {
-  const components = checkEntryPath(whiteout.path)
-  if (isWhiteoutName(components)) throw extractionError(`refusing a whiteout of a whiteout name: "${whiteout.path.toString('latin1')}"`)
-  const name = whiteout.opaque ? [...components, OPAQUE] : [...components.slice(0, -1), Buffer.concat([WHITEOUT_PREFIX, components.at(-1)!])]
-  return encodeHeader({
-    gid: 0, mode: 0, mtime: 0, path: Buffer.concat(name.flatMap((c, i) => (i === 0 ? [c] : [Buffer.from('/'), c]))), size: 0, typeflag: TYPEFLAG.file, uid: 0,
-  })
-}
-
-function isWhiteoutName(components: Buffer[]): boolean {
-  return components.some(c => c.subarray(0, WHITEOUT_PREFIX.length).equals(WHITEOUT_PREFIX))
-}
 
 const SLASH = Buffer.from('/')
 

@@ -1,4 +1,4 @@
-import type {LayerItem} from '../layer/layer.js'
+import type {LayerItem} from '../layer/names.js'
 
 /**
  * Finds secrets in files as their bytes stream into a layer: private keys, tokens with a fixed shape, and

@@ -6,7 +6,8 @@ import {
 import path from 'node:path'
 
 import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
-import {emptyLayerStats, tarLayer} from '../../../src/lib/layer/layer.js'
+import {tarLayer} from '../../../src/lib/layer/layer.js'
+import {emptyLayerStats} from '../../../src/lib/layer/stats.js'
 import {isMicroagentError} from '../../../src/lib/support/errors.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {baseImage, mutate, random} from '../../helpers/fuzz.js'

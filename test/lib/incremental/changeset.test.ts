@@ -6,7 +6,7 @@ import type {TreeNode} from '../../../src/lib/incremental/tree-record.js'
 
 import {changeset, type ChangesetOptions, type ParentTree} from '../../../src/lib/incremental/changeset.js'
 import {nodeFromEntry} from '../../../src/lib/incremental/tree-record.js'
-import {isWhiteout, type LayerItem} from '../../../src/lib/layer/layer.js'
+import {isWhiteout, type LayerItem} from '../../../src/lib/layer/names.js'
 import {rejection} from '../../helpers/assert.js'
 
 const sha = (data: string): string => createHash('sha256').update(data).digest('hex')

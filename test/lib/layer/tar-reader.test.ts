@@ -7,7 +7,8 @@ import path from 'node:path'
 
 import type {Entry} from '../../../src/lib/extractor/extractor.js'
 
-import {emptyLayerStats, tarLayer} from '../../../src/lib/layer/layer.js'
+import {tarLayer} from '../../../src/lib/layer/layer.js'
+import {emptyLayerStats} from '../../../src/lib/layer/stats.js'
 import {
   parsePaxTime, readTar, TarFormatError, type TarMember,
 } from '../../../src/lib/layer/tar-reader.js'

@@ -1,0 +1,67 @@
+import type {Entry} from '../extractor/extractor.js'
+
+import {extractionError} from '../support/errors.js'
+import {encodeHeader, TYPEFLAG} from './tar.js'
+
+// The names a layer may hold: paths that stay under the root, whiteouts and the `.wh.*` names they use.
+
+/**
+ * A deletion in a diff layer: `path` is gone (written as `.wh.<name>` beside it), or, when `opaque`, the
+ * directory `path` hides everything the layers below hold in it (written as `path/.wh..wh..opq`).
+ */
+export interface Whiteout {
+  kind: 'whiteout'
+  opaque?: boolean
+  path: Buffer
+}
+
+export type LayerItem = Entry | Whiteout
+
+export function isWhiteout(item: LayerItem): item is Whiteout {
+  return (item as Partial<Whiteout>).kind === 'whiteout'
+}
+
+const WHITEOUT_PREFIX = Buffer.from('.wh.')
+
+/**
+ * Refuses any path a tar reader could place outside the root: absolute, empty or `.`/`..` components,
+ * NUL bytes. Extractors promise this already; the layer checks again because it owns the tar.
+ */
+export function checkEntryPath(entryPath: Buffer): Buffer[] {
+  const components: Buffer[] = []
+  let start = 0
+  for (;;) {
+    const slash = entryPath.indexOf(0x2F, start)
+    const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
+    // Bytes, not text: this runs for every component of every entry.
+    const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
+    if (component.length === 0 || dots || component.includes(0)) {
+      throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
+    }
+
+    components.push(component)
+    if (slash === -1) return components
+    start = slash + 1
+  }
+}
+
+/** Whether any component of a path is named `.wh.*`. */
+export function isWhiteoutPath(entryPath: Buffer): boolean {
+  return isWhiteoutName(checkEntryPath(entryPath))
+}
+
+const OPAQUE = Buffer.from('.wh..wh..opq')
+
+/** The tar member of a whiteout: an empty file, owned by root, mode 0, time 0, so that it is deterministic. */
+export function whiteoutHeader(whiteout: Whiteout): Buffer {
+  const components = checkEntryPath(whiteout.path)
+  if (isWhiteoutName(components)) throw extractionError(`refusing a whiteout of a whiteout name: "${whiteout.path.toString('latin1')}"`)
+  const name = whiteout.opaque ? [...components, OPAQUE] : [...components.slice(0, -1), Buffer.concat([WHITEOUT_PREFIX, components.at(-1)!])]
+  return encodeHeader({
+    gid: 0, mode: 0, mtime: 0, path: Buffer.concat(name.flatMap((c, i) => (i === 0 ? [c] : [Buffer.from('/'), c]))), size: 0, typeflag: TYPEFLAG.file, uid: 0,
+  })
+}
+
+export function isWhiteoutName(components: Buffer[]): boolean {
+  return components.some(c => c.subarray(0, WHITEOUT_PREFIX.length).equals(WHITEOUT_PREFIX))
+}
