@@ -39,17 +39,9 @@ export {
   buildChildConfig, defaultsFromConfig, MAX_LAYERS, openParentImage, type ParentImage,
 } from './lib/incremental/parent-image.js'
 export {type ParentTreeSource, readParentTree, treeFromLayers} from './lib/incremental/parent-tree.js'
+export {openTreeRecord, type TreeRecord} from './lib/incremental/tree-record-reader.js'
 export {
-  compareTreePaths,
-  type Identity,
-  nodeFromEntry,
-  openTreeRecord,
-  PendingTreeRecord,
-  TREE_RECORD,
-  type TreeNode,
-  type TreeRecord,
-  TreeRecordError,
-  TreeRecordWriter,
+  compareTreePaths, type Identity, nodeFromEntry, PendingTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError, TreeRecordWriter,
 } from './lib/incremental/tree-record.js'
 export {WalkGate} from './lib/incremental/walk-gate.js'
 export {

@@ -19,8 +19,9 @@ import {readTar, TarFormatError, type TarMember} from '../layer/tar-reader.js'
 import {DigestCounter} from '../oci/digest.js'
 import {ImageRecords} from '../oci/records.js'
 import {checkParentBlobs, parentError} from './parent-image.js'
+import {openTreeRecord, type TreeRecord} from './tree-record-reader.js'
 import {
-  OLD_TREE_RECORD, openTreeRecord, TREE_RECORD, type TreeNode, type TreeRecord, TreeRecordError,
+  OLD_TREE_RECORD, TREE_RECORD, type TreeNode, TreeRecordError,
 } from './tree-record.js'
 
 export interface ParentTreeSource extends ParentTree {

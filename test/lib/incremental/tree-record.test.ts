@@ -3,8 +3,9 @@ import {readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {gzipSync} from 'node:zlib'
 
+import {openTreeRecord} from '../../../src/lib/incremental/tree-record-reader.js'
 import {
-  compareTreePaths, openTreeRecord, type TreeNode, TreeRecordError, TreeRecordWriter,
+  compareTreePaths, type TreeNode, TreeRecordError, TreeRecordWriter,
 } from '../../../src/lib/incremental/tree-record.js'
 import {rejection} from '../../helpers/assert.js'
 import {tempDir} from '../../helpers/ext4.js'
