@@ -21,8 +21,10 @@ export interface Entry {
    * What it returns must be read to its end (or the extraction abandoned) before the next entry is
    * requested, and a piece must not be modified (it may be shared). A piece is valid only until the next
    * entry is requested (its memory may then be reused): copy what must be kept longer. It may be called
-   * again, for a second reading, before the next entry is requested (an incremental commit hashes a
-   * file, then archives it).
+   * again for a second reading (an incremental commit hashes a file, then archives it), also after later
+   * entries were requested, while the extraction is still open: an incremental commit archives a hard-link
+   * group's earlier names only once a later name shows that the group changed (a WalkGate keeps the
+   * extraction open for the groups still undecided at its end).
    */
   content?: () => AsyncIterable<Buffer> | Iterable<Buffer>
   /**
