@@ -1,5 +1,6 @@
 import {expect} from 'chai'
 import {execFileSync, spawn} from 'node:child_process'
+import {createHash} from 'node:crypto'
 import {
   existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync,
 } from 'node:fs'
@@ -18,7 +19,7 @@ import {layoutPath, OciLayout} from '../../../src/lib/oci/layout.js'
 import {ImageRecords} from '../../../src/lib/oci/records.js'
 import {pushImage} from '../../../src/lib/registry/push.js'
 import {rejection} from '../../helpers/assert.js'
-import {runDebugfsWrite, tempDir} from '../../helpers/ext4.js'
+import {debugfsRead, runDebugfsWrite, tempDir} from '../../helpers/ext4.js'
 import {
   blobFile, dumpTar, readJson, validateWithClients,
 } from '../../helpers/oci.js'
@@ -212,6 +213,35 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     execFileSync('tune2fs', ['-U', 'random', disk], {stdio: 'ignore'})
     const compared = await ids('local/ids:3', 'local/ids:1')
     expect(dumpTar(blobFile(compared.layout_path, compared.layer_digest)).map(r => Buffer.from(r.path, 'hex').toString())).to.deep.equal(['old'])
+  })
+
+  it('archives a hard-link group whose earlier name is read again after later entries: an inline-data file (a debugfs cat) that gained a name', async () => {
+    const disk = addWorkspace(state, 'inline', {
+      runtime: runtimeRecord('stopped'),
+      spec: {
+        mke2fsOptions: ['-O', 'inline_data', '-I', '256'],
+        tree(root) {
+          mkdirSync(path.join(root, 'd'))
+          writeFileSync(path.join(root, 'd', 'a'), 'inline content\n')
+          writeFileSync(path.join(root, 'd', 'z'), 'after the links\n')
+        },
+      },
+    })
+    // Inline data is not in any block map: its content can only come through debugfs `cat`.
+    expect(debugfsRead(disk, 'stat /d/a')).to.match(/Flags: 0x10000000/)
+    const inline = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
+      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'inline',
+    })
+    await inline('local/inline:1')
+    // `a` is unchanged when the walk reaches it; only `b`, its new second name, shows that the group changed, so `a`
+    // is archived (and its content read) after the walk has moved past it.
+    runDebugfsWrite(disk, ['ln /d/a /d/b', 'sif /d/a links_count 2'])
+    const stacked = await inline('local/inline:2', 'local/inline:1')
+    const records = dumpTar(blobFile(stacked.layout_path, stacked.layer_digest))
+    expect(records.map(r => [Buffer.from(r.path, 'hex').toString(), r.type, r.sha256 ?? Buffer.from(r.link, 'hex').toString()])).to.deep.equal([
+      ['d/a', 'file', createHash('sha256').update('inline content\n').digest('hex')],
+      ['d/b', 'hardlink', 'd/a'],
+    ])
   })
 
   it('trusts identities on a disk built in one go (every ctime old and within a second of the others): the guard counts from when the disk was read', async () => {
