@@ -85,6 +85,9 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     arch: 'amd64', created: CREATED, reference, stateDir: state, workspace: 'demo', ...extra,
   })
 
+  /** Commits another workspace of the same state dir, optionally on a parent. */
+  const commitIn = (workspace: string) => (reference: string, parent?: string): Promise<CommitResult> => commit(reference, {parent, workspace})
+
   const refuses = (parent: string, pattern: RegExp, exit: number, extra: Partial<CommitOptions> = {}): Promise<void> =>
     refusal(layout, () => commit('local/demo:bad', {parent, ...extra}), pattern, exit)
 
@@ -202,9 +205,7 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     // An old ctime, well before the newest change on the disk; then its bytes edited behind the filesystem's back,
     // which no guest can do (a write through the kernel sets ctime).
     runDebugfsWrite(disk, ['sif /old ctime 0x10000000'])
-    const ids = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
-      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'ids',
-    })
+    const ids = commitIn('ids')
     await ids('local/ids:1')
     runDebugfsWrite(disk, ['zap_block -f /old -p 0x41 -o 0 -l 4 0'])
     const trusted = await ids('local/ids:2', 'local/ids:1')
@@ -229,9 +230,7 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     })
     // Inline data is not in any block map: its content can only come through debugfs `cat`.
     expect(debugfsRead(disk, 'stat /d/a')).to.match(/Flags: 0x10000000/)
-    const inline = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
-      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'inline',
-    })
+    const inline = commitIn('inline')
     await inline('local/inline:1')
     // `a` is unchanged when the walk reaches it; only `b`, its new second name, shows that the group changed, so `a`
     // is archived (and its content read) after the walk has moved past it.
@@ -257,9 +256,7 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     })
     // Every inode the walk sees, the root and lost+found included, changed in the same second long ago.
     runDebugfsWrite(disk, ['/', '/lost+found', '/d', '/d/a', '/b'].map(p => `sif ${p} ctime 0x10000000`))
-    const built = (reference: string, parent?: string): Promise<CommitResult> => commitWorkspace({
-      arch: 'amd64', created: CREATED, parent, reference, stateDir: state, workspace: 'built',
-    })
+    const built = commitIn('built')
     await built('local/built:1')
     // Bytes edited behind the filesystem's back (no guest can: a write through the kernel sets ctime) go
     // unseen only if the identities were trusted without reading the content.

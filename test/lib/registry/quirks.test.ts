@@ -77,6 +77,17 @@ describe('registry quirks (nock)', () => {
     return `/up/c${index}`
   }
 
+  /** A chunked upload whose every PATCH is answered with `status` instead of 202, and still completes. */
+  function patchAnsweredWith(status: number): () => Promise<void> {
+    return async () => {
+      const scope = layerRefusedWhole(nock(REGISTRY).get('/v2/').reply(200))
+      scope.put(chunks(scope, CHUNK, () => ({status}))).query({digest: image.layer.digest}).reply(201)
+      manifestAccepted(scope)
+      await push()
+      expect(scope.isDone()).to.equal(true)
+    }
+  }
+
   const scenarios: Record<QuirkId, () => Promise<void>> = {
     async 'chunk-min-length'() {
       // 25 bytes asked for: chunks of 25, not of 10.
@@ -156,21 +167,8 @@ describe('registry quirks (nock)', () => {
       expect(scope.isDone() && auth.isDone()).to.equal(true)
     },
 
-    async 'patch-201'() {
-      const scope = layerRefusedWhole(nock(REGISTRY).get('/v2/').reply(200))
-      scope.put(chunks(scope, CHUNK, () => ({status: 201}))).query({digest: image.layer.digest}).reply(201)
-      manifestAccepted(scope)
-      await push()
-      expect(scope.isDone()).to.equal(true)
-    },
-
-    async 'patch-204'() {
-      const scope = layerRefusedWhole(nock(REGISTRY).get('/v2/').reply(200))
-      scope.put(chunks(scope, CHUNK, () => ({status: 204}))).query({digest: image.layer.digest}).reply(201)
-      manifestAccepted(scope)
-      await push()
-      expect(scope.isDone()).to.equal(true)
-    },
+    'patch-201': patchAnsweredWith(201),
+    'patch-204': patchAnsweredWith(204),
 
     async 'patch-range-stalls'() {
       // ECR as reported: the first PATCH lands, the second is answered 201 but its Range stays where it was.
