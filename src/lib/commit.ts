@@ -15,6 +15,7 @@ import {
 } from './incremental/parent-image.js'
 import {type ParentTreeSource, readParentTree} from './incremental/parent-tree.js'
 import {PendingTreeRecord, TreeRecordError} from './incremental/tree-record.js'
+import {UnchangedDirs} from './incremental/unchanged-dirs.js'
 import {WalkGate} from './incremental/walk-gate.js'
 import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './layer/compress.js'
 import {pathMatcher} from './layer/exclude.js'
@@ -106,7 +107,18 @@ export interface CommitResult {
   layers: number
   layout_path: string
   /** With --parent: the parent, and where its tree was read from (its tree record, or its layers). */
-  parent?: {digest: string; layers: number; reference: string; tree: 'layers' | 'record'; tree_note?: string}
+  parent?: {
+    digest: string
+    layers: number
+    reference: string
+    tree: 'layers' | 'record'
+    tree_note?: string
+    /**
+     * Entries kept as the parent has them without being walked: the subtrees of the directories found
+     * unchanged in place (see UnchangedDirs), and how many such directories.
+     */
+    unwalked: {directories: number; entries: number}
+  }
   pushed: boolean
   /** Bytes of the tree record kept beside the image (never pushed), for the next --parent. */
   record_bytes: number
@@ -217,6 +229,8 @@ interface LayerTarOptions {
   runtime?: {ca: Buffer[]; report: RuntimeFileReport[]}
   secrets: SecretScan
   signal?: AbortSignal
+  /** With a parent's tree record: finds the directories the walk can leave unlisted. */
+  unchanged?: UnchangedDirs
 }
 
 /**
@@ -227,15 +241,21 @@ interface LayerTarOptions {
 function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options: LayerTarOptions): AsyncGenerator<Buffer, void, undefined> {
   const {exclude, parentTree, record, runtime, secrets} = options
   const gate = parentTree ? new WalkGate() : undefined
+  const ignore = runtime ? isRuntimePath : undefined
+  const {unchanged} = options
   const extracted = extractor.entries(disk, {
-    beforeClose: gate?.beforeClose, onSkip: skip => countSkip(stats, skip), prune: exclude, signal: options.signal,
+    beforeClose: gate?.beforeClose,
+    onSkip: skip => countSkip(stats, skip),
+    probe: unchanged?.probe,
+    prune: unchanged ? path => (exclude?.(path) ?? false) || unchanged.has(path) : exclude,
+    signal: options.signal,
   })
   // --exclude first: what it drops is neither looked into for the egress CA nor reported as microagent's.
   const kept = exclude ? excluding(extracted, exclude, stats) : extracted
   const entries = runtime ? withoutRuntimeFiles(kept, runtime.report, runtime.ca) : kept
   if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {onArchived: record.archived})
   const changes = changeset(entries, parentTree, {
-    diskUuid: options.diskUuid, ignore: runtime ? isRuntimePath : undefined, onNode: record.add, stats, walk: gate,
+    diskUuid: options.diskUuid, ignore, onNode: record.add, stats, unchanged, walk: gate,
   })
   return tarLayer(scanningSecrets(changes, secrets, {inherited: options.lower?.findings, layer: options.lower?.layer}), stats)
 }
@@ -247,6 +267,7 @@ interface WrittenLayer {
   runtimeFiles: RuntimeFileReport[]
   secrets: SecretScan
   stats: LayerStats
+  unchanged?: UnchangedDirs
 }
 
 interface LayerJob {
@@ -273,6 +294,9 @@ async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | undefine
   const diffCounter = compression === 'none' ? undefined : new DigestCounter()
   const progress = progressReporter(stats, diffCounter, options.onProgress)
   const record = PendingTreeRecord.open(layout, job.diskUuid, job.readAt)
+  const unchanged = parentTree?.again
+    ? new UnchangedDirs(parentTree, {diskUuid: job.diskUuid, exclude: job.exclude, ignore: job.ca ? isRuntimePath : undefined})
+    : undefined
   try {
     const compressor = createCompressor(compression, {level: options.compressionLevel})
     const tar = Readable.from(layerTar(job.extractor, job.disk, stats, {
@@ -284,11 +308,12 @@ async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | undefine
       runtime: job.ca ? {ca: job.ca, report: runtimeFiles} : undefined,
       secrets,
       signal: options.signal,
+      unchanged,
     }), {objectMode: false})
     const layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     progress?.done(layer.size)
     return {
-      diffCounter, layer, record, runtimeFiles, secrets, stats,
+      diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged,
     }
   } catch (error) {
     await record.discard()
@@ -296,13 +321,14 @@ async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | undefine
   }
 }
 
-function parentSummary(parent: ParentImage, tree: ParentTreeSource): NonNullable<CommitResult['parent']> {
+function parentSummary(parent: ParentImage, tree: ParentTreeSource, unchanged: UnchangedDirs | undefined): NonNullable<CommitResult['parent']> {
   return {
     digest: parent.descriptor.digest,
     layers: parent.layers.length,
     reference: parent.ref,
     tree: tree.source,
     ...(tree.recordProblem ? {tree_note: tree.recordProblem} : {}),
+    unwalked: {directories: unchanged?.count ?? 0, entries: unchanged?.entries ?? 0},
   }
 }
 
@@ -360,7 +386,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     await lease?.release()
   }
 
-  const {diffCounter, layer, record, runtimeFiles, secrets, stats} = written
+  const {diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged} = written
   const diffId = diffCounter?.digest() ?? layer.digest
   if (secrets.count > 0 && options.secrets === 'refuse') {
     await record.discard()
@@ -394,7 +420,7 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
     layers: base.layers.length + 1,
 
     layout_path: layout.root,
-    ...(parent && parentTree ? {parent: parentSummary(parent, parentTree)} : {}),
+    ...(parent && parentTree ? {parent: parentSummary(parent, parentTree, unchanged)} : {}),
     pushed: false,
     record_bytes: stored.recordBytes,
     reference: ref.raw,

@@ -52,9 +52,12 @@ export class BlockReader {
    * Reads are synchronous on purpose: most files are a few KiB, and a thread-pool round trip per file
    * costs more than the read itself; a piece is at most READ_CHUNK bytes, so the loop is never held long.
    *
+   * `windowed: false` reads each piece on its own: for blocks scattered over the image (directories),
+   * where a window would read a MiB around each.
+   *
    * @yields the content in order, in pieces of at most READ_CHUNK bytes
    */
-  * content(runs: BlockRun[], size: number, where: string): Generator<Buffer, void, undefined> {
+  * content(runs: BlockRun[], size: number, where: string, windowed = true): Generator<Buffer, void, undefined> {
     for (const piece of this.plan(runs, size, where)) {
       for (let done = 0; done < piece.length; done += READ_CHUNK) {
         const length = Math.min(READ_CHUNK, piece.length - done)
@@ -63,7 +66,7 @@ export class BlockReader {
           continue
         }
 
-        const buffer = length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
+        const buffer = windowed && length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
         if (buffer.length !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
         yield buffer
       }

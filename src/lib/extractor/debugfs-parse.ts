@@ -214,7 +214,7 @@ export interface BlockMap {
 export interface InodeStat {
   /** `i_blocks` as stored: 512-byte sectors, or filesystem blocks when the HUGE_FILE flag is set. */
   blockCount: number
-  /** Undefined for types other than regular files. */
+  /** Undefined for types other than regular files and (read directly, when the map fits the inode) directories. */
   blockMap?: BlockMap
   /** The inode's last status change. */
   ctime: Timestamp

@@ -36,7 +36,7 @@ export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
 const MAX_LINK_TARGET = 65_536
 /** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
-function ownedBlocks(stat: InodeStat, blockSize: number): number {
+export function ownedBlocks(stat: InodeStat, blockSize: number): number {
   if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
   const sectors = blockSize / 512
   return stat.blockCount % sectors === 0 ? stat.blockCount / sectors : Number.NaN

@@ -5,6 +5,7 @@ import {BlockReader} from './block-reader.js'
 import {parseDirListing, parseStat, TYPE_BITS} from './debugfs-parse.js'
 import {DebugfsSession} from './debugfs-session.js'
 import {ROOT_INODE, Walk} from './debugfs-walk.js'
+import {diskProbe} from './disk-probe.js'
 import {readSuperblock} from './disk.js'
 import {findDebugfs} from './e2fsprogs.js'
 import {InodeReader} from './inode-reader.js'
@@ -59,6 +60,8 @@ export class DebugfsExtractor implements Extractor {
       if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
       const direct = this.options.inodes === 'debugfs' ? undefined : InodeReader.open(disk)
       inodes = typeof direct === 'string' ? undefined : direct
+      // Without the direct reader there is nothing to probe with: the caller then walks everything.
+      if (inodes && options.probe) await options.probe(diskProbe(inodes, blocks))
       const walk = new Walk(session, blocks, options, {onInode: this.options.onInode, reader: inodes})
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
       await options.beforeClose?.()

@@ -72,6 +72,40 @@ export interface Skip {
   reason: SkipReason
 }
 
+/**
+ * An inode as the walk's entries would describe it (the fields an entry takes from its inode; `size` is 0
+ * but for regular files), read in place for an inode with no extended attributes.
+ */
+export interface ProbedInode {
+  ctime: Timestamp
+  devMajor?: number
+  devMinor?: number
+  generation: number
+  gid: number
+  links: number
+  /** A symlink's target when the inode holds it; a probe gives no inode for other symlinks. */
+  linkTarget?: Buffer
+  mode: number
+  mtime: Timestamp
+  size: number
+  type: EntryType
+  uid: number
+}
+
+/**
+ * The disk a walk reads, read in place without the walk: what an incremental commit uses to find the
+ * directories that did not change, so that the walk need not list them (see ExtractOptions.probe).
+ */
+export interface DiskProbe {
+  /** The inode, or undefined when the probe cannot say exactly what the walk would (it then lists it). */
+  inode(ino: number): ProbedInode | undefined
+  /**
+   * A directory's names and inode numbers, in the directory's own order, `.` and `..` left out; undefined
+   * when the probe cannot read them in place (inline data, encryption, a deep extent tree, damage).
+   */
+  listing(ino: number): undefined | {inode: number; name: Buffer}[]
+}
+
 export interface ExtractOptions {
   /**
    * Awaited once the walk has yielded its last entry, before the disk is released: until it resolves, the
@@ -81,6 +115,12 @@ export interface ExtractOptions {
   beforeClose?: () => Promise<void>
   /** Called for each thing left out of the image, so the caller can count and report it. */
   onSkip?: (skip: Skip) => void
+  /**
+   * Called at most once, before the first entry, with a probe of the very disk the walk reads (a replayed
+   * copy included), and awaited: the caller may then answer `prune` from what it found. An extractor may
+   * ignore it.
+   */
+  probe?: (probe: DiskProbe) => Promise<void> | void
   /**
    * A hint: directories it returns true for are yielded but not descended into, because the caller drops
    * their subtrees anyway (`--exclude`). An extractor may ignore it.

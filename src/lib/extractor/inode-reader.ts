@@ -185,8 +185,12 @@ export class InodeReader {
     closeSync(this.fd)
   }
 
-  /** Inode `ino` as debugfs `stat` would describe it, or undefined when debugfs must be asked. */
-  stat(ino: number): InodeStat | undefined {
+  /**
+   * Inode `ino` as debugfs `stat` would describe it, or undefined when debugfs must be asked. `content:
+   * false` leaves out a regular file's block map (a DiskProbe needs none): a file is then described even
+   * when its map is one this reader does not model.
+   */
+  stat(ino: number, content = true): InodeStat | undefined {
     const raw = this.inode(ino)
     if (!raw) return undefined
     const flags = raw.readUInt32LE(I.flags)
@@ -224,7 +228,7 @@ export class InodeReader {
     }
     // (uid_t)-1 is refused by the debugfs path (statId): let it say so.
     if (stat.uid === 0xFF_FF_FF_FF || stat.gid === 0xFF_FF_FF_FF) return undefined
-    return this.typeDetails(stat, raw) ? stat : undefined
+    return this.typeDetails(stat, raw, content) ? stat : undefined
   }
 
   /**
@@ -327,7 +331,7 @@ export class InodeReader {
   }
 
   /** Adds what `stat` prints for the inode's type; false when debugfs must be asked instead. */
-  private typeDetails(stat: InodeStat, raw: Buffer): boolean {
+  private typeDetails(stat: InodeStat, raw: Buffer, content: boolean): boolean {
     const {size, type} = stat
     switch (type) {
     case 'block':
@@ -340,7 +344,14 @@ export class InodeReader {
       break
     }
 
+    case 'directory': {
+      // Only a DiskProbe reads directories' blocks; a map this reader cannot give leaves them to debugfs.
+      stat.blockMap = this.blockMap(raw, stat.flags)
+      break
+    }
+
     case 'file': {
+      if (!content) break
       const map = this.blockMap(raw, stat.flags)
       if (!map) return false
       stat.blockMap = map

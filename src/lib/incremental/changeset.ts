@@ -23,6 +23,7 @@ import {
 } from './compare.js'
 import {type ParentTree, Peek} from './parent-nodes.js'
 import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
+import {type UnchangedDirs} from './unchanged-dirs.js'
 
 export type {ParentTree} from './parent-nodes.js'
 
@@ -38,6 +39,11 @@ export interface ChangesetOptions {
   onNode?: (node: TreeNode) => Promise<void> | void
   /** Counts the disk's `.wh.*` names, which no layer can carry. */
   stats?: LayerStats
+  /**
+   * Directories the walk did not descend into because they are as the parent has them: their subtrees are
+   * kept from the parent's nodes (and counted in its `entries`).
+   */
+  unchanged?: UnchangedDirs
   /** A gate whose `beforeClose` the extractor was given: hard-link groups are settled before it opens. */
   walk?: WalkGate
 }
@@ -224,6 +230,7 @@ class Merge {
       this.frames.push({
         deleted: [], emitted, inParent: same, kept: false, path: entry.path,
       })
+      if (this.options.unchanged?.has(entry.path)) await this.keepUnwalked(entry.path)
       return
     }
 
@@ -274,12 +281,38 @@ class Merge {
       this.frames.push({
         deleted: [], emitted: false, inParent: true, kept: false, path: entry.path,
       })
+      if (this.options.unchanged?.has(entry.path)) {
+        const before = recorded
+        recorded = before ? before.then(() => this.keepUnwalked(entry.path)) : this.keepUnwalked(entry.path)
+      }
     } else {
       this.keep()
       recorded = this.options.onNode?.(nodeFromEntry(entry, node.sha256))
     }
 
     return recorded ? recorded.then((): true => true) : true
+  }
+
+  /**
+   * The parent's nodes under `dir`, a directory the walk did not descend into (UnchangedDirs found its
+   * subtree as the parent has it), go to the new tree as they are: their identities are this disk's too.
+   * A promise only when the record's writer or the next batch of nodes has to be waited for.
+   */
+  private keepUnwalked(dir: Buffer): Promise<void> | void {
+    this.keep()
+    const unchanged = this.options.unchanged!
+    const next = (): Promise<void> | void => {
+      for (;;) {
+        const node = this.parentNodes.head
+        if (!node || !isUnder(node.path, dir)) return
+        unchanged.entries++
+        const recorded = this.options.onNode?.(node)
+        const loading = this.parentNodes.load()
+        if (recorded || loading) return Promise.all([recorded, loading]).then(next)
+      }
+    }
+
+    return next()
   }
 
   /** Checks the walk's order; whether the entry is left out (under a skipped directory, or a `.wh.*` name). */

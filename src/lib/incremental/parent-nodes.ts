@@ -2,6 +2,8 @@ import type {TreeNode} from './tree-record.js'
 
 /** The parent image's tree, from its tree record or from its layers. */
 export interface ParentTree {
+  /** The nodes once more, in a stream of their own (a tree record can be read again; layers are not). */
+  again?: () => AsyncIterable<TreeNode[]>
   /** UUID of the filesystem the nodes' identities come from; identities are trusted only on the same one. */
   fsUuid?: string
   /** Hard-link groups of two names or more, by the key nodes carry in `group`. */

@@ -56,6 +56,7 @@ export async function readParentTree(layout: OciLayout, parent: ParentImage, dam
   if (record) {
     const blobs = await checkParentBlobs(layout, parent, record.blobs)
     return {
+      again: () => record.batches(),
       blobs,
       fsUuid: record.fsUuid,
       groups: record.groups,

@@ -16,7 +16,9 @@
  */
 import type {Hash} from 'node:crypto'
 
-import {open} from 'node:fs/promises'
+import {
+  closeSync, fstatSync, openSync, readSync,
+} from 'node:fs'
 
 import type {EntryType} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
@@ -171,9 +173,11 @@ export function decodeNode(input: ByteReader, previous: Buffer | undefined): {gr
  * @returns the digest stored at the end of the file
  */
 export async function * blockBatches(file: string, hash: Hash): AsyncGenerator<BlockBatch, Buffer, undefined> {
-  const handle = await open(file, 'r')
+  // Synchronous reads, as the layer's block reads: a local file's chunk costs less than a thread-pool round
+  // trip, and the commit had nothing else to do meanwhile (measured: most of 0.26 s idle on 200,000 nodes).
+  const fd = openSync(file, 'r')
   try {
-    const {size} = await handle.stat()
+    const {size} = fstatSync(fd)
     const blocksEnd = size - FOOTER_BYTES
     if (blocksEnd < MAGIC.length) throw new RecordFormatError('truncated')
     let buf = Buffer.alloc(0)
@@ -185,8 +189,7 @@ export async function * blockBatches(file: string, hash: Hash): AsyncGenerator<B
       const want = Math.min(READ_BYTES, blocksEnd - from)
       if (want <= 0) throw new RecordFormatError('truncated')
       const chunk = Buffer.allocUnsafe(want)
-      const {bytesRead} = await handle.read(chunk, 0, want, from)
-      if (bytesRead !== want) throw new RecordFormatError('truncated')
+      if (readSync(fd, chunk, 0, want, from) !== want) throw new RecordFormatError('truncated')
       hash.update(chunk)
       buf = pos < buf.length ? Buffer.concat([buf.subarray(pos), chunk]) : chunk
       base += pos
@@ -209,11 +212,11 @@ export async function * blockBatches(file: string, hash: Hash): AsyncGenerator<B
     }
 
     const footer = Buffer.alloc(FOOTER_BYTES)
-    await handle.read(footer, 0, FOOTER_BYTES, blocksEnd)
+    readSync(fd, footer, 0, FOOTER_BYTES, blocksEnd)
     hash.update(footer.subarray(0, OFFSET_BYTES))
     return footer.subarray(OFFSET_BYTES)
   } finally {
-    await handle.close()
+    closeSync(fd)
   }
 }
 
