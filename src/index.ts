@@ -14,12 +14,14 @@ export {
 export {findDebugfs} from './lib/extractor/e2fsprogs.js'
 export {
   chooseExtractor,
+  type DiskProbe,
   type Entry,
   type EntryType,
   type ExtractOptions,
   type Extractor,
   type ExtractorAnswer,
   isExtractor,
+  type ProbedInode,
   type Skip,
   type Timestamp,
 } from './lib/extractor/extractor.js'
@@ -43,6 +45,7 @@ export {openTreeRecord, type TreeRecord} from './lib/incremental/tree-record-rea
 export {
   compareTreePaths, type Identity, nodeFromEntry, PendingTreeRecord, TREE_RECORD, type TreeNode, TreeRecordError, TreeRecordWriter,
 } from './lib/incremental/tree-record.js'
+export {UnchangedDirs, type UnchangedDirsOptions} from './lib/incremental/unchanged-dirs.js'
 export {WalkGate} from './lib/incremental/walk-gate.js'
 export {
   type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,

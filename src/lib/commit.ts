@@ -1,7 +1,6 @@
-import {Readable} from 'node:stream'
-
 import type {Extractor} from './extractor/extractor.js'
 
+import {type LayerJob, writeLayer, type WrittenLayer} from './commit-layer.js'
 import {DebugfsExtractor} from './extractor/debugfs.js'
 import {type DiskView, openDiskView} from './extractor/disk.js'
 import {findDebugfs} from './extractor/e2fsprogs.js'
@@ -9,20 +8,16 @@ import {isExtractor} from './extractor/extractor.js'
 import {
   openSandbox, type Sandbox, type SandboxMode, type SandboxStatus,
 } from './extractor/sandbox.js'
-import {changeset} from './incremental/changeset.js'
 import {
   blobIdentity, buildChildConfig, defaultsFromConfig, openParentImage, type ParentImage,
 } from './incremental/parent-image.js'
 import {type ParentTreeSource, readParentTree} from './incremental/parent-tree.js'
 import {PendingTreeRecord, TreeRecordError} from './incremental/tree-record.js'
 import {UnchangedDirs} from './incremental/unchanged-dirs.js'
-import {WalkGate} from './incremental/walk-gate.js'
-import {type Compression, createCompressor, LAYER_MEDIA_TYPES} from './layer/compress.js'
+import {type Compression, LAYER_MEDIA_TYPES} from './layer/compress.js'
 import {pathMatcher} from './layer/exclude.js'
-import {excluding, tarLayer} from './layer/layer.js'
-import {countSkip, emptyLayerStats, type LayerStats} from './layer/stats.js'
+import {type LayerStats} from './layer/stats.js'
 import {applyChanges} from './oci/changes.js'
-import {DigestCounter} from './oci/digest.js'
 import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
 } from './oci/image.js'
@@ -30,17 +25,15 @@ import {layoutPath, OciLayout} from './oci/layout.js'
 import {type Architecture, hostArch} from './oci/platform.js'
 import {ImageRecords} from './oci/records.js'
 import {parseTagReference} from './oci/reference.js'
-import {
-  isRuntimePath, readEgressCa, type RuntimeFileReport, withoutRuntimeFiles,
-} from './publish/runtime-files.js'
+import {readEgressCa, type RuntimeFileReport} from './publish/runtime-files.js'
 import {
   readSecrets, SECRETS_RECORD, type SecretsPolicy, secretsRecord, secretsRefused,
 } from './publish/secrets-record.js'
-import {scanningSecrets, type SecretFinding, type SecretScan} from './publish/secrets.js'
+import {type SecretScan} from './publish/secrets.js'
 import {usageError} from './support/errors.js'
 import {type CommitProgress} from './support/progress.js'
 import {
-  leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type WorkspaceManifest,
+  leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type Workspace, type WorkspaceManifest,
 } from './workspace/workspace.js'
 
 export interface CommitOptions {
@@ -143,15 +136,6 @@ async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, 
   return {path: rootfs, async release() {}, replayed: false}
 }
 
-/** Progress callbacks over the live counters, or undefined when nobody listens. */
-function progressReporter(stats: LayerStats, diffCounter: DigestCounter | undefined, onProgress?: (progress: CommitProgress) => void) {
-  if (!onProgress) return
-  const report = (written: number, done: boolean): void => onProgress({
-    content_bytes: stats.contentBytes, done, entries: stats.entries, layer_bytes: written, tar_bytes: diffCounter?.bytes ?? written,
-  })
-  return {chunk: (written: number) => report(written, false), done: (size: number) => report(size, true)}
-}
-
 /** What the image starts from: the parent, if any (checked, its tree opened), its architecture and runtime config. */
 async function imageBase(layout: OciLayout, options: CommitOptions, manifest: WorkspaceManifest) {
   const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
@@ -215,112 +199,6 @@ async function storeImage(
   }
 }
 
-interface LayerTarOptions {
-  diskUuid?: string
-  exclude?: (path: Buffer) => boolean
-  /**
-   * With a parent: its secret findings (its layers are this image's too, whatever the new layer deletes) and
-   * the new layer's index in the image.
-   */
-  lower?: {findings: SecretFinding[]; layer: number}
-  parentTree?: ParentTreeSource
-  record: PendingTreeRecord
-  /** Where microagent's own files are reported, with the egress CA read ahead; undefined keeps them. */
-  runtime?: {ca: Buffer[]; report: RuntimeFileReport[]}
-  secrets: SecretScan
-  signal?: AbortSignal
-  /** With a parent's tree record: finds the directories the walk can leave unlisted. */
-  unchanged?: UnchangedDirs
-}
-
-/**
- * The layer's tar: the whole disk, or with a parent the changeset from its tree to the disk's. microagent's
- * own files are taken out first (with a parent, they stay as the parent has them), and what goes into the
- * layer is scanned for secrets on its way. Either way the new tree goes to `record`.
- */
-function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options: LayerTarOptions): AsyncGenerator<Buffer, void, undefined> {
-  const {exclude, parentTree, record, runtime, secrets} = options
-  const gate = parentTree ? new WalkGate() : undefined
-  const ignore = runtime ? isRuntimePath : undefined
-  const {unchanged} = options
-  const extracted = extractor.entries(disk, {
-    beforeClose: gate?.beforeClose,
-    onSkip: skip => countSkip(stats, skip),
-    probe: unchanged?.probe,
-    prune: unchanged ? path => (exclude?.(path) ?? false) || unchanged.has(path) : exclude,
-    signal: options.signal,
-  })
-  // --exclude first: what it drops is neither looked into for the egress CA nor reported as microagent's.
-  const kept = exclude ? excluding(extracted, exclude, stats) : extracted
-  const entries = runtime ? withoutRuntimeFiles(kept, runtime.report, runtime.ca) : kept
-  if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {onArchived: record.archived})
-  const changes = changeset(entries, parentTree, {
-    diskUuid: options.diskUuid, ignore, onNode: record.add, stats, unchanged, walk: gate,
-  })
-  return tarLayer(scanningSecrets(changes, secrets, {inherited: options.lower?.findings, layer: options.lower?.layer}), stats)
-}
-
-interface WrittenLayer {
-  diffCounter?: DigestCounter
-  layer: {digest: string; size: number}
-  record: PendingTreeRecord
-  runtimeFiles: RuntimeFileReport[]
-  secrets: SecretScan
-  stats: LayerStats
-  unchanged?: UnchangedDirs
-}
-
-interface LayerJob {
-  /** The egress CA read ahead; undefined keeps microagent's own files. */
-  ca?: Buffer[]
-  compression: Compression
-  disk: string
-  diskUuid?: string
-  exclude?: (path: Buffer) => boolean
-  extractor: Extractor
-  layout: OciLayout
-  lower?: {findings: SecretFinding[]; layer: number}
-  options: CommitOptions
-  readAt: Date
-}
-
-/** Writes the layer blob and its tree record, with counters and findings of its own (a retry starts afresh). */
-async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | undefined): Promise<WrittenLayer> {
-  const {compression, layout, options} = job
-  const stats = emptyLayerStats()
-  const runtimeFiles: RuntimeFileReport[] = []
-  const secrets: SecretScan = {count: 0, findings: []}
-  // An uncompressed layer is its own tar: its blob digest is the diff_id, so the tar is hashed once.
-  const diffCounter = compression === 'none' ? undefined : new DigestCounter()
-  const progress = progressReporter(stats, diffCounter, options.onProgress)
-  const record = PendingTreeRecord.open(layout, job.diskUuid, job.readAt)
-  const unchanged = parentTree?.again
-    ? new UnchangedDirs(parentTree, {diskUuid: job.diskUuid, exclude: job.exclude, ignore: job.ca ? isRuntimePath : undefined})
-    : undefined
-  try {
-    const compressor = createCompressor(compression, {level: options.compressionLevel})
-    const tar = Readable.from(layerTar(job.extractor, job.disk, stats, {
-      diskUuid: job.diskUuid,
-      exclude: job.exclude,
-      lower: job.lower,
-      parentTree,
-      record,
-      runtime: job.ca ? {ca: job.ca, report: runtimeFiles} : undefined,
-      secrets,
-      signal: options.signal,
-      unchanged,
-    }), {objectMode: false})
-    const layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
-    progress?.done(layer.size)
-    return {
-      diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged,
-    }
-  } catch (error) {
-    await record.discard()
-    throw error
-  }
-}
-
 function parentSummary(parent: ParentImage, tree: ParentTreeSource, unchanged: UnchangedDirs | undefined): NonNullable<CommitResult['parent']> {
   return {
     digest: parent.descriptor.digest,
@@ -329,6 +207,45 @@ function parentSummary(parent: ParentImage, tree: ParentTreeSource, unchanged: U
     tree: tree.source,
     ...(tree.recordProblem ? {tree_note: tree.recordProblem} : {}),
     unwalked: {directories: unchanged?.count ?? 0, entries: unchanged?.entries ?? 0},
+  }
+}
+
+interface DiskJob extends Omit<LayerJob, 'ca' | 'disk' | 'diskUuid' | 'readAt'> {
+  parent?: ParentImage
+  parentTree?: ParentTreeSource
+  sandbox: Sandbox
+}
+
+/**
+ * The layer, written from the workspace's disk under its lease (no VM can start on it meanwhile). The
+ * record's nodes are checked as they stream, its sha256 at their end: one found damaged only then leaves
+ * nothing behind (the blob is not stored), and the parent's layers are read instead.
+ */
+async function readDisk(workspace: Workspace, job: DiskJob): Promise<{parentTree?: ParentTreeSource; replayed: boolean; written: WrittenLayer}> {
+  const {extractor, layout, options, parent} = job
+  let {parentTree} = job
+  const lease = await leaseStoppedWorkspace(workspace)
+  const readAt = new Date()
+  try {
+    // The UUID is the disk's own: a replayed private copy has the same superblock.
+    const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
+    const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox: job.sandbox})
+    try {
+      const ca = options.keepRuntimeFiles ? undefined : await readEgressCa(extractor, view.path)
+      const write = (tree?: ParentTreeSource): Promise<WrittenLayer> => writeLayer({
+        ...job, ca, disk: view.path, diskUuid, readAt,
+      }, tree)
+      const written = await write(parentTree).catch(async (error: unknown) => {
+        if (!(error instanceof TreeRecordError) || !parent) throw error
+        parentTree = await readParentTree(layout, parent, `the tree record is damaged (${error.message})`)
+        return write(parentTree)
+      })
+      return {parentTree, replayed: view.replayed, written}
+    } finally {
+      await view.release()
+    }
+  } finally {
+    await lease?.release()
   }
 }
 
@@ -354,38 +271,12 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   await layout.init()
   const base = await imageBase(layout, options, workspace.manifest)
   const {architecture, parent} = base
-  let {parentTree} = base
   options.signal?.throwIfAborted()
   const lower = parent ? {findings: (await readSecrets(layout.root, parent.descriptor.digest))?.findings ?? [], layer: base.layers.length} : undefined
-  // From here until the disk has been read, no VM can start on it.
-  const lease = await leaseStoppedWorkspace(workspace)
-  const readAt = new Date()
-  let written: WrittenLayer
-  let replayed: boolean
-  // The UUID is the disk's own: a replayed private copy has the same superblock.
-  const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
-  try {
-    const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox})
-    replayed = view.replayed
-    try {
-      const ca = options.keepRuntimeFiles ? undefined : await readEgressCa(extractor, view.path)
-      const write = (tree?: ParentTreeSource): Promise<WrittenLayer> => writeLayer({
-        ca, compression, disk: view.path, diskUuid, exclude, extractor, layout, lower, options, readAt,
-      }, tree)
-      written = await write(parentTree).catch(async (error: unknown) => {
-        // The record's nodes are checked as they stream, its sha256 at their end: one found damaged only
-        // then leaves nothing behind (the blob is not stored), and the parent's layers are read instead.
-        if (!(error instanceof TreeRecordError) || !parent) throw error
-        parentTree = await readParentTree(layout, parent, `the tree record is damaged (${error.message})`)
-        return write(parentTree)
-      })
-    } finally {
-      await view.release()
-    }
-  } finally {
-    await lease?.release()
-  }
-
+  const read = await readDisk(workspace, {
+    compression, exclude, extractor, layout, lower, options, parent, parentTree: base.parentTree, sandbox,
+  })
+  const {parentTree, replayed, written} = read
   const {diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged} = written
   const diffId = diffCounter?.digest() ?? layer.digest
   if (secrets.count > 0 && options.secrets === 'refuse') {

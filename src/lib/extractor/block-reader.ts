@@ -1,8 +1,9 @@
 import {closeSync, openSync, readSync} from 'node:fs'
 
-import type {BlockRun} from './debugfs-parse.js'
+import type {BlockRun, InodeStat} from './debugfs-parse.js'
 
 import {extractionError} from '../support/errors.js'
+import {INODE_FLAGS} from './debugfs-parse.js'
 import {readSuperblock} from './disk.js'
 import {ImageWindows} from './image-windows.js'
 
@@ -17,6 +18,13 @@ const WINDOWS_KEPT = 8
 interface Piece {
   length: number
   offset?: number
+}
+
+/** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
+export function ownedBlocks(stat: InodeStat, blockSize: number): number {
+  if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
+  const sectors = blockSize / 512
+  return stat.blockCount % sectors === 0 ? stat.blockCount / sectors : Number.NaN
 }
 
 /**

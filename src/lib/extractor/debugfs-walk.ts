@@ -5,7 +5,7 @@ import {finished} from 'node:stream/promises'
 import type {Entry, ExtractOptions} from './extractor.js'
 
 import {extractionError} from '../support/errors.js'
-import {BlockReader} from './block-reader.js'
+import {BlockReader, ownedBlocks} from './block-reader.js'
 import {
   type DirListing, type DirRecord, INODE_FLAGS, type InodeStat, parseDirListingCompact, parseStat, TYPE_BITS,
 } from './debugfs-parse.js'
@@ -35,13 +35,6 @@ const DIRS_AHEAD_DIRECT = 8
 export const MAX_DEPTH = 1024
 /** ext4 symlink targets fit in one block; anything longer is corrupt. */
 const MAX_LINK_TARGET = 65_536
-/** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
-export function ownedBlocks(stat: InodeStat, blockSize: number): number {
-  if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
-  const sectors = blockSize / 512
-  return stat.blockCount % sectors === 0 ? stat.blockCount / sectors : Number.NaN
-}
-
 /**
  * The first `size` bytes of a stream; the rest is read and dropped.
  *

@@ -1,8 +1,7 @@
-import type {BlockReader} from './block-reader.js'
 import type {DiskProbe, ProbedInode} from './extractor.js'
 import type {InodeReader} from './inode-reader.js'
 
-import {ownedBlocks} from './debugfs-walk.js'
+import {type BlockReader, ownedBlocks} from './block-reader.js'
 
 /** The smallest directory record: inode, rec_len, name_len, file_type. */
 const DIRENT_HEAD = 8

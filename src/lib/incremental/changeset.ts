@@ -3,14 +3,8 @@
  * layer order) in one pass and yields the OCI changeset between them, for `tarLayer` to archive: added and
  * changed entries in full, whiteouts for deletions, an opaque whiteout where nothing of a directory's
  * lower contents survives. Memory is bounded by the depth of the tree, the names deleted from the open
- * directories, and the hard-link groups still being judged; never by the number of entries.
- *
- * Hard links: image-spec `layer.md` lets a layer hold links only to names in the same layer, so a
- * multiply-linked inode is either left alone entirely (same content, same metadata, and exactly the names
- * its parent group had) or archived whole, every name of it, the first carrying the content.
+ * directories, and the hard-link groups still being judged (see LinkGroups); never by the number of entries.
  */
-import {createHash} from 'node:crypto'
-
 import type {Entry} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
 import type {WalkGate} from './walk-gate.js'
@@ -19,8 +13,9 @@ import {isWhiteoutPath, type LayerItem, type Whiteout} from '../layer/names.js'
 import {type LayerStats} from '../layer/stats.js'
 import {extractionError} from '../support/errors.js'
 import {
-  EMPTY_SHA, hashContent, sameIdentity, sameMeta,
+  hashContent, hashingEntry, sameIdentity, sameMeta,
 } from './compare.js'
+import {LinkGroups} from './link-groups.js'
 import {type ParentTree, Peek} from './parent-nodes.js'
 import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
 import {type UnchangedDirs} from './unchanged-dirs.js'
@@ -60,22 +55,6 @@ interface Frame {
   path: Buffer
 }
 
-interface Member {
-  changed: boolean
-  entry: Entry
-  parent?: TreeNode
-}
-
-/** A multiply-linked inode whose fate is not decided yet. */
-interface Group {
-  decided?: 'emit' | 'keep'
-  /** Its names' link count on disk: once that many were seen, the group can be judged. */
-  links: number
-  members: Member[]
-  seen: number
-  sha256?: string
-}
-
 /**
  * Yields the changeset that turns the parent's tree into the disk's. `entries` are the disk's entries as
  * a full commit would archive them (after --exclude), in layer order.
@@ -91,7 +70,7 @@ class Merge {
   private readonly frames: Frame[] = [{
     deleted: [], emitted: false, inParent: true, kept: false, path: Buffer.alloc(0),
   }]
-  private readonly groups = new Map<number, Group>()
+  private readonly groups: LinkGroups
   private readonly ignore: (path: Buffer) => boolean
   private readonly parentNodes: Peek
   /** The last disk path seen, to check the walk's order. */
@@ -106,6 +85,9 @@ class Merge {
   ) {
     this.ignore = options.ignore ?? (() => false)
     this.parentNodes = new Peek(parent.nodes)
+    this.groups = new LinkGroups(parent.groups, {
+      keep: () => this.keep(), record: node => this.record(node), trusts: node => this.trusts(node),
+    })
     this.trusted = parent.fsUuid !== undefined && parent.fsUuid === options.diskUuid
   }
 
@@ -123,7 +105,7 @@ class Merge {
         const result = gate ? await gate.race(next) : await next
         if (result === 'ended' || result.done) {
           // The extractor is still open (or has nothing to close): settle the groups while content can be read.
-          yield * this.settleGroups()
+          yield * this.groups.settleAll()
           settled = true
           this.options.walk?.release()
           if (result === 'ended') await next
@@ -186,40 +168,6 @@ class Merge {
     while (this.parentNodes.head && isUnder(this.parentNodes.head.path, dir)) await this.parentNodes.load()
   }
 
-  private async emit(entry: Entry, group?: Group, chunks?: Buffer[]): Promise<{item: Entry; sha256?: () => string | undefined}> {
-    if (entry.type !== 'file') return {item: entry}
-    if (entry.size === 0) return {item: entry, sha256: () => EMPTY_SHA}
-    const known = group?.sha256
-    if (chunks) return {item: {...entry, content: () => chunks}, sha256: () => known}
-    const hash = createHash('sha256')
-    const source = entry.content!
-    const item: Entry = {
-      ...entry,
-      async * content() {
-        for await (const chunk of source()) {
-          hash.update(chunk as Buffer)
-          yield chunk as Buffer
-        }
-      },
-    }
-    let digest: string | undefined
-    const sha256 = (): string => {
-      digest ??= hash.digest('hex')
-      return digest
-    }
-
-    return {item, sha256: () => known ?? sha256()}
-  }
-
-  private async * emitGroup(group: Group): AsyncGenerator<Entry, void, undefined> {
-    group.decided = 'emit'
-    for (const member of group.members.splice(0)) {
-      const {item, sha256} = await this.emit(member.entry, group)
-      yield item
-      group.sha256 ??= sha256?.()
-    }
-  }
-
   private async * entry(entry: Entry, node: TreeNode | undefined): AsyncGenerator<LayerItem, void, undefined> {
     if (node && node.type !== entry.type && node.type === 'directory') await this.dropParentSubtree(node.path)
     const same = node !== undefined && node.type === entry.type
@@ -236,12 +184,12 @@ class Merge {
 
     const grouped = (entry.links ?? 1) > 1 || node?.group !== undefined || this.groups.has(entry.inode)
     if (grouped) {
-      yield * this.member(entry, same ? node : undefined)
+      yield * this.groups.member(entry, same ? node : undefined)
       return
     }
 
     if (!same || !sameMeta(entry, node)) {
-      const {item, sha256} = await this.emit(entry)
+      const {item, sha256} = hashingEntry(entry)
       yield item
       await this.record(nodeFromEntry(entry, sha256?.()))
       return
@@ -335,42 +283,6 @@ class Merge {
     return false
   }
 
-  private async * member(entry: Entry, node: TreeNode | undefined): AsyncGenerator<Entry, void, undefined> {
-    let group = this.groups.get(entry.inode)
-    if (!group) {
-      group = {links: entry.links ?? 1, members: [], seen: 0}
-      this.groups.set(entry.inode, group)
-    }
-
-    group.seen++
-    if (group.decided === 'emit') {
-      yield entry
-      await this.record(nodeFromEntry(entry, group.sha256))
-      return
-    }
-
-    let changed = node === undefined || !sameMeta(entry, node)
-    if (!changed && entry.type === 'file') {
-      if (group.sha256 === undefined) {
-        group.sha256 = this.trusts(node!) && sameIdentity(entry, node!) ? node!.sha256 : (await hashContent(entry)).sha256
-      }
-
-      changed = group.sha256 !== node!.sha256
-    }
-
-    group.members.push({changed, entry, parent: node})
-    // A name seen again after the group was judged unchanged: it has more names than its link count said.
-    if (changed || group.decided === 'keep') {
-      yield * this.emitGroup(group)
-      await this.record(nodeFromEntry(entry, group.sha256))
-      return
-    }
-
-    this.keep()
-    await this.record(nodeFromEntry(entry, group.sha256))
-    if (group.seen >= group.links) yield * this.settle(group)
-  }
-
   /**
    * What needs no changeset item, settled without the generators of `step` (their cost, per entry, was most
    * of the merge): an entry left out (out of a skipped subtree, a `.wh.*` name), or one at the parent's next
@@ -392,33 +304,6 @@ class Merge {
 
   private async record(node: TreeNode): Promise<void> {
     await this.options.onNode?.(node)
-  }
-
-  /**
-   * Judges a group all of whose names were seen: unchanged only if its names are exactly the parent group's.
-   *
-   * @yields every name of the group, when it changed
-   */
-  private async * settle(group: Group): AsyncGenerator<Entry, void, undefined> {
-    const {members} = group
-    const key = members[0].parent?.group
-    const names = key === undefined ? undefined : this.parent.groups.get(key)
-    const clean = members.every(m => !m.changed && m.parent?.group === key) && (
-      key === undefined
-        ? members.length === 1
-        : names !== undefined && names.length === members.length && names.every(name => members.some(m => m.entry.path.equals(name)))
-    )
-    if (clean) {
-      // The members stay: should a name beyond the link count turn up, the whole group is archived after all.
-      group.decided = 'keep'
-      return
-    }
-
-    yield * this.emitGroup(group)
-  }
-
-  private async * settleGroups(): AsyncGenerator<Entry, void, undefined> {
-    for (const group of this.groups.values()) if (group.decided === undefined) yield * this.settle(group)
   }
 
   /**
@@ -468,9 +353,7 @@ class Merge {
 
     const {chunks, sha256} = await hashContent(entry)
     if (sha256 === node.sha256) this.keep()
-    else yield (await this.emit(entry, {
-      links: 1, members: [], seen: 0, sha256,
-    }, chunks)).item
+    else yield hashingEntry(entry, sha256, chunks).item
     await this.record(nodeFromEntry(entry, sha256))
   }
 }

@@ -52,3 +52,31 @@ export async function hashContent(entry: Entry): Promise<{chunks?: Buffer[]; sha
   if (seen !== entry.size) throw extractionError(`"${entry.path.toString('latin1')}" gave ${seen} bytes, ${entry.size} expected`)
   return keep ? {chunks, sha256: hash.digest('hex')} : {sha256: hash.digest('hex')}
 }
+
+/**
+ * The entry as the layer archives it, with its content's sha256 once archived: `known` when given, else
+ * hashed as the layer reads it (from `chunks` when the content was read already).
+ */
+export function hashingEntry(entry: Entry, known?: string, chunks?: Buffer[]): {item: Entry; sha256?: () => string | undefined} {
+  if (entry.type !== 'file') return {item: entry}
+  if (entry.size === 0) return {item: entry, sha256: () => EMPTY_SHA}
+  if (chunks) return {item: {...entry, content: () => chunks}, sha256: () => known}
+  const hash = createHash('sha256')
+  const source = entry.content!
+  const item: Entry = {
+    ...entry,
+    async * content() {
+      for await (const chunk of source()) {
+        hash.update(chunk as Buffer)
+        yield chunk as Buffer
+      }
+    },
+  }
+  let digest: string | undefined
+  const sha256 = (): string => {
+    digest ??= hash.digest('hex')
+    return digest
+  }
+
+  return {item, sha256: () => known ?? sha256()}
+}
