@@ -71,7 +71,13 @@ function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options
   const entries = runtime ? withoutRuntimeFiles(kept, runtime.report, runtime.ca) : kept
   if (!parentTree) return tarLayer(scanningSecrets(entries, secrets), stats, {onArchived: record.archived})
   const changes = changeset(entries, parentTree, {
-    diskUuid: options.diskUuid, ignore, onNode: record.add, stats, unchanged, walk: gate,
+    diskUuid: options.diskUuid,
+    ignore,
+    onNode: record.add,
+    onRange: parentTree.skips ? range => record.addRange(range, parentTree.skips!.file) : undefined,
+    stats,
+    unchanged,
+    walk: gate,
   })
   return tarLayer(scanningSecrets(changes, secrets, {inherited: options.lower?.findings, layer: options.lower?.layer}), stats)
 }

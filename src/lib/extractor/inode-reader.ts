@@ -87,6 +87,8 @@ const CRC32C_TABLES = (() => {
   return tables
 })()
 const [T0, T1, T2, T3, T4, T5, T6, T7] = CRC32C_TABLES
+/** What a checksum field counts as while the checksum is computed. */
+const ZERO_16 = Buffer.alloc(2)
 
 /** CRC32C as ext4 chains it: no final inversion, the seed is the previous value. */
 export function crc32c(seed: number, bytes: Uint8Array, start = 0, end = bytes.length): number {
@@ -139,7 +141,6 @@ export class InodeReader {
   private readonly metadataCsum: boolean
   /** The inode number and generation, little-endian: what the checksum covers before the inode. */
   private readonly prefix = Buffer.alloc(8)
-  private readonly scratch: Buffer
   private readonly tables: ImageWindows
   private readonly wide: boolean
 
@@ -155,7 +156,6 @@ export class InodeReader {
     this.inodeTableBlocks = Math.ceil((this.inodesPerGroup * this.inodeSize) / blockSize)
     this.metadataCsum = (sb.readUInt32LE(SB.featureRoCompat) & RO_COMPAT_METADATA_CSUM) !== 0
     this.csumSeed = (incompat & INCOMPAT.csumSeed) === 0 ? crc32c(0xFF_FF_FF_FF, sb, SB.uuid, SB.uuid + 16) : sb.readUInt32LE(SB.checksumSeed)
-    this.scratch = Buffer.alloc(this.inodeSize)
     this.tables = new ImageWindows(fd, TABLE_WINDOW, 4)
   }
 
@@ -276,14 +276,20 @@ export class InodeReader {
   private checksumOk(ino: number, raw: Buffer): boolean {
     if (!this.metadataCsum) return true
     const hasHi = this.inodeSize > GOOD_OLD_INODE_SIZE && raw.readUInt16LE(I.extraIsize) >= 4
-    const {scratch} = this
-    raw.copy(scratch)
-    scratch.writeUInt16LE(0, I.checksumLo)
-    if (hasHi) scratch.writeUInt16LE(0, I.checksumHi)
     const le = this.prefix
     le.writeUInt32LE(ino, 0)
     le.writeUInt32LE(raw.readUInt32LE(I.generation), 4)
-    const calculated = crc32c(crc32c(this.csumSeed, le), scratch)
+    // The checksum fields count as zeros: the inode is hashed around them, not copied to zero them.
+    let calculated = crc32c(crc32c(this.csumSeed, le), raw, 0, I.checksumLo)
+    calculated = crc32c(calculated, ZERO_16, 0, 2)
+    if (hasHi) {
+      calculated = crc32c(calculated, raw, I.checksumLo + 2, I.checksumHi)
+      calculated = crc32c(calculated, ZERO_16, 0, 2)
+      calculated = crc32c(calculated, raw, I.checksumHi + 2, this.inodeSize)
+    } else {
+      calculated = crc32c(calculated, raw, I.checksumLo + 2, this.inodeSize)
+    }
+
     const provided = raw.readUInt16LE(I.checksumLo) + (hasHi ? raw.readUInt16LE(I.checksumHi) * 65_536 : 0)
     if (provided === (hasHi ? calculated : calculated & 0xFF_FF)) return true
     // libext2fs passes an inode whose first 128 bytes are all zero; debugfs decides what that means.

@@ -17,6 +17,7 @@ import {
 } from './compare.js'
 import {LinkGroups} from './link-groups.js'
 import {type ParentTree, Peek} from './parent-nodes.js'
+import {type RecordRange} from './tree-record-reader.js'
 import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
 import {type UnchangedDirs} from './unchanged-dirs.js'
 
@@ -32,6 +33,8 @@ export interface ChangesetOptions {
   ignore?: (path: Buffer) => boolean
   /** Hears each node of the new image's tree, in layer order, for its tree record. */
   onNode?: (node: TreeNode) => Promise<void> | void
+  /** Hears, in place of their nodes, the ranges of the parent's record holding unwalked subtrees (see `unchanged`). */
+  onRange?: (range: RecordRange) => Promise<void> | void
   /** Counts the disk's `.wh.*` names, which no layer can carry. */
   stats?: LayerStats
   /**
@@ -99,10 +102,17 @@ class Merge {
     const gate = this.options.walk
     let settled = false
     try {
-      await this.parentNodes.load()
+      let loaded = false
       for (;;) {
         const next = disk.next()
         const result = gate ? await gate.race(next) : await next
+        if (!loaded) {
+          // Only once the walk gave its first answer: the extractor probed the disk before it (UnchangedDirs),
+          // and the parent's nodes then skip the subtrees found unchanged.
+          await this.parentNodes.load()
+          loaded = true
+        }
+
         if (result === 'ended' || result.done) {
           // The extractor is still open (or has nothing to close): settle the groups while content can be read.
           yield * this.groups.settleAll()
@@ -248,7 +258,17 @@ class Merge {
    */
   private keepUnwalked(dir: Buffer): Promise<void> | void {
     this.keep()
+    // Should the extractor yield the subtree after all, it is the parent's already.
+    this.skip = dir
     const unchanged = this.options.unchanged!
+    const range = unchanged.range(dir)
+    const {head} = this.parentNodes
+    if (range && !(head && isUnder(head.path, dir))) {
+      // The parent's nodes stream skipped the subtree: its record blocks are copied as they are.
+      unchanged.entries += range.count
+      return this.options.onRange?.(range)
+    }
+
     const next = (): Promise<void> | void => {
       for (;;) {
         const node = this.parentNodes.head

@@ -1,15 +1,18 @@
+import type {PlacedBatch, RecordSkips} from './tree-record-reader.js'
 import type {TreeNode} from './tree-record.js'
 
 /** The parent image's tree, from its tree record or from its layers. */
 export interface ParentTree {
-  /** The nodes once more, in a stream of their own (a tree record can be read again; layers are not). */
-  again?: () => AsyncIterable<TreeNode[]>
+  /** The nodes once more, placed in the record file, in a stream of their own (a record can be read again; layers not). */
+  again?: () => AsyncIterable<PlacedBatch>
   /** UUID of the filesystem the nodes' identities come from; identities are trusted only on the same one. */
   fsUuid?: string
   /** Hard-link groups of two names or more, by the key nodes carry in `group`. */
   groups: Map<string, Buffer[]>
   /** The nodes in layer order, in batches; read once. */
   nodes: AsyncIterable<TreeNode[]>
+  /** With a record: the ranges of it that `nodes` leaves out, to be filled before `nodes` is first read. */
+  skips?: RecordSkips
   /**
    * Identities whose ctime (seconds) is this or later are not trusted. A timestamp has a granularity (a
    * second on 128-byte inodes, a clock tick otherwise): a file changed again after the record, within the

@@ -19,7 +19,7 @@ import {readTar, TarFormatError, type TarMember} from '../layer/tar-reader.js'
 import {DigestCounter} from '../oci/digest.js'
 import {ImageRecords} from '../oci/records.js'
 import {checkParentBlobs, parentError} from './parent-image.js'
-import {openTreeRecord, type TreeRecord} from './tree-record-reader.js'
+import {openTreeRecord, RecordSkips, type TreeRecord} from './tree-record-reader.js'
 import {
   OLD_TREE_RECORD, TREE_RECORD, type TreeNode, TreeRecordError,
 } from './tree-record.js'
@@ -55,12 +55,14 @@ export async function readParentTree(layout: OciLayout, parent: ParentImage, dam
   const {problem, record} = damaged === undefined ? await usableRecord(layout, parent) : {problem: damaged}
   if (record) {
     const blobs = await checkParentBlobs(layout, parent, record.blobs)
+    const skips = new RecordSkips(record.file)
     return {
-      again: () => record.batches(),
+      again: () => record.placed(),
       blobs,
       fsUuid: record.fsUuid,
       groups: record.groups,
-      nodes: record.batches(),
+      nodes: record.batches(skips),
+      skips,
       source: 'record',
       trustedBefore: Math.max(record.newestCtime, record.readAt ?? Number.NEGATIVE_INFINITY) - RACY_SECONDS,
     }

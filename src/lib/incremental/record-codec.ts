@@ -145,6 +145,12 @@ export class ByteReader {
     return this.copied(this.uint())
   }
 
+  /** Passes over `length` bytes. */
+  skip(length: number): void {
+    if (length > this.end - this.pos) throw new RecordFormatError('truncated field')
+    this.pos += length
+  }
+
   text(): string {
     const length = this.uint()
     this.skip(length)
@@ -165,10 +171,5 @@ export class ByteReader {
 
     if (value >= SAFE_LIMIT) throw new RecordFormatError('number too large')
     return value
-  }
-
-  private skip(length: number): void {
-    if (length > this.end - this.pos) throw new RecordFormatError('truncated field')
-    this.pos += length
   }
 }

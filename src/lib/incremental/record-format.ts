@@ -26,10 +26,15 @@ import type {TreeNode} from './tree-record.js'
 import {ENTRY_TYPES} from '../extractor/extractor.js'
 import {ByteReader, type ByteWriter, RecordFormatError} from './record-codec.js'
 
-/** The blocks of one chunk of a record file: a reader over them, and each block's body as `[start, end)` pairs. */
+/**
+ * The blocks of one chunk of a record file: a reader over them, each block's body as `[start, end)` pairs,
+ * where each block starts (its length first), and the file offset of the reader's first byte.
+ */
 export interface BlockBatch {
+  base: number
   reader: ByteReader
   spans: number[]
+  starts: number[]
 }
 
 export const MAGIC = Buffer.from('MATREE\0\u0002', 'latin1')
@@ -123,9 +128,10 @@ function time(input: ByteReader): {nsec: number; sec: number} {
 
 /**
  * Reads the body of a node block (after its kind byte). Whether the node is in a group is left to the
- * caller, which knows the groups: `grouped` says the writer put it in one.
+ * caller, which knows the groups: `grouped` says the writer put it in one. `hashes: false` leaves files'
+ * sha256 out (a hex string per file is most of what a pass that needs none would allocate).
  */
-export function decodeNode(input: ByteReader, previous: Buffer | undefined): {grouped: boolean; node: TreeNode} {
+export function decodeNode(input: ByteReader, previous: Buffer | undefined, hashes = true): {grouped: boolean; node: TreeNode} {
   const flags = input.byte()
   const type = ENTRY_TYPES[flags & TYPE_BITS]
   if (type === undefined || (flags & ~KNOWN_FLAGS) !== 0) throw new RecordFormatError('bad type')
@@ -145,7 +151,8 @@ export function decodeNode(input: ByteReader, previous: Buffer | undefined): {gr
     gid, mode, mtime, path, size: input.uint(), type, uid, xattrs: [],
   }
   if (node.mode > 0o7777 || (type !== 'file' && node.size > 0)) throw new RecordFormatError('bad mode or size')
-  if (type === 'file') node.sha256 = input.hex(32)
+  if (type === 'file' && hashes) node.sha256 = input.hex(32)
+  else if (type === 'file') input.skip(32)
   if (type === 'symlink') node.linkTarget = input.sized()
   if (DEVICE_TYPES.has(type)) {
     node.devMajor = input.uint()
@@ -201,14 +208,20 @@ export async function * blockBatches(file: string, hash: Hash): AsyncGenerator<B
       }
 
       const spans: number[] = []
+      const starts: number[] = []
       for (;;) {
         const block = nextBlock(buf, pos)
         if (block === undefined) break
         spans.push(block.start, block.end)
+        starts.push(pos)
         pos = block.end
       }
 
-      if (spans.length > 0) yield {reader: new ByteReader(buf), spans}
+      if (spans.length > 0) {
+        yield {
+          base, reader: new ByteReader(buf), spans, starts,
+        }
+      }
     }
 
     const footer = Buffer.alloc(FOOTER_BYTES)

@@ -12,14 +12,53 @@ import {compareTreePaths, type TreeNode, TreeRecordError} from './tree-record.js
 /** The header block is tiny (a UUID): read with the start of the file. */
 const HEAD_BYTES = 4096
 
+/**
+ * A subtree's run of node blocks in a record file, which a record of the next image can copy as it is: the
+ * blocks are the same when the subtree is, and the first is encoded against the directory's own path,
+ * which comes right before it in both records.
+ */
+export interface RecordRange {
+  /** Nodes in the range. */
+  count: number
+  /** The directory the subtree is under. */
+  dir: Buffer
+  /** File offset just past the range's last block. */
+  end: number
+  first: Buffer
+  last: Buffer
+  /** The newest ctime (seconds) of the identities in the range. */
+  newestCtime: number
+  /** File offset of the range's first block. */
+  start: number
+}
+
+/** Ranges of a record file that a stream of its nodes skips (hashed, not decoded), by their start offsets. */
+export class RecordSkips {
+  readonly ranges = new Map<number, RecordRange>()
+
+  constructor(readonly file: string) {}
+}
+
+/** A chunk's nodes with the file offset of each one's block, and the offset just past the last one. */
+export interface PlacedBatch {
+  end: number
+  nodes: TreeNode[]
+  offsets: number[]
+}
+
 export interface TreeRecord {
-  /** `nodes`, a chunk of the file's nodes at a time. */
-  batches(): AsyncGenerator<TreeNode[], void, undefined>
+  /**
+   * `nodes`, a chunk of the file's nodes at a time; with `skips`, the nodes of its ranges are left out
+   * (counted and hashed all the same), which must be filled before the stream begins.
+   */
+  batches(skips?: RecordSkips): AsyncGenerator<TreeNode[], void, undefined>
   /** Identities of the image's layer blob files (by digest) when they were written or last hashed. */
   blobs: Map<string, string>
   /** The image's diff_ids, as the record's writer saw them. */
   diffIds: string[]
   entries: number
+  /** The record's file. */
+  file: string
   /** UUID of the filesystem the identities come from, if any. */
   fsUuid?: string
   /** Hard-link groups of two names or more, by key. */
@@ -31,6 +70,8 @@ export interface TreeRecord {
    * file: throws TreeRecordError when anything is wrong, and what was read from it must not be used then.
    */
   nodes(): AsyncGenerator<TreeNode, void, undefined>
+  /** `batches` with where each node is in the file, for RecordRange, and without files' sha256. */
+  placed(): AsyncGenerator<PlacedBatch, void, undefined>
   /**
    * When the commit began reading the disk (seconds, host clock): every change made after the record has a
    * ctime from then on, whatever the disk's newest ctime says.
@@ -52,7 +93,7 @@ function parseGroups(block: ByteReader): Map<string, Buffer[]> {
   return groups
 }
 
-function parseTrailer(block: ByteReader): Omit<TreeRecord, 'batches' | 'fsUuid' | 'groups' | 'nodes'> {
+function parseTrailer(block: ByteReader): Omit<TreeRecord, 'batches' | 'file' | 'fsUuid' | 'groups' | 'nodes' | 'placed'> {
   const entries = block.uint()
   const newestCtime = block.int()
   const readAt = block.byte() === 1 ? block.int() : undefined
@@ -102,10 +143,14 @@ export async function openTreeRecord(file: string): Promise<TreeRecord> {
     ...trailer,
     fsUuid,
     groups,
-    batches: () => streamNodes(file, trailer.entries, keyOf),
-    async * nodes() {
-      for await (const batch of streamNodes(file, trailer.entries, keyOf)) yield * batch
+    async * batches(skips?: RecordSkips) {
+      for await (const batch of streamNodes(file, trailer.entries, keyOf, {skips})) yield batch.nodes
     },
+    file,
+    async * nodes() {
+      for await (const batch of streamNodes(file, trailer.entries, keyOf)) yield * batch.nodes
+    },
+    placed: () => streamNodes(file, trailer.entries, keyOf, {hashes: false}),
   }
 }
 
@@ -139,29 +184,76 @@ async function readEnds(file: string): Promise<{fsUuid?: string; groups: Map<str
 /**
  * @yields the record's nodes in order, checked, a chunk at a time (errors as TreeRecordError)
  */
-async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
+async function * streamNodes(file: string, entries: number, keyOf: Map<string, string>, how: StreamOptions = {}): AsyncGenerator<PlacedBatch, void, undefined> {
   try {
-    yield * checkedNodes(file, entries, keyOf)
+    yield * checkedNodes(file, entries, keyOf, how)
   } catch (error) {
     if (error instanceof TreeRecordError) throw error
     throw new TreeRecordError((error as Error).message)
   }
 }
 
+interface StreamOptions {
+  /** False leaves files' sha256 out. */
+  hashes?: boolean
+  skips?: RecordSkips
+}
+
+/** Where a stream is among the ranges it skips. */
+class Skipper {
+  /** The end of the range being skipped, or -1. */
+  private to = -1
+
+  constructor(private readonly skips: RecordSkips | undefined) {}
+
+  /** Whether a skipped range is still open (the blocks ran out inside it). */
+  get inside(): boolean {
+    return this.to >= 0
+  }
+
+  /** For the block at file offset `at`: true inside a skipped range, the range if one starts there, else false. */
+  at(at: number): boolean | RecordRange {
+    if (this.to >= 0) {
+      if (at < this.to) return true
+      if (at > this.to) throw new TreeRecordError('a skipped range ends inside a block')
+      this.to = -1
+    }
+
+    const range = this.skips?.ranges.get(at)
+    if (!range) return false
+    this.to = range.end
+    return range
+  }
+}
+
 /**
  * @yields the record's nodes in order, checked, a chunk at a time; then checks their count and the sha256 of the file
  */
-async function * checkedNodes(file: string, entries: number, keyOf: Map<string, string>): AsyncGenerator<TreeNode[], void, undefined> {
+async function * checkedNodes(file: string, entries: number, keyOf: Map<string, string>, {hashes = true, skips}: StreamOptions): AsyncGenerator<PlacedBatch, void, undefined> {
   const hash = createHash('sha256')
   const batches = blockBatches(file, hash)
   let last: Buffer | undefined
   let count = 0
   let tail = false
+  const skipper = new Skipper(skips)
   let next = await batches.next()
   while (!next.done) {
-    const {reader, spans} = next.value
+    const {
+      base, reader, spans, starts,
+    } = next.value
     const nodes: TreeNode[] = []
+    const offsets: number[] = []
+    let end = base
     for (let i = 0; i < spans.length && !tail; i += 2) {
+      const at = base + starts[i / 2]
+      const range = skipper.at(at)
+      if (range === true) continue
+      if (range) {
+        count += range.count
+        last = range.last
+        continue
+      }
+
       const block = reader.at(spans[i], spans[i + 1])
       const kind = block.byte()
       if (kind === BLOCK.header && last === undefined && count === 0) continue
@@ -170,18 +262,20 @@ async function * checkedNodes(file: string, entries: number, keyOf: Map<string, 
         break
       }
 
-      const {grouped, node} = decodeNode(block, last)
+      const {grouped, node} = decodeNode(block, last, hashes)
       if (last && compareTreePaths(last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
       last = node.path
       count++
       const key = grouped ? keyOf.get(node.path.toString('latin1')) : undefined
       if (key !== undefined) node.group = key
       nodes.push(node)
+      offsets.push(at)
+      end = base + spans[i + 1]
     }
 
-    if (nodes.length > 0) yield nodes
+    if (nodes.length > 0) yield {end, nodes, offsets}
     next = await batches.next()
   }
 
-  if (count !== entries || !next.value.equals(hash.digest())) throw new TreeRecordError('its sha256 does not match its bytes')
+  if (skipper.inside || count !== entries || !next.value.equals(hash.digest())) throw new TreeRecordError('its sha256 does not match its bytes')
 }

@@ -8,11 +8,14 @@
  */
 import {createHash, type Hash} from 'node:crypto'
 import {once} from 'node:events'
-import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
+import {
+  closeSync, createWriteStream, openSync, readSync, type WriteStream,
+} from 'node:fs'
 import {unlink} from 'node:fs/promises'
 
 import type {Entry, EntryType, Timestamp} from '../extractor/extractor.js'
 import type {OciLayout} from '../oci/layout.js'
+import type {RecordRange} from './tree-record-reader.js'
 
 import {ImageRecords} from '../oci/records.js'
 import {ByteWriter} from './record-codec.js'
@@ -92,7 +95,8 @@ export function compareTreePaths(a: Buffer, b: Buffer): number {
 /** Whether `path` lies under the directory `dir` (not equal to it). */
 export function isUnder(path: Buffer, dir: Buffer): boolean {
   if (dir.length === 0) return path.length > 0
-  return path.length > dir.length && path[dir.length] === 0x2F && path.subarray(0, dir.length).equals(dir)
+  // compare() with ranges: no view of `path` made for each of the millions of calls.
+  return path.length > dir.length && path[dir.length] === 0x2F && path.compare(dir, 0, dir.length, 0, dir.length) === 0
 }
 
 export class TreeRecordError extends Error {}
@@ -116,6 +120,8 @@ export class TreeRecordWriter {
   private newestCtime = 0
   private readonly out: WriteStream
   private readonly pending = new ByteWriter(WRITE_BYTES + 64 * 1024)
+  /** The record `addRange` copies from, kept open between ranges. */
+  private source: undefined | {fd: number; file: string}
   /** Bytes handed to the file so far. */
   private written = 0
 
@@ -134,6 +140,7 @@ export class TreeRecordWriter {
 
   /** Abandons the file (the caller removes it) once its handle is closed. */
   async abort(): Promise<void> {
+    this.closeSource()
     if (this.out.closed) return
     const closed = once(this.out, 'close').catch(() => {})
     this.out.destroy()
@@ -163,10 +170,34 @@ export class TreeRecordWriter {
   }
 
   /**
+   * Copies a range of another record's node blocks (a subtree as it is there), right after its directory's
+   * node: the blocks then decode to the same nodes here. Anything else makes the record invalid. Returns a
+   * promise only when the file's buffer is full, as `add` does (ranges are as many as unchanged directories).
+   */
+  addRange(range: RecordRange, file: string): Promise<void> | undefined {
+    if (this.invalid) return
+    if (!this.last?.equals(range.dir) || range.count === 0 || compareTreePaths(range.dir, range.first) >= 0) {
+      this.invalid = true
+      return
+    }
+
+    this.last = range.last
+    this.count += range.count
+    if (range.newestCtime > this.newestCtime) this.newestCtime = range.newestCtime
+    if (this.source?.file !== file) {
+      if (this.source) closeSync(this.source.fd)
+      this.source = {fd: openSync(file, 'r'), file}
+    }
+
+    return this.copy(this.source.fd, range.start, range.end)
+  }
+
+  /**
    * Closes the file and returns its size in bytes. `blobs`: the identities of the image's layer blobs
    * (`blobIdentity`, by digest) as they were when written or hashed.
    */
   async finish(diffIds: string[], blobs: ReadonlyMap<string, string> = new Map()): Promise<number> {
+    this.closeSource()
     const {pending} = this
     const groups = [...this.groups.values()].filter(names => names.length > 1)
     const tail = this.written + pending.length
@@ -200,6 +231,21 @@ export class TreeRecordWriter {
     return this.out.bytesWritten
   }
 
+  private closeSource(): void {
+    if (this.source) closeSync(this.source.fd)
+    this.source = undefined
+  }
+
+  private copy(fd: number, start: number, end: number): Promise<void> | undefined {
+    for (let at = start; at < end;) {
+      const chunk = Buffer.allocUnsafe(Math.min(WRITE_BYTES, end - at))
+      if (readSync(fd, chunk, 0, chunk.length, at) !== chunk.length) throw new TreeRecordError('truncated')
+      this.pending.bytes(chunk)
+      at += chunk.length
+      if (this.pending.length >= WRITE_BYTES) return this.flush().then(() => this.copy(fd, at, end))
+    }
+  }
+
   private async flush(): Promise<void> {
     if (this.failure) throw this.failure
     const chunk = this.pending.take()
@@ -216,6 +262,7 @@ export class TreeRecordWriter {
  */
 export class PendingTreeRecord {
   readonly add = (node: TreeNode): Promise<void> | undefined => this.writer.add(node)
+  readonly addRange = (range: RecordRange, file: string): Promise<void> | undefined => this.writer.addRange(range, file)
   /** For `tarLayer`'s `onArchived`. */
   readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> | undefined => this.writer.add(nodeFromEntry(entry, sha256))
   private readonly writer: TreeRecordWriter
@@ -245,8 +292,6 @@ export class PendingTreeRecord {
     }
 
     await this.writer.finish(diffIds, blobs)
-    const size = await new ImageRecords(layout.root).writeStream(manifestDigest, TREE_RECORD, createReadStream(this.temp))
-    await unlink(this.temp).catch(() => {})
-    return size
+    return new ImageRecords(layout.root).adopt(manifestDigest, TREE_RECORD, this.temp)
   }
 }

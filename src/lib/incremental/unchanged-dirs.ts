@@ -18,6 +18,7 @@
  */
 import type {DiskProbe, ProbedInode} from '../extractor/extractor.js'
 import type {ParentTree} from './parent-nodes.js'
+import type {RecordRange} from './tree-record-reader.js'
 import type {TreeNode} from './tree-record.js'
 
 import {isUnder} from './tree-record.js'
@@ -31,14 +32,26 @@ export interface UnchangedDirsOptions {
 }
 
 interface Frame {
+  /** The subtree's first node (this directory's first child), when it has one: path, file offset, index. */
+  first?: {at: number; path: Buffer; seq: number}
   /** Outermost unchanged directories found under this one, while this one may still be unchanged. */
-  found: Buffer[]
+  found: Found[]
   /** The directory's names, sorted as the record has them, matched one by one against its nodes. */
-  listing: undefined | {inode: number; name: Buffer}[]
+  listing: Listing | undefined
   matched: number
+  /** The newest ctime (seconds) of the identities under it. */
+  newest: number
   path: Buffer
   unchanged: boolean
 }
+
+interface Found {
+  path: Buffer
+  /** Where its subtree's nodes are in the record: none for an empty directory. */
+  range?: RecordRange
+}
+
+type Listing = {inode: number; name: Buffer}[]
 
 function sameTime(a: {nsec: number; sec: number}, b: {nsec: number; sec: number}): boolean {
   return a.sec === b.sec && a.nsec === b.nsec
@@ -55,49 +68,110 @@ function sameMeta(inode: ProbedInode, node: TreeNode): boolean {
   return (inode.devMajor ?? 0) === (node.devMajor ?? 0) && (inode.devMinor ?? 0) === (node.devMinor ?? 0)
 }
 
+function frame(path: Buffer, listing?: Listing): Frame {
+  return {
+    found: [], listing, matched: 0, newest: 0, path, unchanged: listing !== undefined,
+  }
+}
+
+/** The frame's directory changed: its subtree is walked, and what was found unchanged in it is kept. */
+function changed(dir: Frame, found: Found[]): void {
+  if (!dir.unchanged) return
+  dir.unchanged = false
+  found.push(...dir.found)
+  dir.found = []
+}
+
+/** Matches the node against its directory's next name on the disk. */
+function listed(dir: Frame, node: TreeNode): boolean {
+  const next = dir.listing?.[dir.matched++]
+  if (!next || next.inode !== node.identity?.inode) return false
+  const from = dir.path.length === 0 ? 0 : dir.path.length + 1
+  return node.path.length - from === next.name.length && node.path.compare(next.name, 0, next.name.length, from) === 0
+}
+
+/** One pass over the record's nodes in layer order, with the directories open at each node. */
+class Scan {
+  /** Outermost unchanged directories found so far. */
+  readonly found: Found[] = []
+  private readonly frames: Frame[] = [frame(Buffer.alloc(0))]
+  private previous: Buffer | undefined
+  /** Index of the next node. */
+  private seq = 0
+
+  constructor(
+    private readonly probe: DiskProbe,
+    private readonly check: (node: TreeNode, probe: DiskProbe) => ProbedInode | undefined,
+  ) {}
+
+  /** The open directories closed, the last node's block ending at `end`; returns what was found. */
+  finish(end: number): Found[] {
+    while (this.frames.length > 1) this.close(end)
+    return this.found
+  }
+
+  /** The next node, its block at file offset `at`. */
+  node(node: TreeNode, at: number): void {
+    const {frames, probe} = this
+    while (frames.length > 1 && !isUnder(node.path, frames.at(-1)!.path)) this.close(at)
+    const top = frames.at(-1)!
+    top.first ??= {at, path: node.path, seq: this.seq}
+    if (node.identity && node.identity.ctime.sec > top.newest) top.newest = node.identity.ctime.sec
+    // Under a changed directory only directories are worth a look: the walk lists the rest anyway.
+    const inode = top.unchanged || node.type === 'directory' ? this.check(node, probe) : undefined
+    if (top.unchanged && !(inode && listed(top, node))) changed(top, this.found)
+    this.seq++
+    this.previous = node.path
+    if (node.type !== 'directory') return
+    // Bytewise name order: the record's order for the children of one directory (names hold no `/`).
+    const listing = inode && probe.listing(node.identity!.inode)?.sort((a, b) => Buffer.compare(a.name, b.name))
+    frames.push(frame(node.path, listing))
+  }
+
+  /** Closes the innermost directory, whose subtree's blocks end at `end`. */
+  private close(end: number): void {
+    const dir = this.frames.pop()!
+    const outer = this.frames.at(-1)!
+    outer.newest = Math.max(outer.newest, dir.newest)
+    if (!dir.unchanged || dir.matched !== dir.listing!.length) {
+      changed(dir, this.found)
+      changed(outer, this.found)
+      return
+    }
+
+    const {first} = dir
+    const range = first && {
+      count: this.seq - first.seq, dir: dir.path, end, first: first.path, last: this.previous!, newestCtime: dir.newest, start: first.at,
+    }
+    // Kept by the outer directory while it may be kept whole itself (then this one goes with it).
+    if (outer.unchanged) outer.found.push({path: dir.path, range})
+    else this.found.push({path: dir.path, range})
+  }
+}
+
 export class UnchangedDirs {
   /** Entries under the unchanged directories, which the walk did not visit: counted by the merge as it keeps them. */
   entries = 0
-  /** For ExtractOptions.probe: reads the parent's record once (it is checked whole before this returns). */
+  /**
+   * For ExtractOptions.probe: reads the parent's record once (it is checked whole before this returns), and
+   * leaves the unchanged subtrees' ranges of it in the parent's `skips`, for its nodes stream to skip.
+   */
   readonly probe = async (probe: DiskProbe): Promise<void> => {
     const {parent} = this
-    if (!parent.again || parent.fsUuid === undefined || parent.fsUuid !== this.options.diskUuid) return
-    const found: Buffer[] = []
-    const frames: Frame[] = [{
-      found, listing: undefined, matched: 0, path: Buffer.alloc(0), unchanged: false,
-    }]
-    const close = (): void => {
-      const frame = frames.pop()!
-      const outer = frames.at(-1)!
-      if (frame.unchanged && frame.matched === frame.listing!.length) {
-        // Kept by the outer directory while it may be kept whole itself (then this one goes with it).
-        (outer.unchanged ? outer.found : found).push(frame.path)
-        return
-      }
-
-      this.changed(frame, found)
-      this.changed(outer, found)
-    }
-
+    if (!parent.again || !parent.skips || parent.fsUuid === undefined || parent.fsUuid !== this.options.diskUuid) return
+    const scan = new Scan(probe, (node, on) => this.check(node, on))
+    let end = 0
     for await (const batch of parent.again()) {
-      for (const node of batch) {
-        while (frames.length > 1 && !isUnder(node.path, frames.at(-1)!.path)) close()
-        const top = frames.at(-1)!
-        // Under a changed directory only directories are worth a look: the walk lists the rest anyway.
-        const inode = top.unchanged || node.type === 'directory' ? this.check(node, probe) : undefined
-        if (top.unchanged && !(inode && this.listed(top, node))) this.changed(top, found)
-        if (node.type !== 'directory') continue
-        const listing = inode && this.sorted(probe.listing(node.identity!.inode))
-        frames.push({
-          found: [], listing, matched: 0, path: node.path, unchanged: listing !== undefined,
-        })
-      }
+      for (const [i, node] of batch.nodes.entries()) scan.node(node, batch.offsets[i])
+      end = batch.end
     }
 
-    while (frames.length > 1) close()
-    for (const dir of found) this.dirs.add(dir.toString('latin1'))
+    for (const {path, range} of scan.finish(end)) {
+      this.dirs.set(path.toString('latin1'), range)
+      if (range) parent.skips.ranges.set(range.start, range)
+    }
   }
-  private readonly dirs = new Set<string>()
+  private readonly dirs = new Map<string, RecordRange | undefined>()
 
   constructor(
     private readonly parent: ParentTree,
@@ -114,12 +188,9 @@ export class UnchangedDirs {
     return this.dirs.size > 0 && this.dirs.has(path.toString('latin1'))
   }
 
-  /** The frame's directory changed: its subtree is walked, and what was found unchanged in it is kept. */
-  private changed(frame: Frame, found: Buffer[]): void {
-    if (!frame.unchanged) return
-    frame.unchanged = false
-    found.push(...frame.found)
-    frame.found = []
+  /** The range of the parent's record that holds the subtree of an unchanged directory (none if it is empty). */
+  range(path: Buffer): RecordRange | undefined {
+    return this.dirs.get(path.toString('latin1'))
   }
 
   /** The disk's inode for the node when it is unchanged by the merge's own rules, else undefined. */
@@ -135,18 +206,5 @@ export class UnchangedDirs {
     // A file's content is its identity's, as the merge trusts it (see ParentTree.trustedBefore).
     const trusted = id.ctime.sec < (this.parent.trustedBefore ?? Number.POSITIVE_INFINITY)
     return trusted && sameTime(inode.ctime, id.ctime) ? inode : undefined
-  }
-
-  /** Matches the node against its directory's next name on the disk. */
-  private listed(frame: Frame, node: TreeNode): boolean {
-    const next = frame.listing?.[frame.matched++]
-    if (!next || next.inode !== node.identity?.inode) return false
-    const name = node.path.subarray(frame.path.length === 0 ? 0 : frame.path.length + 1)
-    return next.name.equals(name)
-  }
-
-  /** Bytewise name order: the record's order for the children of one directory (names hold no `/`). */
-  private sorted(listing: undefined | {inode: number; name: Buffer}[]): undefined | {inode: number; name: Buffer}[] {
-    return listing?.sort((a, b) => Buffer.compare(a.name, b.name))
   }
 }

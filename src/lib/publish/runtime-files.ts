@@ -74,6 +74,16 @@ export const RUNTIME_DIRS: readonly string[] = ['etc/microagent']
 export const CERT_LINK_DIR = 'etc/ssl/certs'
 
 const byPath = new Map(RUNTIME_FILES.map(file => [file.path, file]))
+const KNOWN = [...RUNTIME_FILES.map(file => file.path), ...RUNTIME_DIRS]
+/** The first bytes and the longest length of the paths above: most paths of a disk are told apart by these alone. */
+const FIRST_BYTES = new Set(KNOWN.map(known => known.codePointAt(0)))
+const LONGEST = Math.max(...KNOWN.map(known => known.length))
+
+/** False for a path that cannot be one of the table's (checked without making a string of it: this runs per entry). */
+function mayBeKnown(entryPath: Buffer | string): boolean {
+  if (typeof entryPath === 'string') return true
+  return entryPath.length <= LONGEST && FIRST_BYTES.has(entryPath[0])
+}
 
 function pathText(entryPath: Buffer | string): string {
   return typeof entryPath === 'string' ? entryPath : entryPath.toString('latin1')
@@ -81,7 +91,7 @@ function pathText(entryPath: Buffer | string): string {
 
 /** The table's row for a path, if microagent writes it. */
 export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined {
-  return byPath.get(pathText(entryPath))
+  return mayBeKnown(entryPath) ? byPath.get(pathText(entryPath)) : undefined
 }
 
 /**
@@ -89,7 +99,7 @@ export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined
  * stay as the parent has them (neither written again nor whited out).
  */
 export function isRuntimePath(entryPath: Buffer | string): boolean {
-  return isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(pathText(entryPath))
+  return mayBeKnown(entryPath) && (isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(pathText(entryPath)))
 }
 
 /** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */

@@ -3,7 +3,7 @@ import {readFileSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {gzipSync} from 'node:zlib'
 
-import {openTreeRecord} from '../../../src/lib/incremental/tree-record-reader.js'
+import {openTreeRecord, type RecordRange, RecordSkips} from '../../../src/lib/incremental/tree-record-reader.js'
 import {
   compareTreePaths, type TreeNode, TreeRecordError, TreeRecordWriter,
 } from '../../../src/lib/incremental/tree-record.js'
@@ -113,5 +113,73 @@ describe('tree-record', () => {
     await writer.add(node('a'))
     expect(writer.invalid).to.equal(true)
     await writer.abort()
+  })
+
+  describe('ranges of a record (a subtree copied as it is into the next record)', () => {
+    const id = (inode: number, sec: number): TreeNode['identity'] => ({ctime: {nsec: 0, sec}, generation: 1, inode})
+    const tree = [
+      node('a', {identity: id(2, 5)}),
+      node('a/b', {identity: id(3, 5)}),
+      node('a/b/c', {
+        identity: id(4, 40), sha256: SHA, size: 1, type: 'file',
+      }),
+      node('a/b/d', {identity: id(5, 7)}),
+      node('a/e', {linkTarget: Buffer.from('x'), type: 'symlink'}),
+      node('z', {identity: id(6, 5)}),
+    ]
+
+    /** The range holding `a`'s subtree, from the record's placed nodes. */
+    async function rangeOfA(file: string): Promise<RecordRange> {
+      const placed: {at: number; node: TreeNode}[] = []
+      let end = 0
+      for await (const batch of (await openTreeRecord(file)).placed()) {
+        for (const [i, n] of batch.nodes.entries()) placed.push({at: batch.offsets[i], node: n})
+        end = batch.end
+      }
+
+      expect(placed.every(p => p.node.sha256 === undefined), 'placed() leaves hashes out').to.equal(true)
+      const z = placed.findIndex(p => p.node.path.toString() === 'z')
+      expect(end).to.be.greaterThan(placed[z].at)
+      return {
+        count: 4, dir: Buffer.from('a'), end: placed[z].at, first: Buffer.from('a/b'), last: Buffer.from('a/e'), newestCtime: 40, start: placed[1].at,
+      }
+    }
+
+    it('skips a range while streaming (counted and hashed, not decoded), and copies it into another record', async () => {
+      const file = await write(tree)
+      const range = await rangeOfA(file)
+      const skips = new RecordSkips(file)
+      skips.ranges.set(range.start, range)
+      const streamed: string[] = []
+      for await (const batch of (await openTreeRecord(file)).batches(skips)) for (const n of batch) streamed.push(n.path.toString())
+      expect(streamed).to.deep.equal(['a', 'z'])
+
+      const copy = path.join(tempDir(), 'copy.bin')
+      const writer = new TreeRecordWriter(copy, 'uuid-1')
+      await writer.add(tree[0])
+      await writer.addRange(range, file)
+      await writer.add(tree[5])
+      await writer.finish(['sha256:aa'])
+      expect(writer.invalid).to.equal(false)
+      expect(await readAll(copy)).to.deep.equal(await readAll(file))
+      expect(await openTreeRecord(copy)).to.include({entries: 6, newestCtime: 40})
+    })
+
+    it('refuses a range that does not end on a block, and one that is not right after its directory', async () => {
+      const file = await write(tree)
+      const range = await rangeOfA(file)
+      const skips = new RecordSkips(file)
+      skips.ranges.set(range.start, {...range, end: range.end - 1})
+      const stream = async (): Promise<void> => {
+        for await (const batch of (await openTreeRecord(file)).batches(skips)) expect(batch).to.be.an('array')
+      }
+
+      expect(await rejection(stream())).to.be.instanceOf(TreeRecordError)
+      const writer = new TreeRecordWriter(path.join(tempDir(), 'bad.bin'), 'uuid-1')
+      await writer.add(tree[5])
+      await writer.addRange(range, file)
+      expect(writer.invalid).to.equal(true)
+      await writer.abort()
+    })
   })
 })
