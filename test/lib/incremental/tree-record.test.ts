@@ -31,6 +31,8 @@ async function readAll(file: string): Promise<TreeNode[]> {
 
 const SHA = 'ab'.repeat(32)
 
+const id = (inode: number, sec: number): TreeNode['identity'] => ({ctime: {nsec: 0, sec}, generation: 1, inode})
+
 describe('tree-record', () => {
   it('orders paths as layers do: a directory, its subtree, then siblings sorting after its name', () => {
     const paths = ['a-c', 'a/b', 'a', 'a/b/c', 'b', 'a.b'].map(p => Buffer.from(p)).sort(compareTreePaths).map(String)
@@ -116,7 +118,6 @@ describe('tree-record', () => {
   })
 
   describe('ranges of a record (a subtree copied as it is into the next record)', () => {
-    const id = (inode: number, sec: number): TreeNode['identity'] => ({ctime: {nsec: 0, sec}, generation: 1, inode})
     const tree = [
       node('a', {identity: id(2, 5)}),
       node('a/b', {identity: id(3, 5)}),
