@@ -2,7 +2,8 @@
 // npm run bench: our commit and push against the classic pipeline, pigz and skopeo, side by side, on the same
 // images, several runs each, medians. Fixtures are built once into BENCH_DIR (default /tmp/microagent-bench):
 // a Debian minbase rootfs and a larger one (debootstrap; /usr/share instead when debootstrap is unavailable),
-// and a many-small-files tree, each in an ext4 image. Public tools only: Node's timers, /usr/bin/time.
+// and many-small-files trees (20,000 files; 200,000, incremental rows only), each in an ext4 image. Public tools
+// only: Node's timers, /usr/bin/time.
 // Options (env): BENCH_RUNS (default 3), BENCH_DIR, BENCH_ONLY (comma list of fixture names), BENCH_SKIP_PUSH=1,
 // BENCH_ROWS (comma list of row groups: commit, gzip, push, sandbox, incremental; default all).
 // The scale fixtures (scale-500k, scale-1m: directories of 1,000 small files plus one directory of 100,000 empty
@@ -26,7 +27,8 @@ const benchDir = process.env.BENCH_DIR ?? path.join(tmpdir(), 'microagent-bench'
 const runs = Number(process.env.BENCH_RUNS ?? 3)
 const only = process.env.BENCH_ONLY?.split(',')
 const rowGroups = process.env.BENCH_ROWS?.split(',')
-const wanted = group => !rowGroups || rowGroups.includes(group)
+/** Whether a row group runs: asked for (all by default), and one the fixture gets (all, unless it lists its own). */
+const wanted = (group, fixture) => (!rowGroups || rowGroups.includes(group)) && (!fixture?.rows || fixture.rows.includes(group))
 const created = '2026-01-01T00:00:00Z'
 mkdirSync(benchDir, {recursive: true})
 
@@ -99,15 +101,20 @@ function fixtures() {
     list.push({name: 'usr-share', tree: '/usr/share'})
   }
 
-  if (want('small-files')) list.push({
-    name: 'small-files',
-    tree: tree('small-files', dir => {
-      for (let d = 0; d < 200; d++) {
-        mkdirSync(path.join(dir, `d${d}`), {recursive: true})
-        for (let f = 0; f < 100; f++) writeFileSync(path.join(dir, `d${d}`, `f${f}.txt`), `file ${d}/${f}\n`.repeat(1 + ((d * f) % 40)))
-      }
-    }),
-  })
+  // Two sizes of the same shape: at 20,000 files a commit's fixed cost (start-up, opening the disk) is a
+  // large part of it; at 200,000 (a node_modules or a Python environment) the per-entry costs show. The larger
+  // one gets the incremental rows only.
+  for (const [name, dirs, rows] of [['small-files', 200], ['small-files-200k', 2000, ['incremental']]]) {
+    if (want(name)) list.push({
+      inodes: dirs * 130, name, rows, tree: tree(name, dir => {
+        for (let d = 0; d < dirs; d++) {
+          mkdirSync(path.join(dir, `d${d}`), {recursive: true})
+          for (let f = 0; f < 100; f++) writeFileSync(path.join(dir, `d${d}`, `f${f}.txt`), `file ${d}/${f}\n`.repeat(1 + ((d * f) % 40)))
+        }
+      }),
+    })
+  }
+
   // Opt-in: building them takes minutes and GBs of disk.
   for (const [name, dirs] of [['scale-500k', 400], ['scale-1m', 900]]) {
     if (only?.includes(name)) list.push({name, scale: {bigDirFiles: 100_000, dirs, filesPerDir: 1000}})
@@ -139,7 +146,8 @@ function workspace(fixture) {
     const bytes = duBytes(fixture.tree)
     const size = Math.ceil((2 * bytes) / 1024 / 1024) + 256
     console.error(`mke2fs -d ${fixture.name} (${size} MiB) ...`)
-    sh(`mke2fs -q -F -t ext4 -d ${fixture.tree} ${image} ${size}M`)
+    // Small files need more inodes than mke2fs's default ratio gives.
+    sh(`mke2fs -q -F -t ext4${fixture.inodes ? ` -N ${fixture.inodes}` : ''} -d ${fixture.tree} ${image} ${size}M`)
   }
 
   return {image, state}
@@ -212,7 +220,7 @@ async function incremental(fixture, image, pushing) {
     sh(`debugfs -w -f ${path.join(benchDir, 'debugfs.cmds')} ${disk} > /dev/null 2>&1`)
   }
 
-  const small = fixture.name === 'small-files'
+  const small = fixture.name.startsWith('small-files')
   let changedBytes
   if (small) {
     const files = someFiles(disk, 10)
@@ -281,7 +289,7 @@ async function main() {
 
       const rootfsBytes = duBytes(fixture.tree)
       console.error(`${fixture.name}: tree ${(rootfsBytes / 1e6).toFixed(0)} MB`)
-      if (wanted('sandbox')) {
+      if (wanted('sandbox', fixture)) {
         // The cost of confining debugfs: the same commit with bubblewrap (auto) and without (off), in turn; gzip is
         // the default commit, none leaves only the extraction, which is all that confinement touches.
         clean()
@@ -294,9 +302,9 @@ async function main() {
         }
       }
 
-      if (wanted('incremental')) await incremental(fixture, image, pushing)
+      if (wanted('incremental', fixture)) await incremental(fixture, image, pushing)
 
-      if (wanted('commit')) {
+      if (wanted('commit', fixture)) {
         const [ours, theirs, zstd] = sideBySide([commit('gzip'), classic, commit('zstd')], clean)
         // Disk beyond the output: the classic pipeline stages the whole tree; commit streams (its temp blob is the output).
         clean()
@@ -326,7 +334,7 @@ async function main() {
         row(fixture.name, 'secret scan (scanner time, same files) vs commit gzip', scan, ours, `${(scans[0].bytes / 1e6).toFixed(0)} MB scanned, ${scans[0].findings} findings; goal <= 0.05`)
       }
 
-      if (wanted('gzip')) {
+      if (wanted('gzip', fixture)) {
         // Compression alone, on the same tar: our parallel gzip vs pigz on both cores.
         sh(`node ${bin} commit bench local/bench:tar --state-dir ${state} --created ${created} --compression none > /dev/null`)
         const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8'))
@@ -342,7 +350,7 @@ async function main() {
         row(fixture.name, 'gzip -6 of the tar vs pigz -6 -p 2', ourGzip, pigz, `tar ${(statSync(tar).size / 1e6).toFixed(0)} MB`)
       }
 
-      if (pushing && wanted('push')) {
+      if (pushing && wanted('push', fixture)) {
         sh(commit('gzip'))
         // A fresh registry for every push, so that neither tool can skip or mount a blob it saw before
         // (skopeo keeps a blob-info cache, we keep a push history).

@@ -5,10 +5,10 @@ import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {gunzipSync} from 'node:zlib'
+import {gunzipSync, gzipSync} from 'node:zlib'
 
 import {
-  type Compression, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES,
+  type Compression, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, MEMBER_BYTES,
 } from '../../../src/lib/layer/compress.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {requireTools} from '../../helpers/tools.js'
@@ -57,6 +57,16 @@ describe('compress', () => {
     for (let at = one.indexOf(GZIP_MAGIC); at !== -1; at = one.indexOf(GZIP_MAGIC, at + 1)) members++
     expect(members).to.be.at.least(3)
     execFileSync('gzip', ['-t'], {input: one})
+  })
+
+  it('writes a gzip member with the same bytes on the main thread (a layer of one member) as on a worker', async () => {
+    const member = (bytes: Buffer): Buffer => gzipSync(bytes, {chunkSize: 1024 * 1024, level: 6, memLevel: 9})
+    // One member: compressed without a worker.
+    expect((await compress(data)).equals(member(data))).to.equal(true)
+    // Two: each on a worker, as the main thread would have written it.
+    const two = Buffer.concat([randomBytes(MEMBER_BYTES), data])
+    expect((await compress(two)).equals(Buffer.concat([member(two.subarray(0, MEMBER_BYTES)), member(data)]))).to.equal(true)
+    expect(await compress(Buffer.alloc(0))).to.have.length(0)
   })
 
   it('writes zstd that the zstd command reads back, deterministically, whoever compresses', async function () {
