@@ -1,5 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
+import type {PushResult} from '../lib/registry/push.js'
+
 import {BaseCommand} from '../base-command.js'
 import {type CommitResult, commitWorkspace} from '../lib/commit.js'
 import {chooseExtractor, type Extractor} from '../lib/extractor/extractor.js'
@@ -9,7 +11,6 @@ import {CHANGE_INSTRUCTIONS} from '../lib/oci/changes.js'
 import {resolveCreated} from '../lib/oci/image.js'
 import {ARCH_NAMES, ARCHITECTURES, normalizeArch} from '../lib/oci/platform.js'
 import {formatFinding, SECRETS_POLICIES, type SecretsPolicy} from '../lib/publish/secrets-record.js'
-import {pushDestination, pushImage, type PushResult} from '../lib/registry/push.js'
 import {usageError} from '../lib/support/errors.js'
 
 export default class Commit extends BaseCommand<typeof Commit> {
@@ -172,8 +173,10 @@ export default class Commit extends BaseCommand<typeof Commit> {
   static override summary = "Commit a stopped workspace's rootfs as an OCI image."
 
   async run(): Promise<CommitResult & {push?: PushResult}> {
+    // Only a --push loads the registry client (its modules cost start-up time).
+    const registry = this.flags.push ? await import('../lib/registry/push.js') : undefined
     // Refuse what cannot work before committing, not after.
-    if (this.flags.push) pushDestination(this.args['image-ref'])
+    if (registry) registry.pushDestination(this.args['image-ref'])
     else if (this.flags['allow-secrets']) throw usageError('--allow-secrets applies to --push', 'Add --push, or push later with `image push <image-ref> --allow-secrets`.')
     compressionLevel(this.flags.compression as Compression, this.flags['compression-level'])
     const display = this.progressDisplay()
@@ -223,12 +226,12 @@ export default class Commit extends BaseCommand<typeof Commit> {
     for (const [count, what] of skipped) if (count > 0) this.logToStderr(`note: left out ${count} ${what}`)
     this.reportPublishing(result)
     await this.announce('microagent:committed', {result})
-    if (!this.flags.push) {
+    if (!registry) {
       this.log(`Push it with: ${this.config.bin} image push ${result.reference}`)
       return result
     }
 
-    const pushed = await pushImage({
+    const pushed = await registry.pushImage({
       allowSecrets: this.flags['allow-secrets'],
       layoutPath: result.layout_path, onProgress: display?.push, signal: this.interrupt.signal, source: result.reference,
     })

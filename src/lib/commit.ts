@@ -188,10 +188,16 @@ async function storeImage(
     const blobs = new Map(image.blobs).set(layers.at(-1)!.digest, await blobIdentity(layout.blobPath(layers.at(-1)!.digest)))
     // Past this point nothing is visible until the tag moves; stop here if the user asked to.
     signal?.throwIfAborted()
+    // The tree record is completed and synced while the config and manifest are written.
+    const completing = record.complete(diffIds, blobs)
+    completing.catch(() => {})
     const configBlob = await layout.writeBlob(canonicalJson(config))
     const manifest = await layout.writeBlob(canonicalJson(buildManifest({...configBlob, mediaType: MEDIA_TYPES.config}, layers)))
-    const recordBytes = await record.store(layout, manifest.digest, diffIds, blobs)
-    await new ImageRecords(layout.root).write(manifest.digest, SECRETS_RECORD, secretsRecord(image.secrets))
+    await completing
+    const [recordBytes] = await Promise.all([
+      record.store(layout, manifest.digest, diffIds, blobs),
+      new ImageRecords(layout.root).write(manifest.digest, SECRETS_RECORD, secretsRecord(image.secrets)),
+    ])
     return {configDigest: configBlob.digest, manifest, recordBytes}
   } catch (error) {
     await record.discard()

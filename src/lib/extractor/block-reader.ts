@@ -34,6 +34,8 @@ export function ownedBlocks(stat: InodeStat, blockSize: number): number {
  * hostile map can make a file read other blocks of the same image (as `cat` would), never past its end.
  */
 export class BlockReader {
+  /** What `contiguous` reads into. */
+  private scratch = Buffer.alloc(0)
   private readonly windows: ImageWindows
 
   private constructor(
@@ -60,12 +62,9 @@ export class BlockReader {
    * Reads are synchronous on purpose: most files are a few KiB, and a thread-pool round trip per file
    * costs more than the read itself; a piece is at most READ_CHUNK bytes, so the loop is never held long.
    *
-   * `windowed: false` reads each piece on its own: for blocks scattered over the image (directories),
-   * where a window would read a MiB around each.
-   *
    * @yields the content in order, in pieces of at most READ_CHUNK bytes
    */
-  * content(runs: BlockRun[], size: number, where: string, windowed = true): Generator<Buffer, void, undefined> {
+  * content(runs: BlockRun[], size: number, where: string): Generator<Buffer, void, undefined> {
     for (const piece of this.plan(runs, size, where)) {
       for (let done = 0; done < piece.length; done += READ_CHUNK) {
         const length = Math.min(READ_CHUNK, piece.length - done)
@@ -74,11 +73,31 @@ export class BlockReader {
           continue
         }
 
-        const buffer = windowed && length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
+        const buffer = length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
         if (buffer.length !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
         yield buffer
       }
     }
+  }
+
+  /**
+   * The `size` bytes mapped by `runs` (checked as `content` checks them), read into one buffer that is reused
+   * by the next call: for many small reads of scattered blocks (directories), where a fresh buffer per read
+   * cost more than the read (measured: 2,000 directory blocks read in 52 ms that way during a commit).
+   */
+  contiguous(runs: BlockRun[], size: number, where: string): Buffer {
+    if (this.scratch.length < size) this.scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * this.scratch.length))
+    let at = 0
+    for (const piece of this.plan(runs, size, where)) {
+      if (piece.offset === undefined) this.scratch.fill(0, at, at + piece.length)
+      else if (readSync(this.fd, this.scratch, at, piece.length, piece.offset) !== piece.length) {
+        throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+      }
+
+      at += piece.length
+    }
+
+    return this.scratch.subarray(0, size)
   }
 
   /** No piece yielded so far is held any more: the windows they came from may be reused. */

@@ -73,18 +73,15 @@ export function diskProbe(inodes: InodeReader, blocks: BlockReader): DiskProbe {
       if (stat?.type !== 'directory' || !map || stat.size % bs !== 0 || ownedBlocks(stat, bs) !== map.listed) return undefined
       if (map.runs.some(run => run.unwritten)) return undefined
       const out: {inode: number; name: Buffer}[] = []
+      let bytes: Buffer
       try {
-        for (const piece of blocks.content(map.runs, stat.size, `directory inode ${ino}`, false)) {
-          if (piece.length % bs !== 0) return undefined
-          for (let at = 0; at < piece.length; at += bs) if (!parseDirBlock(piece.subarray(at, at + bs), out)) return undefined
-        }
+        bytes = blocks.contiguous(map.runs, stat.size, `directory inode ${ino}`)
       } catch {
         // A map that points outside the image: the walk's debugfs listing reports it.
         return undefined
-      } finally {
-        blocks.release()
       }
 
+      for (let at = 0; at < bytes.length; at += bs) if (!parseDirBlock(bytes.subarray(at, at + bs), out)) return undefined
       return out
     },
   }

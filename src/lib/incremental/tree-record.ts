@@ -18,6 +18,7 @@ import type {OciLayout} from '../oci/layout.js'
 import type {RecordRange} from './tree-record-reader.js'
 
 import {ImageRecords} from '../oci/records.js'
+import {fsync} from '../support/files.js'
 import {ByteWriter} from './record-codec.js'
 import {
   BLOCK, encodeNode, footerOffset, MAGIC,
@@ -265,6 +266,7 @@ export class PendingTreeRecord {
   readonly addRange = (range: RecordRange, file: string): Promise<void> | undefined => this.writer.addRange(range, file)
   /** For `tarLayer`'s `onArchived`. */
   readonly archived = (entry: Entry, sha256: string | undefined): Promise<void> | undefined => this.writer.add(nodeFromEntry(entry, sha256))
+  private completed = false
   private readonly writer: TreeRecordWriter
 
   private constructor(private readonly temp: string, fsUuid: string | undefined, readAt: Date) {
@@ -276,14 +278,25 @@ export class PendingTreeRecord {
     return new PendingTreeRecord(layout.ingestPath('.tree'), fsUuid, readAt)
   }
 
+  /**
+   * Completes the file and syncs it to disk, ahead of `store` (which then only moves it into place), so
+   * that its sync runs while the config and manifest are written.
+   */
+  async complete(diffIds: string[], blobs: ReadonlyMap<string, string>): Promise<void> {
+    if (this.writer.invalid || this.completed) return
+    await this.writer.finish(diffIds, blobs)
+    await fsync(this.temp)
+    this.completed = true
+  }
+
   async discard(): Promise<void> {
     await this.writer.abort()
     await unlink(this.temp).catch(() => {})
   }
 
   /**
-   * Completes the record and stores it as the image's; returns its size in bytes, or 0 when no record
-   * could be kept (the extractor's entries were not in layer order).
+   * Completes the record (unless `complete` did) and stores it as the image's; returns its size in bytes,
+   * or 0 when no record could be kept (the extractor's entries were not in layer order).
    */
   async store(layout: OciLayout, manifestDigest: string, diffIds: string[], blobs: ReadonlyMap<string, string>): Promise<number> {
     if (this.writer.invalid) {
@@ -291,7 +304,7 @@ export class PendingTreeRecord {
       return 0
     }
 
-    await this.writer.finish(diffIds, blobs)
+    await this.complete(diffIds, blobs)
     return new ImageRecords(layout.root).adopt(manifestDigest, TREE_RECORD, this.temp)
   }
 }
