@@ -81,7 +81,7 @@ class DirLoad {
   ) {
     this.records = walk.session.request(`ls -p <${inode}>`).then(reply => walk.children(parseDirListingCompact(reply), prefix))
     // Once the first children are known, their own directories can be fetched ahead too.
-    this.batch(0).then(children => walk.fetchAhead(children, 0), () => {})
+    this.batch(0).then(children => walk.fetchAhead(children), () => {})
   }
 
   /**
@@ -131,14 +131,13 @@ export class Walk {
    * @yields the entries under the directory, parents before children
    */
   async * directory(inode: number, prefix: Buffer, depth: number): AsyncGenerator<Entry, void, undefined> {
-    // `scanned`: how far fetchAhead has looked through `batch`, so that each child is considered once.
-    const open: {batch: Child[]; batches: AsyncGenerator<Child[], void, undefined>; depth: number; next: number; scanned: number}[] = []
+    const open: {batch: Child[]; batches: AsyncGenerator<Child[], void, undefined>; depth: number; next: number}[] = []
     const enter = (dirInode: number, dirPrefix: Buffer, dirDepth: number): void => {
       if (dirDepth > MAX_DEPTH) throw extractionError(`directories nest deeper than ${MAX_DEPTH} levels at "/${dirPrefix.toString('latin1')}"`)
       const load = this.ahead.get(dirInode) ?? new DirLoad(this, dirInode, dirPrefix)
       this.ahead.delete(dirInode)
       open.push({
-        batch: [], batches: load.children(), depth: dirDepth, next: 0, scanned: 0,
+        batch: [], batches: load.children(), depth: dirDepth, next: 0,
       })
     }
 
@@ -155,7 +154,7 @@ export class Walk {
         top.batch = batch.value
         top.next = 0
         // While this batch is archived, debugfs lists the directories it holds.
-        top.scanned = this.fetchAhead(top.batch, 0)
+        this.fetchAhead(top.batch)
         continue
       }
 
@@ -180,9 +179,6 @@ export class Walk {
         }
 
         this.visitedDirs.add(stat.inode)
-        // The walk took one directory out of those loading ahead: the next siblings' take its place, or the
-        // walk would list them one round trip at a time (measured: 200 sibling directories paid ~0.9 ms each).
-        top.scanned = this.fetchAhead(top.batch, Math.max(top.scanned, top.next))
         if (!this.options.prune?.(entryPath)) enter(stat.inode, entryPath, top.depth + 1)
       }
     }
@@ -192,18 +188,14 @@ export class Walk {
    * Starts loading the directories among `children` (at most DIRS_AHEAD loads wait at once), so that
    * debugfs always has work queued and the walk seldom waits for a reply. Loads start in the order the
    * walk will want them only roughly; a directory not fetched ahead is fetched when the walk reaches it.
-   *
-   * @returns the index it looked as far as: the next call for the same children can start there
    */
-  fetchAhead(children: Child[], from: number): number {
-    let i = from
-    for (; i < children.length && this.ahead.size < this.dirsAhead; i++) {
-      const {path: childPath, stat: {inode, type}} = children[i]
-      if (type !== 'directory' || this.visitedDirs.has(inode) || this.ahead.has(inode) || this.options.prune?.(childPath)) continue
-      this.ahead.set(inode, new DirLoad(this, inode, childPath))
+  fetchAhead(children: Child[]): void {
+    for (const child of children) {
+      if (this.ahead.size >= this.dirsAhead) return
+      const {inode, type} = child.stat
+      if (type !== 'directory' || this.visitedDirs.has(inode) || this.ahead.has(inode) || this.options.prune?.(child.path)) continue
+      this.ahead.set(inode, new DirLoad(this, inode, child.path))
     }
-
-    return i
   }
 
   /** Everything a batch of children needs besides file content, fetched together. */
