@@ -212,7 +212,7 @@ function parentSummary(parent: ParentImage, tree: ParentTreeSource, unchanged: U
     reference: parent.ref,
     tree: tree.source,
     ...(tree.recordProblem ? {tree_note: tree.recordProblem} : {}),
-    unwalked: {directories: unchanged?.count ?? 0, entries: unchanged?.entries ?? 0},
+    unwalked: {directories: unchanged?.kept ?? 0, entries: unchanged?.entries ?? 0},
   }
 }
 

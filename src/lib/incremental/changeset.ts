@@ -261,6 +261,7 @@ class Merge {
     // Should the extractor yield the subtree after all, it is the parent's already.
     this.skip = dir
     const unchanged = this.options.unchanged!
+    unchanged.kept++
     const range = unchanged.range(dir)
     const {head} = this.parentNodes
     if (range && !(head && isUnder(head.path, dir))) {

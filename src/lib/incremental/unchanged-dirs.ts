@@ -153,6 +153,11 @@ export class UnchangedDirs {
   /** Entries under the unchanged directories, which the walk did not visit: counted by the merge as it keeps them. */
   entries = 0
   /**
+   * Unchanged directories the merge kept (of those found, one renamed or moved since is not: the walk never
+   * meets it at its old path, and the parent's node there is whited out).
+   */
+  kept = 0
+  /**
    * For ExtractOptions.probe: reads the parent's record once (it is checked whole before this returns), and
    * leaves the unchanged subtrees' ranges of it in the parent's `skips`, for its nodes stream to skip.
    */

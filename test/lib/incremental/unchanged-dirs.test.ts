@@ -98,6 +98,16 @@ describe('commit --parent leaves unchanged directories unlisted (UnchangedDirs)'
     expect(child.parent?.unwalked).to.deep.equal({directories: 1, entries: 6})
   })
 
+  it('whites out an unchanged directory that was renamed: found unchanged at its old path, never met there, not counted', async () => {
+    const parent = await commit()
+    runDebugfsWrite(disk, ['ln /keep/a /keep/z', 'unlink /keep/a'])
+    const child = await stacked(parent)
+    // The whiteouts of a directory come when it closes.
+    expect(members(child)).to.deep.equal(['keep/z/', ...[0, 1, 2, 3, 4].map(i => `keep/z/f${i}`), 'keep/.wh.a'])
+    // keep/b and other are kept whole; keep itself (a name changed) and keep/z (new to the record) are walked.
+    expect(child.parent?.unwalked).to.deep.equal({directories: 2, entries: 11})
+  })
+
   it('walks a directory holding a path that --exclude now leaves out, so that it is whited out', async () => {
     const parent = await commit()
     const child = await stacked(parent, {exclude: ['other/x/f3']})
