@@ -1,4 +1,4 @@
-import type {DiskProbe, ProbedInode} from './extractor.js'
+import type {DiskProbe, ProbedInode, ProbedListing} from './extractor.js'
 import type {InodeReader} from './inode-reader.js'
 
 import {type BlockReader, ownedBlocks} from './block-reader.js'
@@ -7,27 +7,96 @@ import {type BlockReader, ownedBlocks} from './block-reader.js'
 const DIRENT_HEAD = 8
 
 /**
- * One directory block's live records (inode 0 marks free space, htree index blocks and the checksum
- * tail), appended to `out`; false where a record is malformed, which only debugfs may judge.
+ * A directory's live names, sorted bytewise, kept as ranges of one copy of its blocks with their inode
+ * numbers in typed arrays: no object per name (a probe lists every directory of the tree).
  */
-export function parseDirBlock(block: Buffer, out: {inode: number; name: Buffer}[]): boolean {
-  let at = 0
-  while (at < block.length) {
-    if (at + DIRENT_HEAD > block.length) return false
-    const inode = block.readUInt32LE(at)
-    const length = block.readUInt16LE(at + 4)
-    const nameLength = block[at + 6]
-    if (length < DIRENT_HEAD || length % 4 !== 0 || at + length > block.length || DIRENT_HEAD + nameLength > length) return false
-    if (inode !== 0) {
-      const name = block.subarray(at + DIRENT_HEAD, at + DIRENT_HEAD + nameLength)
-      const dots = name.length <= 2 && name.every(byte => byte === 0x2E)
-      if (name.length === 0 || name.includes(0) || name.includes(0x2F)) return false
-      if (!dots) out.push({inode, name: Buffer.from(name)})
-    }
+export class DirNames implements ProbedListing {
+  private readonly inodes: Uint32Array
+  private readonly lengths: Uint8Array
+  /** Record indexes in name order. */
+  private readonly order: Uint32Array
+  private readonly starts: Uint32Array
 
-    at += length
+  private constructor(private readonly bytes: Buffer, records: {inodes: Uint32Array; lengths: Uint8Array; order: Uint32Array; starts: Uint32Array}) {
+    this.inodes = records.inodes
+    this.lengths = records.lengths
+    this.order = records.order
+    this.starts = records.starts
   }
 
+  /**
+   * The live records of a directory's blocks (`bytes`, which it keeps: a copy of its own), `.` and `..`
+   * left out (inode 0 marks free space, htree index blocks and the checksum tail); undefined where a record
+   * is malformed, which only debugfs may judge.
+   */
+  static parse(bytes: Buffer, blockSize: number): DirNames | undefined {
+    const most = Math.floor(bytes.length / (DIRENT_HEAD + 4))
+    const inodes = new Uint32Array(most)
+    const lengths = new Uint8Array(most)
+    const starts = new Uint32Array(most)
+    let count = 0
+    for (let block = 0; block < bytes.length; block += blockSize) {
+      const end = Math.min(block + blockSize, bytes.length)
+      for (let at = block; at < end;) {
+        if (at + DIRENT_HEAD > end) return undefined
+        const inode = bytes.readUInt32LE(at)
+        const length = bytes.readUInt16LE(at + 4)
+        const nameLength = bytes[at + 6]
+        if (length < DIRENT_HEAD || length % 4 !== 0 || at + length > end || DIRENT_HEAD + nameLength > length) return undefined
+        const from = at + DIRENT_HEAD
+        at += length
+        if (inode === 0) continue
+        if (nameLength === 0 || !plainName(bytes, from, nameLength)) return undefined
+
+        if (nameLength <= 2 && bytes[from] === 0x2E && bytes[from + nameLength - 1] === 0x2E) continue
+        inodes[count] = inode
+        lengths[count] = nameLength
+        starts[count] = from
+        count++
+      }
+    }
+
+    const order = new Uint32Array(count)
+    for (let i = 0; i < count; i++) order[i] = i
+    // Bytewise, compared here: names are short, and Buffer#compare with ranges costs more in argument
+    // checks than the bytes take (measured: 1.4 million comparisons, 60 ms that way, 25 ms like this).
+    order.sort((a, b) => {
+      const n = Math.min(lengths[a], lengths[b])
+      for (let i = 0; i < n; i++) {
+        const d = bytes[starts[a] + i] - bytes[starts[b] + i]
+        if (d !== 0) return d
+      }
+
+      return lengths[a] - lengths[b]
+    })
+    return new DirNames(bytes, {
+      inodes, lengths, order, starts,
+    })
+  }
+
+  get count(): number {
+    return this.order.length
+  }
+
+  /** The `i`-th entry in name order, as a plain object (for tests and messages). */
+  entry(i: number): {inode: number; name: Buffer} {
+    const k = this.order[i]
+    return {inode: this.inodes[k], name: Buffer.from(this.bytes.subarray(this.starts[k], this.starts[k] + this.lengths[k]))}
+  }
+
+  is(i: number, inode: number, path: Buffer, from: number): boolean {
+    const k = this.order[i]
+    const length = this.lengths[k]
+    if (k === undefined || this.inodes[k] !== inode || length !== path.length - from) return false
+    const start = this.starts[k]
+    for (let j = 0; j < length; j++) if (this.bytes[start + j] !== path[from + j]) return false
+    return true
+  }
+}
+
+/** Whether the name at `from` holds neither NUL nor a slash. */
+function plainName(bytes: Buffer, from: number, length: number): boolean {
+  for (let i = from; i < from + length; i++) if (bytes[i] === 0 || bytes[i] === 0x2F) return false
   return true
 }
 
@@ -65,24 +134,20 @@ export function diskProbe(inodes: InodeReader, blocks: BlockReader): DiskProbe {
       return probed
     },
 
-    listing(ino: number): undefined | {inode: number; name: Buffer}[] {
+    listing(ino: number): DirNames | undefined {
       const stat = inodes.stat(ino)
       const map = stat?.blockMap
       const bs = blocks.blockSize
       // Every block the inode owns must be mapped (no xattr block: `stat` gave none), the size whole blocks.
       if (stat?.type !== 'directory' || !map || stat.size % bs !== 0 || ownedBlocks(stat, bs) !== map.listed) return undefined
       if (map.runs.some(run => run.unwritten)) return undefined
-      const out: {inode: number; name: Buffer}[] = []
-      let bytes: Buffer
       try {
-        bytes = blocks.contiguous(map.runs, stat.size, `directory inode ${ino}`)
+        // One copy of the blocks, which the names stay ranges of.
+        return DirNames.parse(Buffer.from(blocks.contiguous(map.runs, stat.size, `directory inode ${ino}`)), bs)
       } catch {
         // A map that points outside the image: the walk's debugfs listing reports it.
         return undefined
       }
-
-      for (let at = 0; at < bytes.length; at += bs) if (!parseDirBlock(bytes.subarray(at, at + bs), out)) return undefined
-      return out
     },
   }
 }

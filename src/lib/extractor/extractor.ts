@@ -92,6 +92,13 @@ export interface ProbedInode {
   uid: number
 }
 
+/** A directory's names as a DiskProbe reads them, in bytewise name order, compared in place. */
+export interface ProbedListing {
+  readonly count: number
+  /** Whether the `i`-th name is `path` from byte `from` on (a child's own name within its path), with inode `inode`. */
+  is(i: number, inode: number, path: Buffer, from: number): boolean
+}
+
 /**
  * The disk a walk reads, read in place without the walk: what an incremental commit uses to find the
  * directories that did not change, so that the walk need not list them (see ExtractOptions.probe).
@@ -100,10 +107,10 @@ export interface DiskProbe {
   /** The inode, or undefined when the probe cannot say exactly what the walk would (it then lists it). */
   inode(ino: number): ProbedInode | undefined
   /**
-   * A directory's names and inode numbers, in the directory's own order, `.` and `..` left out; undefined
-   * when the probe cannot read them in place (inline data, encryption, a deep extent tree, damage).
+   * A directory's names and inode numbers, `.` and `..` left out, in bytewise name order; undefined when
+   * the probe cannot read them in place (inline data, encryption, a deep extent tree, damage).
    */
-  listing(ino: number): undefined | {inode: number; name: Buffer}[]
+  listing(ino: number): ProbedListing | undefined
 }
 
 export interface ExtractOptions {

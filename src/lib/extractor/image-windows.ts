@@ -26,7 +26,9 @@ export class ImageWindows {
   read(offset: number, length: number): Buffer {
     const start = offset - (offset % this.size)
     if (offset + length > start + this.size) throw new RangeError('a read crosses a window edge')
-    let index = this.windows.findIndex(w => w.start === start)
+    // Most reads hit the window used last: looked at first, then the others (no closure per read).
+    let index = this.windows.length - 1
+    while (index >= 0 && this.windows[index].start !== start) index--
     if (index === -1) {
       if (this.windows.length >= this.keep) {
         // Reads with no release between them (content read once the walk is over) keep only a few:

@@ -125,7 +125,11 @@ export class ByteReader {
   /** A new buffer of the next `length` bytes (none of the record's buffer is kept by what it decodes). */
   copied(length: number, into = Buffer.allocUnsafe(length), offset = 0): Buffer {
     this.skip(length)
-    this.buf.copy(into, offset, this.pos - length, this.pos)
+    const from = this.pos - length
+    // Fields are a few bytes to a path: a loop beats Buffer#copy, whose argument checks cost more than such
+    // a copy (this runs for every node).
+    if (length > 64) this.buf.copy(into, offset, from, this.pos)
+    else for (let i = 0; i < length; i++) into[offset + i] = this.buf[from + i]
     return into
   }
 

@@ -24,7 +24,9 @@ import type {EntryType} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
 
 import {ENTRY_TYPES} from '../extractor/extractor.js'
-import {ByteReader, type ByteWriter, RecordFormatError} from './record-codec.js'
+import {
+  ByteReader, type ByteWriter, RecordFormatError,
+} from './record-codec.js'
 
 /**
  * The blocks of one chunk of a record file: a reader over them, each block's body as `[start, end)` pairs,
@@ -139,7 +141,8 @@ export function decodeNode(input: ByteReader, previous: Buffer | undefined, hash
   if (shared > (previous?.length ?? 0)) throw new RecordFormatError('bad path')
   const rest = input.uint()
   const path = Buffer.allocUnsafe(shared + rest)
-  previous?.copy(path, 0, 0, shared)
+  // The shared part is a few dozen bytes: copied here, not through Buffer#copy's argument checks.
+  for (let i = 0; i < shared; i++) path[i] = previous![i]
   input.copied(rest, path, shared)
   checkPath(path)
   // Fields in the order they were written.

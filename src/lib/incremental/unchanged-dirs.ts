@@ -16,7 +16,7 @@
  *
  * Only the outermost such directories are kept, never the root. Memory: the open directories' listings.
  */
-import type {DiskProbe, ProbedInode} from '../extractor/extractor.js'
+import type {DiskProbe, ProbedInode, ProbedListing} from '../extractor/extractor.js'
 import type {ParentTree} from './parent-nodes.js'
 import type {RecordRange} from './tree-record-reader.js'
 import type {TreeNode} from './tree-record.js'
@@ -37,7 +37,7 @@ interface Frame {
   /** Outermost unchanged directories found under this one, while this one may still be unchanged. */
   found: Found[]
   /** The directory's names, sorted as the record has them, matched one by one against its nodes. */
-  listing: Listing | undefined
+  listing: ProbedListing | undefined
   matched: number
   /** The newest ctime (seconds) of the identities under it. */
   newest: number
@@ -50,8 +50,6 @@ interface Found {
   /** Where its subtree's nodes are in the record: none for an empty directory. */
   range?: RecordRange
 }
-
-type Listing = {inode: number; name: Buffer}[]
 
 function sameTime(a: {nsec: number; sec: number}, b: {nsec: number; sec: number}): boolean {
   return a.sec === b.sec && a.nsec === b.nsec
@@ -68,7 +66,7 @@ function sameMeta(inode: ProbedInode, node: TreeNode): boolean {
   return (inode.devMajor ?? 0) === (node.devMajor ?? 0) && (inode.devMinor ?? 0) === (node.devMinor ?? 0)
 }
 
-function frame(path: Buffer, listing?: Listing): Frame {
+function frame(path: Buffer, listing?: ProbedListing): Frame {
   return {
     found: [], listing, matched: 0, newest: 0, path, unchanged: listing !== undefined,
   }
@@ -84,10 +82,9 @@ function changed(dir: Frame, found: Found[]): void {
 
 /** Matches the node against its directory's next name on the disk. */
 function listed(dir: Frame, node: TreeNode): boolean {
-  const next = dir.listing?.[dir.matched++]
-  if (!next || next.inode !== node.identity?.inode) return false
-  const from = dir.path.length === 0 ? 0 : dir.path.length + 1
-  return node.path.length - from === next.name.length && node.path.compare(next.name, 0, next.name.length, from) === 0
+  const inode = node.identity?.inode
+  if (!dir.listing || inode === undefined) return false
+  return dir.listing.is(dir.matched++, inode, node.path, dir.path.length === 0 ? 0 : dir.path.length + 1)
 }
 
 /** One pass over the record's nodes in layer order, with the directories open at each node. */
@@ -123,9 +120,8 @@ class Scan {
     this.seq++
     this.previous = node.path
     if (node.type !== 'directory') return
-    // Bytewise name order: the record's order for the children of one directory (names hold no `/`).
-    const listing = inode && probe.listing(node.identity!.inode)?.sort((a, b) => Buffer.compare(a.name, b.name))
-    frames.push(frame(node.path, listing))
+    // In bytewise name order: the record's order for the children of one directory (names hold no `/`).
+    frames.push(frame(node.path, inode && probe.listing(node.identity!.inode)))
   }
 
   /** Closes the innermost directory, whose subtree's blocks end at `end`. */
@@ -133,7 +129,7 @@ class Scan {
     const dir = this.frames.pop()!
     const outer = this.frames.at(-1)!
     outer.newest = Math.max(outer.newest, dir.newest)
-    if (!dir.unchanged || dir.matched !== dir.listing!.length) {
+    if (!dir.unchanged || dir.matched !== dir.listing!.count) {
       changed(dir, this.found)
       changed(outer, this.found)
       return

@@ -3,12 +3,12 @@ import {execFileSync} from 'node:child_process'
 import {mkdirSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
-import type {DiskProbe, Entry} from '../../../src/lib/extractor/extractor.js'
+import type {DiskProbe, Entry, ProbedListing} from '../../../src/lib/extractor/extractor.js'
 
 import {BlockReader} from '../../../src/lib/extractor/block-reader.js'
 import {parseDirListing} from '../../../src/lib/extractor/debugfs-parse.js'
 import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
-import {diskProbe, parseDirBlock} from '../../../src/lib/extractor/disk-probe.js'
+import {DirNames, diskProbe} from '../../../src/lib/extractor/disk-probe.js'
 import {InodeReader} from '../../../src/lib/extractor/inode-reader.js'
 import {buildExt4, tempDir} from '../../helpers/ext4.js'
 import {buildFidelityImage} from '../../helpers/fidelity.js'
@@ -58,13 +58,17 @@ describe('diskProbe', () => {
     requireTools(this, 'debugfs', 'mke2fs', 'e2fsck')
   })
 
-  it('parses a directory block: live names only, free records, `.`, `..` and the checksum tail left out', () => {
+  it('parses directory blocks: live names only, in name order, free records, `.`, `..` and the checksum tail left out', () => {
     const block = Buffer.concat([
-      record(2, '.', 12), record(2, '..', 12), record(0, 'gone', 16), record(14, 'kept', 16), record(15, 'last', 4096 - 68), record(0, '', 12),
+      record(2, '.', 12), record(2, '..', 12), record(0, 'gone', 16), record(15, 'last', 16), record(14, 'kept', 4096 - 68), record(0, '', 12),
     ])
-    const out: {inode: number; name: Buffer}[] = []
-    expect(parseDirBlock(block, out)).to.equal(true)
-    expect(out.map(e => [e.inode, e.name.toString()])).to.deep.equal([[14, 'kept'], [15, 'last']])
+    const names = DirNames.parse(Buffer.concat([block, Buffer.concat([record(16, 'a', 12), record(17, 'zz', 4096 - 12)])]), 4096)!
+    expect(namesOf(names).map(e => [e.inode, e.name])).to.deep.equal([[16, 'a'], [14, 'kept'], [15, 'last'], [17, 'zz']])
+    expect(names.is(1, 14, Buffer.from('dir/kept'), 4)).to.equal(true)
+    expect(names.is(1, 14, Buffer.from('dir/kepT'), 4)).to.equal(false)
+    expect(names.is(1, 99, Buffer.from('dir/kept'), 4)).to.equal(false)
+    expect(names.is(1, 14, Buffer.from('dir/kept2'), 4)).to.equal(false)
+    expect(names.is(4, 14, Buffer.from('dir/kept'), 4)).to.equal(false)
   })
 
   it('refuses a malformed directory block instead of guessing', () => {
@@ -82,7 +86,7 @@ describe('diskProbe', () => {
     for (const [what, damage] of cases) {
       const block = goodBlock()
       damage(block)
-      expect(parseDirBlock(block, []), what).to.equal(false)
+      expect(DirNames.parse(block, 4096), what).to.equal(undefined)
     }
   })
 
@@ -104,17 +108,16 @@ describe('diskProbe', () => {
     // EXT4_INDEX_FL
     expect(Number.parseInt(flags![1], 16) & 0x10_00).to.equal(0x10_00)
     execFileSync('debugfs', ['-w', '-R', 'unlink /big/name-7-xxxxxxx', disk], {stdio: 'ignore'})
-    const entries = await walk(disk)
-    const dirs = [2, ...entries.filter(e => e.type === 'directory').map(e => e.inode)]
+    const walked = await walk(disk)
+    const dirs = [2, ...walked.filter(e => e.type === 'directory').map(e => e.inode)]
     await withProbe(disk, probe => {
       for (const ino of dirs) {
-        const listed = probe.listing(ino)?.map(e => ({inode: e.inode, name: e.name.toString('latin1')}))
-        .sort((a, b) => Buffer.compare(Buffer.from(a.name, 'latin1'), Buffer.from(b.name, 'latin1')))
-        expect(listed, `directory inode ${ino}`).to.deep.equal(debugfsListing(disk, ino))
+        const listed = probe.listing(ino)
+        expect(listed && namesOf(listed), `directory inode ${ino}`).to.deep.equal(debugfsListing(disk, ino))
       }
 
-      expect(probe.listing(dirs.find(ino => entries.find(e => e.inode === ino)?.path.toString() === 'big')!)).to.have.length(2999)
-      for (const entry of entries) expect(probe.inode(entry.inode), entry.path.toString()).to.deep.equal(described(entry))
+      expect(probe.listing(dirs.find(ino => walked.find(e => e.inode === ino)?.path.toString() === 'big')!)?.count).to.equal(2999)
+      for (const entry of walked) expect(probe.inode(entry.inode), entry.path.toString()).to.deep.equal(described(entry))
     })
   })
 
@@ -142,11 +145,19 @@ describe('diskProbe', () => {
       // Every directory the walk met is listed in place or left to debugfs; none is listed wrongly.
       for (const dir of entries.filter(e => e.type === 'directory')) {
         const listed = probe.listing(dir.inode)
-        if (listed) expect(listed.map(e => e.inode).sort(), dir.path.toString('latin1')).to.deep.equal(debugfsListing(file, dir.inode).map(e => e.inode).sort())
+        if (listed) expect(namesOf(listed), dir.path.toString('latin1')).to.deep.equal(debugfsListing(file, dir.inode))
       }
     })
   })
 })
+
+/** A probed listing's entries, names as latin1. */
+function namesOf(listing: DirNames | ProbedListing): {inode: number; name: string}[] {
+  return Array.from({length: listing.count}, (_, i) => {
+    const {inode, name} = (listing as DirNames).entry(i)
+    return {inode, name: name.toString('latin1')}
+  })
+}
 
 /** What a probe must say of the entry's inode. */
 function described(entry: Entry): Record<string, unknown> {
