@@ -22,6 +22,7 @@ export {
   type ExtractorAnswer,
   isExtractor,
   type ProbedInode,
+  type ProbedListing,
   type Skip,
   type Timestamp,
 } from './lib/extractor/extractor.js'
