@@ -130,7 +130,8 @@ export interface ExtractOptions {
   probe?: (probe: DiskProbe) => Promise<void> | void
   /**
    * A hint: directories it returns true for are yielded but not descended into, because the caller drops
-   * their subtrees anyway (`--exclude`). An extractor may ignore it.
+   * their subtrees anyway (`--exclude`) or has them already (an incremental commit's unchanged directories,
+   * found with `probe`). An extractor may ignore it.
    */
   prune?: (path: Buffer) => boolean
   signal?: AbortSignal
