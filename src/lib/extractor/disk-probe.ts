@@ -47,7 +47,6 @@ export class DirNames implements ProbedListing {
         at += length
         if (inode === 0) continue
         if (nameLength === 0 || !plainName(bytes, from, nameLength)) return undefined
-
         if (nameLength <= 2 && bytes[from] === 0x2E && bytes[from + nameLength - 1] === 0x2E) continue
         inodes[count] = inode
         lengths[count] = nameLength
@@ -59,7 +58,7 @@ export class DirNames implements ProbedListing {
     const order = new Uint32Array(count)
     for (let i = 0; i < count; i++) order[i] = i
     // Bytewise, compared here: names are short, and Buffer#compare with ranges costs more in argument
-    // checks than the bytes take (measured: 1.4 million comparisons, 60 ms that way, 25 ms like this).
+    // checks than the bytes take (measured on 2,000 directories of 100 names: 70 ms that way, 40 like this).
     order.sort((a, b) => {
       const n = Math.min(lengths[a], lengths[b])
       for (let i = 0; i < n; i++) {
@@ -86,9 +85,9 @@ export class DirNames implements ProbedListing {
 
   is(i: number, inode: number, path: Buffer, from: number): boolean {
     const k = this.order[i]
-    const length = this.lengths[k]
-    if (k === undefined || this.inodes[k] !== inode || length !== path.length - from) return false
+    if (k === undefined || this.inodes[k] !== inode || this.lengths[k] !== path.length - from) return false
     const start = this.starts[k]
+    const length = this.lengths[k]
     for (let j = 0; j < length; j++) if (this.bytes[start + j] !== path[from + j]) return false
     return true
   }
