@@ -113,6 +113,7 @@ export function diskProbe(inodes: InodeReader, blocks: BlockReader): DiskProbe {
         ctime: stat.ctime,
         generation: stat.generation,
         gid: stat.gid,
+        inode: ino,
         links: stat.links,
         mode: stat.mode,
         mtime: stat.mtime,

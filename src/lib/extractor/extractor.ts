@@ -82,6 +82,7 @@ export interface ProbedInode {
   devMinor?: number
   generation: number
   gid: number
+  inode: number
   links: number
   /** A symlink's target when the inode holds it; a probe gives no inode for other symlinks. */
   linkTarget?: Buffer

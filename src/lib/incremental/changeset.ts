@@ -16,7 +16,7 @@ import {
   hashContent, hashingEntry, sameIdentity, sameMeta,
 } from './compare.js'
 import {LinkGroups} from './link-groups.js'
-import {type ParentTree, Peek} from './parent-nodes.js'
+import {identityTrust, type ParentTree, Peek} from './parent-nodes.js'
 import {type RecordRange} from './tree-record-reader.js'
 import {compareTreePaths, isUnder, nodeFromEntry} from './tree-record.js'
 import {type UnchangedDirs} from './unchanged-dirs.js'
@@ -80,7 +80,8 @@ class Merge {
   private previous: Buffer | undefined
   /** A disk directory whose subtree is left out (a `.wh.*` name, or ignored). */
   private skip: Buffer | undefined
-  private readonly trusted: boolean
+  /** Whether the node's identity can stand for its content (see identityTrust). */
+  private readonly trusts: (node: TreeNode) => boolean
 
   constructor(
     private readonly parent: ParentTree,
@@ -91,7 +92,7 @@ class Merge {
     this.groups = new LinkGroups(parent.groups, {
       keep: () => this.keep(), record: node => this.record(node), trusts: node => this.trusts(node),
     })
-    this.trusted = parent.fsUuid !== undefined && parent.fsUuid === options.diskUuid
+    this.trusts = identityTrust(parent, options.diskUuid) ?? (() => false)
   }
 
   /**
@@ -346,11 +347,6 @@ class Merge {
     }
 
     yield * this.entry(entry, node)
-  }
-
-  /** Whether the node's identity can stand for its content (same filesystem, changed long enough before the record). */
-  private trusts(node: TreeNode): boolean {
-    return this.trusted && node.identity !== undefined && node.identity.ctime.sec < (this.parent.trustedBefore ?? Number.POSITIVE_INFINITY)
   }
 
   /**

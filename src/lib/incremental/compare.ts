@@ -15,20 +15,25 @@ function sameXattrs(a: [string, Buffer][], b: [string, Buffer][]): boolean {
   return a.length === b.length && a.every(([name, value], i) => name === b[i][0] && value.equals(b[i][1]))
 }
 
+/** What sameMeta reads of an entry: an Entry, or an inode a DiskProbe read in place (no xattrs: none read). */
+export type EntryMeta = Pick<Entry, 'devMajor' | 'devMinor' | 'gid' | 'linkTarget' | 'mode' | 'mtime' | 'size' | 'type' | 'uid'> & {xattrs?: Entry['xattrs']}
+
+const NO_XATTRS: Entry['xattrs'] = []
+
 /** Everything but content that an unpack sets on a path. */
-export function sameMeta(entry: Entry, node: TreeNode): boolean {
+export function sameMeta(entry: EntryMeta, node: TreeNode): boolean {
   // Comparisons without an array of them: this runs for every entry of the disk.
   if (entry.type !== node.type || entry.mode !== node.mode || entry.uid !== node.uid || entry.gid !== node.gid) return false
   if (entry.mtime.sec !== node.mtime.sec || entry.mtime.nsec !== node.mtime.nsec || entry.size !== node.size) return false
   if ((entry.devMajor ?? 0) !== (node.devMajor ?? 0) || (entry.devMinor ?? 0) !== (node.devMinor ?? 0)) return false
-  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs, node.xattrs)
+  return sameLink(entry.linkTarget, node.linkTarget) && sameXattrs(entry.xattrs ?? NO_XATTRS, node.xattrs)
 }
 
 function sameLink(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined ? b === undefined : b !== undefined && a.equals(b)
 }
 
-export function sameIdentity(entry: Entry, node: TreeNode): boolean {
+export function sameIdentity(entry: Pick<Entry, 'ctime' | 'generation' | 'inode'>, node: TreeNode): boolean {
   const id = node.identity
   if (id === undefined || entry.ctime === undefined || entry.generation === undefined) return false
   return id.inode === entry.inode && id.generation === entry.generation && id.ctime.sec === entry.ctime.sec && id.ctime.nsec === entry.ctime.nsec

@@ -22,6 +22,16 @@ export interface ParentTree {
   trustedBefore?: number
 }
 
+/**
+ * The parent's rule for identities on this disk: whether a node's identity can stand for its content (same
+ * filesystem, changed long enough before the record); undefined when none can (another filesystem, no UUID).
+ */
+export function identityTrust(parent: ParentTree, diskUuid: string | undefined): ((node: TreeNode) => boolean) | undefined {
+  if (parent.fsUuid === undefined || parent.fsUuid !== diskUuid) return undefined
+  const before = parent.trustedBefore ?? Number.POSITIVE_INFINITY
+  return node => node.identity !== undefined && node.identity.ctime.sec < before
+}
+
 /** The parent's nodes, one at a time, from batches: only a batch boundary costs an await. */
 export class Peek {
   head: TreeNode | undefined

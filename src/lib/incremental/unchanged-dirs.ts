@@ -21,6 +21,8 @@ import type {ParentTree} from './parent-nodes.js'
 import type {RecordRange} from './tree-record-reader.js'
 import type {TreeNode} from './tree-record.js'
 
+import {sameIdentity, sameMeta} from './compare.js'
+import {identityTrust} from './parent-nodes.js'
 import {isUnder} from './tree-record.js'
 
 export interface UnchangedDirsOptions {
@@ -49,21 +51,6 @@ interface Found {
   path: Buffer
   /** Where its subtree's nodes are in the record: none for an empty directory. */
   range?: RecordRange
-}
-
-function sameTime(a: {nsec: number; sec: number}, b: {nsec: number; sec: number}): boolean {
-  return a.sec === b.sec && a.nsec === b.nsec
-}
-
-function sameTarget(inode: ProbedInode, node: TreeNode): boolean {
-  return inode.linkTarget !== undefined && node.linkTarget !== undefined && inode.linkTarget.equals(node.linkTarget)
-}
-
-/** What `sameMeta` compares, but xattrs and a symlink's target (checked apart). */
-function sameMeta(inode: ProbedInode, node: TreeNode): boolean {
-  if (inode.type !== node.type || inode.mode !== node.mode || inode.uid !== node.uid || inode.gid !== node.gid) return false
-  if (inode.size !== node.size || !sameTime(inode.mtime, node.mtime)) return false
-  return (inode.devMajor ?? 0) === (node.devMajor ?? 0) && (inode.devMinor ?? 0) === (node.devMinor ?? 0)
 }
 
 function frame(path: Buffer, listing?: ProbedListing): Frame {
@@ -98,7 +85,7 @@ class Scan {
 
   constructor(
     private readonly probe: DiskProbe,
-    private readonly check: (node: TreeNode, probe: DiskProbe) => ProbedInode | undefined,
+    private readonly check: (node: TreeNode) => ProbedInode | undefined,
   ) {}
 
   /** The open directories closed, the last node's block ending at `end`; returns what was found. */
@@ -115,7 +102,7 @@ class Scan {
     top.first ??= {at, path: node.path, seq: this.seq}
     if (node.identity && node.identity.ctime.sec > top.newest) top.newest = node.identity.ctime.sec
     // Under a changed directory only directories are worth a look: the walk lists the rest anyway.
-    const inode = top.unchanged || node.type === 'directory' ? this.check(node, probe) : undefined
+    const inode = top.unchanged || node.type === 'directory' ? this.check(node) : undefined
     if (top.unchanged && !(inode && listed(top, node))) changed(top, this.found)
     this.seq++
     this.previous = node.path
@@ -159,8 +146,9 @@ export class UnchangedDirs {
    */
   readonly probe = async (probe: DiskProbe): Promise<void> => {
     const {parent} = this
-    if (!parent.again || !parent.skips || parent.fsUuid === undefined || parent.fsUuid !== this.options.diskUuid) return
-    const scan = new Scan(probe, (node, on) => this.check(node, on))
+    const trusts = identityTrust(parent, this.options.diskUuid)
+    if (!parent.again || !parent.skips || !trusts) return
+    const scan = new Scan(probe, node => this.check(node, probe, trusts))
     let end = 0
     for await (const batch of parent.again()) {
       for (const [i, node] of batch.nodes.entries()) scan.node(node, batch.offsets[i])
@@ -195,17 +183,16 @@ export class UnchangedDirs {
   }
 
   /** The disk's inode for the node when it is unchanged by the merge's own rules, else undefined. */
-  private check(node: TreeNode, probe: DiskProbe): ProbedInode | undefined {
+  private check(node: TreeNode, probe: DiskProbe, trusts: (node: TreeNode) => boolean): ProbedInode | undefined {
     const id = node.identity
     if (!id || node.group !== undefined || node.xattrs.length > 0) return undefined
     if (this.options.exclude?.(node.path) || this.options.ignore?.(node.path)) return undefined
     const inode = probe.inode(id.inode)
+    // sameMeta covers a symlink's target: a probe gives no inode for a symlink whose target it did not read.
     if (!inode || inode.generation !== id.generation || !sameMeta(inode, node)) return undefined
     if (node.type === 'directory') return inode
-    if (inode.links !== 1 || (node.type === 'symlink' && !sameTarget(inode, node))) return undefined
-    if (node.type !== 'file') return inode
-    // A file's content is its identity's, as the merge trusts it (see ParentTree.trustedBefore).
-    const trusted = id.ctime.sec < (this.parent.trustedBefore ?? Number.POSITIVE_INFINITY)
-    return trusted && sameTime(inode.ctime, id.ctime) ? inode : undefined
+    if (inode.links !== 1) return undefined
+    // A file's content is its identity's, as the merge trusts it.
+    return node.type !== 'file' || (trusts(node) && sameIdentity(inode, node)) ? inode : undefined
   }
 }

@@ -162,7 +162,7 @@ function namesOf(listing: DirNames | ProbedListing): {inode: number; name: strin
 /** What a probe must say of the entry's inode. */
 function described(entry: Entry): Record<string, unknown> {
   const expected: Record<string, unknown> = {
-    ctime: entry.ctime, generation: entry.generation, gid: entry.gid, links: entry.links, mode: entry.mode, mtime: entry.mtime, size: entry.size, type: entry.type, uid: entry.uid,
+    ctime: entry.ctime, generation: entry.generation, gid: entry.gid, inode: entry.inode, links: entry.links, mode: entry.mode, mtime: entry.mtime, size: entry.size, type: entry.type, uid: entry.uid,
   }
   if (entry.type === 'symlink') expected.linkTarget = entry.linkTarget
   if (entry.type === 'block' || entry.type === 'char') {
