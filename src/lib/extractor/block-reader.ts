@@ -20,6 +20,11 @@ interface Piece {
   offset?: number
 }
 
+/** A short read: the map is within the filesystem, the image file ends before it. */
+function pastEnd(where: string): Error {
+  return extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+}
+
 /** The blocks an inode owns by its `i_blocks`, or NaN when that is not a whole number of blocks. */
 export function ownedBlocks(stat: InodeStat, blockSize: number): number {
   if ((stat.flags & INODE_FLAGS.hugeFile) !== 0) return stat.blockCount
@@ -74,7 +79,7 @@ export class BlockReader {
         }
 
         const buffer = length <= 64 * 1024 ? this.windowed(piece.offset + done, length) : this.exact(piece.offset + done, length)
-        if (buffer.length !== length) throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+        if (buffer.length !== length) throw pastEnd(where)
         yield buffer
       }
     }
@@ -91,7 +96,7 @@ export class BlockReader {
     for (const piece of this.plan(runs, size, where)) {
       if (piece.offset === undefined) this.scratch.fill(0, at, at + piece.length)
       else if (readSync(this.fd, this.scratch, at, piece.length, piece.offset) !== piece.length) {
-        throw extractionError(`${where}: its blocks lie past the end of the image file (truncated image?)`)
+        throw pastEnd(where)
       }
 
       at += piece.length
