@@ -42,7 +42,7 @@ interface LayerTarOptions {
   parentTree?: ParentTreeSource
   record: PendingTreeRecord
   /** Where microagent's own files are reported, with the egress CA read ahead; undefined keeps them. */
-  runtime?: {ca: Buffer[]; report: RuntimeFileReport[]}
+  runtime?: {ca: Promise<Buffer[]>; report: RuntimeFileReport[]}
   secrets: SecretScan
   signal?: AbortSignal
   /** With a parent's tree record: finds the directories the walk can leave unlisted. */
@@ -93,8 +93,8 @@ export interface WrittenLayer {
 }
 
 export interface LayerJob {
-  /** The egress CA read ahead; undefined keeps microagent's own files. */
-  ca?: Buffer[]
+  /** The egress CA, being read ahead while the walk starts; undefined keeps microagent's own files. */
+  ca?: Promise<Buffer[]>
   compression: Compression
   disk: string
   diskUuid?: string

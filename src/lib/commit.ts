@@ -236,8 +236,11 @@ async function readDisk(workspace: Workspace, job: DiskJob): Promise<{parentTree
     // The UUID is the disk's own: a replayed private copy has the same superblock.
     const diskUuid = await extractor.filesystemUuid?.(workspace.paths.rootfs)
     const view = await diskFor(extractor, workspace.paths.rootfs, layout, {debugfs: options.debugfs, sandbox: job.sandbox})
+    // Read in a debugfs session of its own while the walk's starts; awaited when the walk first meets one of
+    // microagent's files, at its end, and (settled) before the view is released.
+    const ca = options.keepRuntimeFiles ? undefined : readEgressCa(extractor, view.path)
+    ca?.catch(() => {})
     try {
-      const ca = options.keepRuntimeFiles ? undefined : await readEgressCa(extractor, view.path)
       const write = (tree?: ParentTreeSource): Promise<WrittenLayer> => writeLayer({
         ...job, ca, disk: view.path, diskUuid, readAt,
       }, tree)
@@ -248,6 +251,7 @@ async function readDisk(workspace: Workspace, job: DiskJob): Promise<{parentTree
       })
       return {parentTree, replayed: view.replayed, written}
     } finally {
+      await ca?.catch(() => {})
       await view.release()
     }
   } finally {
@@ -266,9 +270,12 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   // Bad options fail before anything is read.
   applyChanges({}, options.changes, options.labels)
   const exclude = pathMatcher(options.exclude)
+  // bubblewrap is tried while the workspace is looked at; the workspace's own errors come first.
+  const sandboxing = openSandbox({bwrap: options.bwrap, mode: options.sandbox})
+  sandboxing.catch(() => {})
   const workspace = await openStoppedWorkspace(options.stateDir, options.workspace)
   // Before anything is read: `require` fails here when bubblewrap cannot confine debugfs.
-  const sandbox = await openSandbox({bwrap: options.bwrap, mode: options.sandbox})
+  const sandbox = await sandboxing
   const extractor = options.extractor ?? new DebugfsExtractor({binary: options.debugfs ?? (await findDebugfs()), sandbox})
   if (!isExtractor(extractor)) throw usageError('the extractor given is not an Extractor (it needs a name and an entries() method)')
   const compression = options.compression ?? 'gzip'

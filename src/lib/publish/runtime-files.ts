@@ -173,15 +173,16 @@ const EMPTY_FOLDER_WHY = 'folder microagent made for the egress CA, with nothing
  * Leaves out the files microagent writes (RUNTIME_FILES), takes the egress CA out of the system trust
  * bundles (matched by DER, as found in the workspace's own copy of the CA), drops the links in
  * /etc/ssl/certs that lead to it, and leaves out microagent's own folders when nothing else is in them.
- * `caCertificates` are CA certificates (DER) read before the walk; the CA files met during the walk add to
- * them. Everything done is appended to `report`. A disk without these files passes through untouched.
+ * `caCertificates` are CA certificates (DER) read ahead, or the read under way: it is awaited only when an
+ * entry concerns microagent, and at the end (so that its failure fails the layer). The CA files met during the
+ * walk add to them. Everything done is appended to `report`. A disk without these files passes through untouched.
  *
  * @yields the entries that stay, bundles rewritten
  */
 export async function * withoutRuntimeFiles(
   entries: AsyncIterable<Entry>,
   report: RuntimeFileReport[],
-  caCertificates: readonly Buffer[] = [],
+  caCertificates: PromiseLike<readonly Buffer[]> | readonly Buffer[] = [],
 ): AsyncGenerator<Entry, void, undefined> {
   const filter = new RuntimeFilter(report, caCertificates)
   for await (const entry of entries) {
@@ -195,21 +196,25 @@ export async function * withoutRuntimeFiles(
   }
 
   filter.releaseFolder()
+  await filter.ready()
 }
 
 class RuntimeFilter {
-  private readonly ca: Buffer[]
+  private readonly ca: Buffer[] = []
   /** Links already dropped, so that a link to a dropped link goes too. */
   private readonly droppedLinks = new Set<string>()
   private droppedTree: string | undefined
   /** microagent's folder, held back until something not microagent's shows up in it. */
   private held: Entry | undefined
+  /** The read-ahead certificates until they are in `ca`. */
+  private pending: PromiseLike<readonly Buffer[]> | undefined
 
   constructor(
     private readonly report: RuntimeFileReport[],
-    caCertificates: readonly Buffer[],
+    caCertificates: PromiseLike<readonly Buffer[]> | readonly Buffer[],
   ) {
-    this.ca = [...caCertificates]
+    if ('then' in caCertificates) this.pending = caCertificates
+    else this.ca.push(...caCertificates)
   }
 
   /** Whether `decide` may do anything but keep the entry as it is. */
@@ -219,6 +224,7 @@ class RuntimeFilter {
 
   /** The entry as it goes into the image, or undefined when it stays out. */
   async decide(entry: Entry, name: string): Promise<Entry | undefined> {
+    await this.ready()
     const row = runtimeFile(name)
     if (row?.action === 'leave-out') {
       if (entry.type === 'file' && CA_FILES.has(name)) await this.learnCa(entry)
@@ -250,6 +256,14 @@ class RuntimeFilter {
     if (this.droppedTree !== undefined && name.startsWith(this.droppedTree)) return true
     this.droppedTree = undefined
     return false
+  }
+
+  /** The read-ahead certificates are in `ca` (a failed read throws here). */
+  async ready(): Promise<void> {
+    const {pending} = this
+    if (!pending) return
+    this.pending = undefined
+    for (const der of await pending) if (!this.ca.some(known => known.equals(der))) this.ca.push(der)
   }
 
   /**

@@ -6,6 +6,7 @@ import {
 import path from 'node:path'
 
 import {type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
+import {DebugfsExtractor} from '../../../src/lib/extractor/debugfs.js'
 import {inspectImage} from '../../../src/lib/oci/catalog.js'
 import {layoutPath} from '../../../src/lib/oci/layout.js'
 import {ImageRecords} from '../../../src/lib/oci/records.js'
@@ -208,6 +209,57 @@ describe('safe to publish: microagent files, the egress CA and secrets (real deb
       created: CREATED, reference: 'local/early:v1', stateDir: early, workspace: 'early',
     })
     expect(readFileSync(path.join(unpack(result), 'etc/ssl/cert.pem')).equals(trust.before)).to.equal(true)
+  })
+
+  describe('the CA is read while the walk runs', () => {
+    /** The real extractor, its CA read held back `ms` and then answered or failed. */
+    class SlowCaRead extends DebugfsExtractor {
+      walked = 0
+      /** Entries the walk had given when the CA read answered. */
+      walkedBeforeAnswer = -1
+
+      constructor(private readonly ms: number, private readonly failure?: Error) {
+        super()
+      }
+
+      override async * entries(...args: Parameters<DebugfsExtractor['entries']>): ReturnType<DebugfsExtractor['entries']> {
+        for await (const entry of super.entries(...args)) {
+          this.walked++
+          yield entry
+        }
+      }
+
+      override async readFiles(...args: Parameters<DebugfsExtractor['readFiles']>): ReturnType<DebugfsExtractor['readFiles']> {
+        const found = await super.readFiles(...args)
+        await new Promise(resolve => {
+          setTimeout(resolve, this.ms)
+        })
+        this.walkedBeforeAnswer = this.walked
+        if (this.failure) throw this.failure
+        return found
+      }
+    }
+
+    it('a bundle met before the read is answered waits for it, and loses the CA all the same', async () => {
+      const slow = new SlowCaRead(400)
+      const result = await commitWorkspace({
+        created: CREATED, extractor: slow, reference: 'local/slow:v1', stateDir: state, workspace: 'demo',
+      })
+      // The walk had started before the answer: the read no longer holds it up.
+      expect(slow.walkedBeforeAnswer).to.be.greaterThan(0)
+      expect(readFileSync(path.join(unpack(result), 'etc/ssl/cert.pem')).equals(trust.before)).to.equal(true)
+      expect(result.runtime_files.find(report => report.path === 'etc/ssl/cert.pem')).to.include({action: 'rewritten', certificates_removed: 1})
+    })
+
+    it('a read that fails fails the commit, nothing tagged and no blob left in the ingest folder', async () => {
+      const index = readFileSync(path.join(layoutPath(state), 'index.json'), 'utf8')
+      const error = await rejection(commitWorkspace({
+        created: CREATED, extractor: new SlowCaRead(50, new Error('debugfs went away')), reference: 'local/failed:v1', stateDir: state, workspace: 'demo',
+      }))
+      expect(error.message).to.contain('debugfs went away')
+      expect(readFileSync(path.join(layoutPath(state), 'index.json'), 'utf8')).to.equal(index)
+      expect(readdirSync(path.join(layoutPath(state), 'ingest'))).to.deep.equal([])
+    })
   })
 
   it('a stacked commit keeps every finding of the parent\'s layers (a deleted file stays in the layer that added it), and keeps the CA out', async () => {
