@@ -81,7 +81,7 @@ export {
   resolveCreated,
 } from './lib/oci/image.js'
 export {
-  type ImageIndex, layoutPath, OciLayout, type UntagResult,
+  type ImageIndex, type IngestedBlob, layoutPath, OciLayout, type UntagResult,
 } from './lib/oci/layout.js'
 export {
   ARCH_NAMES, type Architecture, ARCHITECTURES, hostArch, normalizeArch,

@@ -8,7 +8,7 @@ import {Readable} from 'node:stream'
 import type {CommitOptions} from './commit.js'
 import type {Extractor} from './extractor/extractor.js'
 import type {ParentTreeSource} from './incremental/parent-tree.js'
-import type {OciLayout} from './oci/layout.js'
+import type {IngestedBlob, OciLayout} from './oci/layout.js'
 import type {CommitProgress} from './support/progress.js'
 
 import {changeset} from './incremental/changeset.js'
@@ -84,7 +84,8 @@ function layerTar(extractor: Extractor, disk: string, stats: LayerStats, options
 
 export interface WrittenLayer {
   diffCounter?: DigestCounter
-  layer: {digest: string; size: number}
+  /** Still in the ingest folder: the caller commits it into the layout, or discards it. */
+  layer: IngestedBlob
   record: PendingTreeRecord
   runtimeFiles: RuntimeFileReport[]
   secrets: SecretScan
@@ -132,7 +133,7 @@ export async function writeLayer(job: LayerJob, parentTree: ParentTreeSource | u
       signal: options.signal,
       unchanged,
     }), {objectMode: false})
-    const layer = await layout.writeBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
+    const layer = await layout.ingestBlobStream(tar, diffCounter ? [diffCounter, compressor] : [compressor], progress?.chunk)
     progress?.done(layer.size)
     return {
       diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged,

@@ -21,7 +21,7 @@ import {applyChanges} from './oci/changes.js'
 import {
   buildConfig, buildManifest, canonicalJson, type Descriptor, MEDIA_TYPES,
 } from './oci/image.js'
-import {layoutPath, OciLayout} from './oci/layout.js'
+import {type IngestedBlob, layoutPath, OciLayout} from './oci/layout.js'
 import {type Architecture, hostArch} from './oci/platform.js'
 import {ImageRecords} from './oci/records.js'
 import {parseTagReference} from './oci/reference.js'
@@ -177,17 +177,20 @@ function configFor(base: Awaited<ReturnType<typeof imageBase>>, options: CommitO
  */
 async function storeImage(
   layout: OciLayout,
-  record: PendingTreeRecord,
+  /** The new layer, still in the ingest folder, and its tree record. */
+  written: {layer: IngestedBlob; record: PendingTreeRecord},
   /** `blobs`: the identities of the parent's layer blobs (the new layer's is added). */
   image: {blobs: ReadonlyMap<string, string>; config: object; diffIds: string[]; layers: Descriptor[]; secrets: SecretScan},
   signal?: AbortSignal,
 ): Promise<{configDigest: string; manifest: {digest: string; size: number}; recordBytes: number}> {
   const {config, diffIds, layers} = image
+  const {layer, record} = written
   try {
-    // The next --parent need not hash these blobs again while their files stay as they are now.
-    const blobs = new Map(image.blobs).set(layers.at(-1)!.digest, await blobIdentity(layout.blobPath(layers.at(-1)!.digest)))
     // Past this point nothing is visible until the tag moves; stop here if the user asked to.
     signal?.throwIfAborted()
+    await layer.commit()
+    // The next --parent need not hash these blobs again while their files stay as they are now.
+    const blobs = new Map(image.blobs).set(layer.digest, await blobIdentity(layout.blobPath(layer.digest)))
     // The tree record is completed and synced while the config and manifest are written.
     const completing = record.complete(diffIds, blobs)
     completing.catch(() => {})
@@ -200,7 +203,7 @@ async function storeImage(
     ])
     return {configDigest: configBlob.digest, manifest, recordBytes}
   } catch (error) {
-    await record.discard()
+    await Promise.all([record.discard(), layer.discard()])
     throw error
   }
 }
@@ -293,13 +296,14 @@ export async function commitWorkspace(options: CommitOptions): Promise<CommitRes
   const {diffCounter, layer, record, runtimeFiles, secrets, stats, unchanged} = written
   const diffId = diffCounter?.digest() ?? layer.digest
   if (secrets.count > 0 && options.secrets === 'refuse') {
-    await record.discard()
+    // The layer holds the secrets: it never enters the layout.
+    await Promise.all([record.discard(), layer.discard()])
     throw secretsRefused(ref.raw, secrets)
   }
 
   const config = configFor(base, options, diffId, workspace.name)
   const layerDescriptor: Descriptor = {digest: layer.digest, mediaType: LAYER_MEDIA_TYPES[compression], size: layer.size}
-  const stored = await storeImage(layout, record, {
+  const stored = await storeImage(layout, {layer, record}, {
     blobs: base.blobs, config, diffIds: [...base.diffIds, diffId], layers: [...base.layers, layerDescriptor], secrets,
   }, options.signal)
   options.signal?.throwIfAborted()

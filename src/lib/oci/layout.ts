@@ -1,24 +1,19 @@
 import type {Duplex, Readable} from 'node:stream'
 
-import {randomBytes} from 'node:crypto'
-import {createWriteStream} from 'node:fs'
 import {
-  chmod, chown, mkdir, readdir, readFile, rename, rm, stat, unlink,
+  chmod, chown, mkdir, readFile, rename, rm, stat, unlink,
 } from 'node:fs/promises'
 import path from 'node:path'
-import {pipeline} from 'node:stream/promises'
 
 import {MicroagentError, noSpaceError, notFoundError} from '../support/errors.js'
-import {
-  fsync, syncDir, writeAtomic, writeNewFile,
-} from '../support/files.js'
+import {syncDir, writeAtomic, writeNewFile} from '../support/files.js'
 import {isPlainObject} from '../support/guards.js'
 import {withLock} from '../support/lock.js'
-import {isPidAlive} from '../workspace/pid.js'
-import {DIGEST_PATTERN, DigestCounter, sha256Digest} from './digest.js'
+import {DIGEST_PATTERN, sha256Digest} from './digest.js'
 import {
   type Descriptor, type ImageManifest, MEDIA_TYPES, REF_NAME_ANNOTATION,
 } from './image.js'
+import {IngestFolder} from './ingest.js'
 import {ImageRecords} from './records.js'
 
 export const LAYOUT_VERSION = '1.0.0'
@@ -33,6 +28,15 @@ export interface UntagResult {
   deleted: Descriptor[]
   kept: Descriptor[]
   removed: Descriptor
+}
+
+/** A blob written and flushed in the ingest folder, not yet in the layout: `commit` moves it in, `discard` drops it. */
+export interface IngestedBlob {
+  commit(): Promise<void>
+  digest: string
+  /** Removes the bytes, unless they were committed. */
+  discard(): Promise<void>
+  size: number
 }
 
 export interface ImageIndex {
@@ -77,9 +81,12 @@ async function nearestOwner(dir: string): Promise<undefined | {gid: number; uid:
  * touches `index.json`; tagging never writes a blob.
  */
 export class OciLayout {
+  private readonly ingest: IngestFolder
   private owner: undefined | {gid: number; uid: number}
 
-  constructor(readonly root: string) {}
+  constructor(readonly root: string) {
+    this.ingest = new IngestFolder(root)
+  }
 
   blobPath(digest: string): string {
     if (!DIGEST_PATTERN.test(digest)) throw corrupt(this.root, `unsupported digest "${digest}"`)
@@ -96,14 +103,38 @@ export class OciLayout {
     }
   }
 
+  /**
+   * As writeBlobStream, but the flushed bytes wait in the ingest folder until `commit`: a blob that must not
+   * be kept (a layer refused for its secrets) never enters the layout.
+   */
+  async ingestBlobStream(source: Readable, transforms: Duplex[] = [], onBytes?: (written: number) => void): Promise<IngestedBlob> {
+    const {digest, size, temp} = await this.ingest.write(source, transforms, onBytes).catch((error: unknown) => {
+      throw this.writeFailure(error)
+    })
+    let settled = false
+    return {
+      commit: async () => {
+        settled = true
+        await this.commitBlob(temp, digest)
+      },
+      digest,
+      async discard() {
+        if (settled) return
+        settled = true
+        await unlink(temp).catch(() => {})
+      },
+      size,
+    }
+  }
+
   /** A private temp folder of this layout, on the same filesystem as the blobs, so renames are atomic. */
   ingestDir(): string {
-    return path.join(this.root, 'ingest')
+    return this.ingest.dir
   }
 
   /** A temp path in the ingest folder, named after this process so a later run can tell it is stale. */
   ingestPath(suffix = ''): string {
-    return path.join(this.ingestDir(), `${process.pid}-${randomBytes(6).toString('hex')}${suffix}`)
+    return this.ingest.path(suffix)
   }
 
   /**
@@ -154,7 +185,7 @@ export class OciLayout {
         await this.writeIndex({manifests: [], mediaType: MEDIA_TYPES.index, schemaVersion: 2})
       }
     })
-    await this.cleanIngest()
+    await this.ingest.clean()
   }
 
   /** A stored blob's bytes, checked against its digest. */
@@ -311,34 +342,9 @@ export class OciLayout {
    * removes the temp file and stores nothing.
    */
   async writeBlobStream(source: Readable, transforms: Duplex[] = [], onBytes?: (written: number) => void): Promise<{digest: string; size: number}> {
-    const temp = this.ingestPath()
-    const counter = new DigestCounter(onBytes)
-    try {
-      await pipeline([source, ...transforms, counter, createWriteStream(temp, {flags: 'wx', mode: 0o444})])
-      await fsync(temp)
-    } catch (error) {
-      await unlink(temp).catch(() => {})
-      throw this.writeFailure(error)
-    }
-
-    const digest = counter.digest()
-    await this.commitBlob(temp, digest)
-    return {digest, size: counter.bytes}
-  }
-
-  /** Removes temp files whose writer process is gone (a killed commit). */
-  private async cleanIngest(): Promise<void> {
-    let names: string[]
-    try {
-      names = await readdir(this.ingestDir())
-    } catch {
-      return
-    }
-
-    await Promise.all(names.map(async name => {
-      const pid = Number(/^(\d+)-/.exec(name)?.[1] ?? 0)
-      if (pid !== process.pid && !isPidAlive(pid)) await rm(path.join(this.ingestDir(), name), {force: true, recursive: true})
-    }))
+    const blob = await this.ingestBlobStream(source, transforms, onBytes)
+    await blob.commit()
+    return {digest: blob.digest, size: blob.size}
   }
 
   private async commitBlob(temp: string, digest: string): Promise<void> {

@@ -76,6 +76,24 @@ describe('layout', () => {
     expect(readdirSync(layout.ingestDir())).to.deep.equal([])
   })
 
+  it('keeps an ingested blob out of blobs/ until it is committed; a discarded one leaves nothing', async () => {
+    const {layout} = await layoutWithManifest()
+    const blobs = path.join(layout.root, 'blobs', 'sha256')
+    const before = readdirSync(blobs)
+    const kept = await layout.ingestBlobStream(Readable.from([Buffer.from('kept')]))
+    const dropped = await layout.ingestBlobStream(Readable.from([Buffer.from('dropped')]))
+    expect(kept).to.include({digest: sha256Digest(Buffer.from('kept')), size: 4})
+    expect(readdirSync(blobs)).to.deep.equal(before)
+    expect(readdirSync(layout.ingestDir())).to.have.length(2)
+    await dropped.discard()
+    await kept.commit()
+    // Discarding after the commit leaves the committed blob alone.
+    await kept.discard()
+    expect(readdirSync(blobs).sort()).to.deep.equal([...before, kept.digest.slice('sha256:'.length)].sort())
+    expect(await layout.hasBlob(dropped.digest)).to.equal(false)
+    expect(readdirSync(layout.ingestDir())).to.deep.equal([])
+  })
+
   it('moves a tag and lets several tags share a manifest', async () => {
     const {descriptor, layout} = await layoutWithManifest()
     await layout.tag('local/a:1', descriptor)

@@ -180,6 +180,24 @@ describe('safe to publish: microagent files, the egress CA and secrets (real deb
     expect(readFileSync(path.join(layoutPath(state), 'index.json'), 'utf8')).to.equal(index)
   })
 
+  it('--secrets refuse keeps the layer that holds them out of the layout: no blob is stored, nothing is left in ingest', async () => {
+    const fresh = makeStateDir()
+    addWorkspace(fresh, 'demo', {rootfs: path.join(state, 'workspaces', 'demo', 'rootfs.ext4'), runtime: runtimeRecord('stopped')})
+    const error = await rejection(commitWorkspace({
+      created: CREATED, reference: 'local/demo:refused', secrets: 'refuse', stateDir: fresh, workspace: 'demo',
+    }))
+    expect(error.exitCode).to.equal(EXIT_CODES.policy)
+    const layout = layoutPath(fresh)
+    expect(readdirSync(path.join(layout, 'blobs', 'sha256'))).to.deep.equal([])
+    expect(readdirSync(path.join(layout, 'ingest'))).to.deep.equal([])
+    expect(JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8')).manifests).to.deep.equal([])
+    // The same disk, committed with the default policy, stores its layer.
+    const result = await commitWorkspace({
+      created: CREATED, reference: 'local/demo:warned', stateDir: fresh, workspace: 'demo',
+    })
+    expect(readdirSync(path.join(layout, 'blobs', 'sha256'))).to.include(result.layer_digest.slice('sha256:'.length))
+  })
+
   it('commits a workspace without any of these files exactly as before, with a clean record', async () => {
     const plain = makeStateDir()
     addWorkspace(plain, 'plain', {runtime: runtimeRecord('stopped'), spec: {tree: root => write(root, 'etc/ssl/certs/ca-certificates.crt', trust.before)}})
