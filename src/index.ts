@@ -110,6 +110,7 @@ export {
   resolveCredential,
 } from './lib/registry/auth.js'
 export {RegistryClient, type RegistryClientOptions, type RegistryRequest} from './lib/registry/client.js'
+export {type RegistryResponse} from './lib/registry/http.js'
 export {
   pushDestination, pushImage, type PushOptions, type PushResult,
 } from './lib/registry/push.js'

@@ -4,7 +4,7 @@ import {DEFAULT_REGISTRY, isLoopbackRegistry} from '../oci/reference.js'
 import {isMicroagentError, MicroagentError} from '../support/errors.js'
 import {loadIs} from '../support/is.js'
 import {type Credential, describeCredential} from './auth.js'
-import {streamingRequest} from './http.js'
+import {fromFetch, httpRequest, type RegistryResponse} from './http.js'
 import {
   drain, isNetworkError, readBounded, RETRYABLE_STATUS, retryAfterMs, specErrors,
 } from './responses.js'
@@ -33,6 +33,7 @@ export interface RegistryRequest {
 
 export interface RegistryClientOptions {
   credential?: Credential
+  /** Sends every request through this fetch instead of node:http (a proxy, a test double). */
   fetch?: typeof fetch
   /** Wait before the first retry; doubles after each, with jitter. */
   initialBackoffMs?: number
@@ -53,6 +54,8 @@ interface Challenge {
 }
 
 const MAX_REDIRECTS = 5
+/** A token service's answer is a small JSON document (a JWT or two); anything larger is not one. */
+const MAX_TOKEN_BODY = 1024 * 1024
 
 /** The API host of a registry name: Docker Hub's API is not at docker.io. */
 export function apiHost(registry: string): string {
@@ -93,7 +96,6 @@ function basicAuthorization(credential: Credential): string {
 export class RegistryClient {
   readonly origin: string
   private challenge: Challenge | null | undefined
-  private readonly fetchImpl: typeof fetch
   private pinging: Promise<Challenge | null> | undefined
   private readonly tokens = new Map<string, {expiresAt: number; token: string}>()
 
@@ -101,13 +103,12 @@ export class RegistryClient {
     const host = apiHost(options.registry)
     const plain = options.plainHttp === true || isLoopbackRegistry(host)
     this.origin = `${plain ? 'http' : 'https'}://${host}`
-    this.fetchImpl = options.fetch ?? fetch
   }
 
   /** Sends a request, with auth, redirects and retries; returns a response whose status is in `ok`. */
-  async send(request: RegistryRequest): Promise<Response> {
+  async send(request: RegistryRequest): Promise<RegistryResponse> {
     return this.withRetries(async () => {
-      let response: Response
+      let response: RegistryResponse
       try {
         response = await this.sendOnce(request)
       } catch (error) {
@@ -164,13 +165,14 @@ export class RegistryClient {
     return `cannot reach ${this.origin}: ${cause?.code ?? cause?.message ?? (error as Error).message}`
   }
 
-  /** Streamed bodies go through node:http (see streamingRequest), unless a custom fetch was given. */
-  private dispatch(url: URL, init: RequestInit & {duplex?: 'half'; headers: Record<string, string>; method: string}, streamed?: AsyncIterable<Uint8Array>): Promise<Response> {
-    if (!streamed) return this.fetchImpl(url, init)
-    if (this.options.fetch) return this.options.fetch(url, {...init, body: streamed as unknown as RequestInit['body'], duplex: 'half'})
-    return streamingRequest(url, {
-      body: streamed, headers: init.headers, method: init.method, signal: this.options.signal,
-    })
+  /** One exchange, no redirect followed: through node:http (see httpRequest), or the fetch the options give. */
+  private async dispatch(url: URL, init: {body?: AsyncIterable<Uint8Array> | Buffer; headers: Record<string, string>; method: string}): Promise<RegistryResponse> {
+    const {signal} = this.options
+    if (!this.options.fetch) return httpRequest(url, {...init, signal})
+    const body = init.body as RequestInit['body']
+    return fromFetch(await this.options.fetch(url, {
+      ...init, body, ...(body && !Buffer.isBuffer(body) ? {duplex: 'half'} : {}), redirect: 'manual', signal,
+    }))
   }
 
   private failure(message: string, kind: 'permanent' | 'policy_denied' | 'transient'): MicroagentError {
@@ -208,7 +210,7 @@ export class RegistryClient {
 
     let body: unknown
     try {
-      body = await response.json()
+      body = JSON.parse(await response.text(MAX_TOKEN_BODY))
     } catch {
       body = undefined
     }
@@ -234,7 +236,7 @@ export class RegistryClient {
   }
 
   private async pingOnce(): Promise<Challenge | null> {
-    const response = await this.fetchImpl(`${this.origin}/v2/`, {headers: {'user-agent': 'microagent-plugin-image'}, redirect: 'manual', signal: this.options.signal})
+    const response = await this.dispatch(new URL(`${this.origin}/v2/`), {headers: {'user-agent': 'microagent-plugin-image'}, method: 'GET'})
     await drain(response)
     if (response.status === 401) {
       this.challenge = parseChallenge(response.headers.get('www-authenticate')) ?? null
@@ -253,7 +255,7 @@ export class RegistryClient {
    * Asks the token realm: the OAuth2 refresh-token flow for identity tokens, else the distribution token
    * GET, with Basic credentials when there are some (anonymous otherwise).
    */
-  private async requestToken(realm: URL, challenge: Challenge, scopes: string[]): Promise<Response> {
+  private async requestToken(realm: URL, challenge: Challenge, scopes: string[]): Promise<RegistryResponse> {
     const {credential} = this.options
     const headers: Record<string, string> = {'user-agent': 'microagent-plugin-image'}
     if (credential?.identityToken) {
@@ -264,12 +266,11 @@ export class RegistryClient {
         scope: scopes.join(' '),
         service: challenge.service ?? '',
       })
-      return this.fetchImpl(realm, {
-        body: form,
-        headers: {...headers, 'content-type': 'application/x-www-form-urlencoded'},
+      const body = Buffer.from(form.toString())
+      return this.dispatch(realm, {
+        body,
+        headers: {...headers, 'content-length': String(body.length), 'content-type': 'application/x-www-form-urlencoded'},
         method: 'POST',
-        redirect: 'error',
-        signal: this.options.signal,
       })
     }
 
@@ -280,10 +281,10 @@ export class RegistryClient {
       headers.authorization = basicAuthorization(credential)
     }
 
-    return this.fetchImpl(realm, {headers, redirect: 'error', signal: this.options.signal})
+    return this.dispatch(realm, {headers, method: 'GET'})
   }
 
-  private async responseError(request: RegistryRequest, response: Response): Promise<MicroagentError> {
+  private async responseError(request: RegistryRequest, response: RegistryResponse): Promise<MicroagentError> {
     const detail = specErrors(await loadIs(), await readBounded(response))
     const message = `${request.what}: ${request.method} ${redactUrl(response.url || new URL(request.url, this.origin))} answered ${response.status}${detail ? ` (${detail})` : ''}`
     if (RETRYABLE_STATUS.has(response.status)) return this.transient(message, undefined, retryAfterMs(response))
@@ -295,7 +296,7 @@ export class RegistryClient {
   }
 
   /** One try: auth, the request, one token refresh on a 401, redirects. Bodies are re-opened each time. */
-  private async sendOnce(request: RegistryRequest): Promise<Response> {
+  private async sendOnce(request: RegistryRequest): Promise<RegistryResponse> {
     let url = new URL(request.url, this.origin)
     let {method} = request
     let withBody = request.body !== undefined
@@ -306,20 +307,16 @@ export class RegistryClient {
       // Credentials go to the registry's own origin only: never to a redirect or Location elsewhere.
       const authorization = sameOrigin ? await this.authorization(request.scopes, refreshed) : undefined
       if (authorization) headers.authorization = authorization
-      const init: RequestInit & {headers: Record<string, string>; method: string} = {
-        headers, method, redirect: 'manual', signal: this.options.signal,
-      }
-      let streamed: AsyncIterable<Uint8Array> | undefined
+      let body: AsyncIterable<Uint8Array> | Buffer | undefined
       if (withBody && request.body) {
-        const {body, length} = request.body()
-        if (Buffer.isBuffer(body)) init.body = body
-        else streamed = body
-        headers['content-length'] = String(length)
+        const made = request.body()
+        body = made.body
+        headers['content-length'] = String(made.length)
       } else if (method === 'PUT' || method === 'POST' || method === 'PATCH') {
         headers['content-length'] = '0'
       }
 
-      const response = await this.dispatch(url, init, streamed)
+      const response = await this.dispatch(url, {body, headers, method})
       if (response.status === 401 && sameOrigin && !refreshed) {
         const challenge = parseChallenge(response.headers.get('www-authenticate'))
         await drain(response)

@@ -4,6 +4,7 @@ import path from 'node:path'
 import {Transform} from 'node:stream'
 
 import type {Descriptor} from '../oci/image.js'
+import type {RegistryResponse} from './http.js'
 
 import {OciLayout} from '../oci/layout.js'
 import {isLocalReference, parseReference, type Reference} from '../oci/reference.js'
@@ -149,7 +150,7 @@ interface UploadSession {
 }
 
 /** The upload's next Location, resolved against the request it answers (quirk `location-opaque`). */
-function sessionOf(response: Response, fallback?: string): UploadSession {
+function sessionOf(response: RegistryResponse, fallback?: string): UploadSession {
   return {
     location: new URL(response.headers.get('location') ?? fallback ?? '', response.url).toString(),
     minChunk: response.headers.get('oci-chunk-min-length'),
@@ -201,7 +202,7 @@ class UploadSteps {
         url: location,
         what: `upload blob ${blob.digest} (bytes ${offset}-${end})`,
       })
-      await patch.body?.cancel()
+      await patch.discard()
       // Always the newest Location: a stale one is refused (BLOB_UPLOAD_INVALID).
       location = sessionOf(patch, location).location
       await this.checkRange(patch, location, blob, {end, offset})
@@ -210,7 +211,7 @@ class UploadSteps {
     const done = await this.client.send({
       method: 'PUT', ok: [201], retries: 0, scopes: [this.push], url: withDigest(location, blob.digest), what: `finish upload of blob ${blob.digest}`,
     })
-    await done.body?.cancel()
+    await done.discard()
   }
 
   /**
@@ -228,7 +229,7 @@ class UploadSteps {
       url: withDigest(session.location, blob.digest),
       what: `upload blob ${blob.digest}`,
     })
-    await response.body?.cancel()
+    await response.discard()
     return response.status === 201
   }
 
@@ -246,7 +247,7 @@ class UploadSteps {
       url: mountFrom ? `${base}?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : base,
       what: mountFrom ? `mount blob ${blob.digest} from ${mountFrom}` : `start upload of blob ${blob.digest}`,
     })
-    await response.body?.cancel()
+    await response.discard()
     if (mountFrom && MOUNT_REFUSED.includes(response.status)) return this.start(blob)
     return response.status === 201 ? 'mounted' : sessionOf(response)
   }
@@ -255,13 +256,13 @@ class UploadSteps {
    * Fails the upload unless the registry holds bytes 0–`end`: by the PATCH's Range, else by the upload's
    * status (quirk `range-missing`). A registry that answers neither is left to its digest check at the PUT.
    */
-  private async checkRange(patch: Response, location: string, blob: Descriptor, {end, offset}: {end: number; offset: number}): Promise<void> {
+  private async checkRange(patch: RegistryResponse, location: string, blob: Descriptor, {end, offset}: {end: number; offset: number}): Promise<void> {
     let header = patch.headers.get('range')
     if (header === null) {
       const status = await this.client.send({
         method: 'GET', ok: [200, 204, 404, 405], scopes: [this.push], url: location, what: `check upload of blob ${blob.digest}`,
       })
-      await status.body?.cancel()
+      await status.discard()
       if (status.status === 404 || status.status === 405) return
       header = status.headers.get('range')
       if (header === null) return
@@ -272,7 +273,7 @@ class UploadSteps {
     // The session is useless now; deleting it is a courtesy, and its failure changes nothing.
     await this.client.send({
       method: 'DELETE', ok: [200, 202, 204, 404, 405], retries: 0, scopes: [this.push], url: location, what: `cancel upload of blob ${blob.digest}`,
-    }).then(response => response.body?.cancel(), () => {})
+    }).then(response => response.discard(), () => {})
     throw pushFailed(
       `${this.client.origin} lost part of blob ${blob.digest}: after sending bytes ${offset}-${end} of ${blob.size} in chunks, `
       + `its upload holds "${header}" (it should end at ${end}); the upload was abandoned and no manifest was sent`,
@@ -365,7 +366,7 @@ export async function pushImage(options: PushOptions): Promise<PushResult> {
     url: `/v2/${dest.repository}/manifests/${dest.tag}`,
     what: `push manifest ${descriptor.digest}`,
   })
-  await response.body?.cancel()
+  await response.discard()
   const confirmed = response.headers.get('docker-content-digest')
   if (confirmed && confirmed !== descriptor.digest) {
     throw pushFailed(

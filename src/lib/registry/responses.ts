@@ -1,4 +1,5 @@
 import type {Is} from '../support/is.js'
+import type {RegistryResponse} from './http.js'
 
 import {isObject} from '../support/guards.js'
 
@@ -8,7 +9,7 @@ export const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504])
 /** How much of an error body is read: enough for the spec's error JSON, bounded against hostile servers. */
 const MAX_ERROR_BODY = 64 * 1024
 
-export function retryAfterMs(response: Response): number | undefined {
+export function retryAfterMs(response: RegistryResponse): number | undefined {
   const header = response.headers.get('retry-after')
   if (!header) return undefined
   const seconds = Number(header)
@@ -17,31 +18,13 @@ export function retryAfterMs(response: Response): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
 }
 
-export async function drain(response: Response): Promise<void> {
-  try {
-    await response.body?.cancel()
-  } catch {
-    // Nothing to read is fine.
-  }
+export async function drain(response: RegistryResponse): Promise<void> {
+  await response.discard().catch(() => {})
 }
 
-export async function readBounded(response: Response): Promise<string> {
-  if (!response.body) return ''
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  try {
-    while (size < MAX_ERROR_BODY) {
-      const {done, value} = await reader.read()
-      if (done) break
-      chunks.push(value)
-      size += value.length
-    }
-  } finally {
-    await reader.cancel().catch(() => {})
-  }
-
-  return Buffer.concat(chunks).subarray(0, MAX_ERROR_BODY).toString('utf8')
+/** An error body, bounded. */
+export async function readBounded(response: RegistryResponse): Promise<string> {
+  return response.text(MAX_ERROR_BODY).catch(() => '')
 }
 
 /** The distribution spec's error codes in a body, e.g. `BLOB_UNKNOWN: blob unknown to registry`. */
