@@ -35,7 +35,10 @@ const MAX_BODY = 1024 * 1024
 /** As fetch's own limits (undici's headers and body timeouts): a registry silent this long is gone. */
 const IDLE_TIMEOUT_MS = 300_000
 
-/** Reads an answer's body as it comes, up to MAX_BODY: its connection is free for the next request whether or not anyone reads it. */
+/**
+ * Reads an answer's body as it arrives, up to MAX_BODY, so that its connection goes back to the pool (and lets the
+ * process exit) whether or not anyone reads the body.
+ */
 function collect(incoming: http.IncomingMessage): Promise<Buffer> {
   return new Promise<Buffer>(resolve => {
     const chunks: Buffer[] = []
