@@ -3,18 +3,15 @@
  * whole and belongs to it, else from its layers, applied in order (whiteouts and opaque directories
  * included) in memory, with every file's content hashed.
  */
-import {spawn} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {createReadStream} from 'node:fs'
 import {stat} from 'node:fs/promises'
-import {Readable} from 'node:stream'
-import {createGunzip} from 'node:zlib'
 
 import type {EntryType} from '../extractor/extractor.js'
 import type {OciLayout} from '../oci/layout.js'
 import type {ParentTree} from './changeset.js'
 import type {ParentImage} from './parent-image.js'
 
+import {DecompressError, layerTarStream} from '../layer/decompress.js'
 import {readTar, TarFormatError, type TarMember} from '../layer/tar-reader.js'
 import {DigestCounter} from '../oci/digest.js'
 import {ImageRecords} from '../oci/records.js'
@@ -129,32 +126,6 @@ function components(raw: Buffer, refuse: (why: string) => Error): string[] {
   }
 
   return parts
-}
-
-function decompress(file: string, mediaType: string): AsyncIterable<Buffer> {
-  const raw = createReadStream(file)
-  if (mediaType.endsWith('gzip')) {
-    const gunzip = createGunzip()
-    raw.on('error', error => gunzip.destroy(error))
-    return raw.pipe(gunzip)
-  }
-
-  if (mediaType.endsWith('zstd')) {
-    const child = spawn('zstd', ['-dcq'], {stdio: ['pipe', 'pipe', 'ignore']})
-    const fail = (error: Error): void => {
-      child.stdout.destroy(error)
-    }
-
-    raw.on('error', fail)
-    child.on('error', fail)
-    child.on('exit', code => {
-      if (code !== 0) fail(new Error(`zstd -d exited with ${code}`))
-    })
-    raw.pipe(child.stdin)
-    return child.stdout
-  }
-
-  return raw
 }
 
 class LayeredTree {
@@ -326,13 +297,17 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
   for (const [i, layer] of parent.layers.entries()) {
     const refuse = (why: string): Error => unsafe(parent, i, why)
     const diff = new DigestCounter()
-    const source = Readable.from(decompress(layout.blobPath(layer.digest), layer.mediaType)).pipe(diff)
+    const tar = layerTarStream(layout.blobPath(layer.digest), layer.mediaType)
+    // pipe() does not pass errors on: a stream that fails to decompress must fail the read, not stall it.
+    tar.on('error', error => diff.destroy(error))
+    const source = tar.pipe(diff)
     try {
       await readTar(source, (member, content) => applyMember({layer: i, refuse, tree}, member, content))
       // A tar's end blocks may be followed by padding: read it, so that the diff_id covers the whole stream.
       for await (const piece of source) if (piece === undefined) break
     } catch (error) {
       if (error instanceof TarFormatError) throw refuse(`is not a readable tar archive (${error.message})`)
+      if (error instanceof DecompressError) throw refuse(`cannot be decompressed as ${layer.mediaType} (${error.message})`)
       throw error
     }
 

@@ -5,6 +5,7 @@ import {
   existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
+import {gzipSync} from 'node:zlib'
 
 import type {ImageConfig, ImageManifest} from '../../../src/lib/oci/image.js'
 
@@ -43,12 +44,12 @@ function member(name: Buffer | string, typeflag: (typeof TYPEFLAG)[keyof typeof 
 }
 
 /** Tags an image made of the given uncompressed layers, as another tool would have written it. */
-async function tagCrafted(layout: OciLayout, ref: string, layers: Buffer[], architecture = 'amd64'): Promise<void> {
+async function tagCrafted(layout: OciLayout, ref: string, layers: Buffer[], {architecture = 'amd64', mediaType = 'application/vnd.oci.image.layer.v1.tar'} = {}): Promise<void> {
   const descriptors = []
   const diffIds = []
   for (const layer of layers) {
     const blob = await layout.writeBlob(layer)
-    descriptors.push({...blob, mediaType: 'application/vnd.oci.image.layer.v1.tar'})
+    descriptors.push({...blob, mediaType})
     diffIds.push(blob.digest)
   }
 
@@ -413,6 +414,16 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
         // A NUL only fits in a pax path record: encodeHeader writes those for names that are not plain ASCII.
         await tagCrafted(layout, ref, [Buffer.concat([member('dir/', TYPEFLAG.directory), member(name), END_OF_ARCHIVE])])
         await refuses(ref, pattern, 7)
+      })
+    }
+
+    for (const [compression, compress] of [['gzip', gzipSync], ['zstd', (tar: Buffer) => execFileSync('zstd', ['-q', '-c'], {input: tar})]] as const) {
+      it(`a parent layer whose ${compression} stream breaks off (its blob digest right): refused, not left waiting`, async function () {
+        requireTools(this, 'zstd')
+        const whole = compress(Buffer.concat([member('dir/', TYPEFLAG.directory), member('dir/a'), END_OF_ARCHIVE]))
+        const ref = `local/cut:${compression}`
+        await tagCrafted(layout, ref, [whole.subarray(0, -12)], {mediaType: `application/vnd.oci.image.layer.v1.tar+${compression}`})
+        await refuses(ref, /cannot be decompressed|is not a readable tar archive/, 7)
       })
     }
 
