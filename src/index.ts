@@ -52,6 +52,9 @@ export {
   type Compression, COMPRESSIONS, type CompressorOptions, createCompressor, defaultZstdImplementation, LAYER_MEDIA_TYPES, type ZstdImplementation,
 } from './lib/layer/compress.js'
 export {pathMatcher, type PathMatcher} from './lib/layer/exclude.js'
+export {
+  type LayerContents, type LayerEntry, type LayerEntryType, readLayerContents,
+} from './lib/layer/layer-contents.js'
 export {excluding, type LayerOptions, tarLayer} from './lib/layer/layer.js'
 export {isWhiteout, type LayerItem, type Whiteout} from './lib/layer/names.js'
 export {emptyLayerStats, type LayerStats} from './lib/layer/stats.js'

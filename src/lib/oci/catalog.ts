@@ -1,6 +1,7 @@
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 
+import type {LayerContents} from '../layer/layer-contents.js'
 import type {SecretScan} from '../publish/secrets.js'
 
 import {readSecrets} from '../publish/secrets-record.js'
@@ -30,7 +31,8 @@ export interface ImageRecord {
 export interface ImageInspection {
   config: Record<string, unknown>
   digest: string
-  layers: {digest: string; media_type: string; size_bytes: number}[]
+  /** With `files`: each layer's members (read with node-tar) and whether its tar matches the config's diff_id. */
+  layers: ({contents?: LayerContents & {diff_id_matches: boolean}; digest: string; media_type: string; size_bytes: number})[]
   manifest: ImageManifest
   platform: string
   /** Bytes of the image's local records (secret findings, tree record): kept here, never pushed. */
@@ -117,14 +119,28 @@ export async function listImages(stateDir: string): Promise<ImageRecord[]> {
 }
 
 /** The manifest, config and layer summary of a committed image. */
-export async function inspectImage(stateDir: string, reference: string): Promise<ImageInspection> {
+export async function inspectImage(stateDir: string, reference: string, options: {files?: boolean} = {}): Promise<ImageInspection> {
   const layout = new OciLayout(layoutPath(stateDir))
   const descriptor = await layout.resolve(reference.trim())
   const {config, manifest, platform, size_bytes} = await readImage(layout, descriptor)
+  const diffIds = isPlainObject(config.rootfs) && Array.isArray(config.rootfs.diff_ids) ? config.rootfs.diff_ids : []
+  const layers: ImageInspection['layers'] = []
+  // Loaded only to list files: `image list` and a plain inspect stay off the layer modules.
+  const contents = options.files ? await import('../layer/layer-contents.js') : undefined
+  for (const [i, layer] of manifest.layers.entries()) {
+    const listed = await contents?.readLayerContents(layout.blobPath(layer.digest), layer.mediaType)
+    layers.push({
+      ...(listed ? {contents: {...listed, diff_id_matches: listed.diff_id === diffIds[i]}} : {}),
+      digest: layer.digest,
+      media_type: layer.mediaType,
+      size_bytes: layer.size,
+    })
+  }
+
   return {
     config,
     digest: descriptor.digest,
-    layers: manifest.layers.map(layer => ({digest: layer.digest, media_type: layer.mediaType, size_bytes: layer.size})),
+    layers,
     manifest,
     platform,
     records_bytes: await new ImageRecords(layout.root).size(descriptor.digest),

@@ -21,6 +21,19 @@ describe('image inspect command', () => {
     expect(json.config.rootfs).to.have.property('type', 'layers')
   })
 
+  it('--files lists each layer\'s members, checked against the diff_ids; without it no layer is read', async () => {
+    const state = await stateWithImages('local/demo:v1')
+    const {stdout} = await runCommand(['image', 'inspect', 'local/demo:v1', '--state-dir', state, '--files'])
+    expect(stdout).to.match(/\n {4}\d+ entries \(\d+ file, \d+ directory[^)]*\), \S+ of file content; diff_id checked\n/)
+    expect(stdout).to.match(/\n {4}directory +0755 {2}0:0 +0B {2}\S+\n/)
+    type Inspected = {layers: {contents?: {diff_id_matches: boolean; entries: {path: string; type: string}[]}}[]}
+    const listed = JSON.parse((await runCommand(['image', 'inspect', 'local/demo:v1', '--state-dir', state, '--files', '--json'])).stdout) as Inspected
+    expect(listed.layers[0].contents?.diff_id_matches).to.equal(true)
+    expect(listed.layers[0].contents?.entries.length).to.be.greaterThan(0)
+    const plain = JSON.parse((await runCommand(['image', 'inspect', 'local/demo:v1', '--state-dir', state, '--json'])).stdout) as Inspected
+    expect(plain.layers[0]).to.not.have.property('contents')
+  })
+
   it('exits 3 with a hint for an unknown image', async () => {
     const {error, stderr} = await runCommand(['image', 'inspect', 'local/nope:v1', '--state-dir', await stateWithImages()])
     expect(exitOf(error)).to.equal(3)
