@@ -143,6 +143,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return super.jsonEnabled() || this.isAxMode()
   }
 
+  /**
+   * The same text as oclif's (JSON.stringify with 2 spaces) without its tokenizer, which takes seconds on a large
+   * result (`image inspect --files` of a 202,000-entry layer: 6.4 s against 2.8 s for the text); a JSON colour
+   * theme configured for the CLI still goes through oclif.
+   */
+  override logJson(json: unknown): void {
+    if (this.config.theme?.json) super.logJson(json)
+    else process.stdout.write(`${JSON.stringify(json, null, 2)}\n`)
+  }
+
   /** A progress display on stderr for people; none in JSON or agent mode, where stderr carries only the envelope. */
   protected progressDisplay(): ProgressDisplay | undefined {
     return this.jsonEnabled() ? undefined : new ProgressDisplay(process.stderr)

@@ -16,7 +16,10 @@ describe('image inspect command', () => {
     expect(stdout).to.match(/^Reference: local\/demo:v1\nDigest: {4}sha256:[0-9a-f]{64}\nPlatform: {2}linux\/\w+\nCreated: {3}2026-01-01T00:00:00Z\n/)
     expect(stdout).to.match(/Layers:\n {2}sha256:[0-9a-f]{64} {2}\S+ {2}application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip\n/)
     expect(stdout).to.contain('History:\n  microagent commit demo  # rootfs committed by microagent')
-    const json = JSON.parse((await runCommand(['image', 'inspect', 'local/demo:v1', '--state-dir', state, '--json'])).stdout) as {config: {rootfs: unknown}; manifest: {schemaVersion: number}}
+    const printed = (await runCommand(['image', 'inspect', 'local/demo:v1', '--state-dir', state, '--json'])).stdout
+    const json = JSON.parse(printed) as {config: {rootfs: unknown}; manifest: {schemaVersion: number}}
+    // The text oclif prints without a colour theme: two-space JSON and a newline.
+    expect(printed).to.equal(`${JSON.stringify(json, null, 2)}\n`)
     expect(json.manifest.schemaVersion).to.equal(2)
     expect(json.config.rootfs).to.have.property('type', 'layers')
   })
