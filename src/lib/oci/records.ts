@@ -25,11 +25,6 @@ export class ImageRecords {
   constructor(readonly layoutRoot: string) {}
 
   /**
-   * Streams a record in, atomically like `write`: the bytes go to a temp file in the same folder that is
-   * renamed over the record once flushed, so a kill at any point leaves the old record or the new one.
-   * Returns its size.
-   */
-  /**
    * Makes a complete file this process wrote (in the same layout) the record, atomically: synced and renamed
    * into place, not copied (a tree record of a million entries is some 65 MB); copied when the rename
    * crosses filesystems. The file is gone afterwards either way.
@@ -98,6 +93,11 @@ export class ImageRecords {
     await writeAtomic(file, data, 0o600)
   }
 
+  /**
+   * Streams a record in, atomically like `write`: the bytes go to a temp file in the same folder that is
+   * renamed over the record once flushed, so a kill at any point leaves the old record or the new one.
+   * Returns its size.
+   */
   async writeStream(manifestDigest: string, name: string, source: AsyncIterable<Buffer> | Readable): Promise<number> {
     const file = this.path(manifestDigest, name)
     await mkdir(path.dirname(file), {mode: 0o700, recursive: true})
