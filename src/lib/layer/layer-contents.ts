@@ -1,5 +1,7 @@
 import type {ReadEntry} from 'tar'
 
+import {once} from 'node:events'
+
 import {DigestCounter} from '../oci/digest.js'
 import {layerTarStream} from './decompress.js'
 
@@ -95,12 +97,9 @@ export async function readLayerContents(file: string, mediaType: string): Promis
   // pipe() does not pass errors on: a broken gzip stream must end the read, not leave it waiting.
   tar.on('error', error => diff.destroy(error))
   for await (const chunk of tar.pipe(diff) as AsyncIterable<Buffer>) {
-    if (!parser.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        parser.once('drain', resolve)
-        parser.once('error', reject)
-      })
-    }
+    // once() drops its listeners when either event comes (a listener pair per wait would pile up); an error the
+    // parser gave inside write() has already settled `ended`.
+    if (!parser.write(chunk)) await Promise.race([once(parser, 'drain'), ended])
   }
 
   parser.end()
