@@ -6,7 +6,7 @@ import {loadIs} from '../support/is.js'
 import {type Credential, describeCredential} from './auth.js'
 import {fromFetch, httpRequest, type RegistryResponse} from './http.js'
 import {
-  drain, isNetworkError, readBounded, RETRYABLE_STATUS, retryAfterMs, specErrors,
+  isNetworkError, readBounded, RETRYABLE_STATUS, retryAfterMs, specErrors,
 } from './responses.js'
 
 /** A request body that can be produced again for a retry: never a consumed stream. */
@@ -237,7 +237,7 @@ export class RegistryClient {
 
   private async pingOnce(): Promise<Challenge | null> {
     const response = await this.dispatch(new URL(`${this.origin}/v2/`), {headers: {'user-agent': 'microagent-plugin-image'}, method: 'GET'})
-    await drain(response)
+    await response.discard()
     if (response.status === 401) {
       this.challenge = parseChallenge(response.headers.get('www-authenticate')) ?? null
     } else if (response.ok) {
@@ -319,7 +319,7 @@ export class RegistryClient {
       const response = await this.dispatch(url, {body, headers, method})
       if (response.status === 401 && sameOrigin && !refreshed) {
         const challenge = parseChallenge(response.headers.get('www-authenticate'))
-        await drain(response)
+        await response.discard()
         if (challenge) this.challenge = {...challenge, scope: undefined}
         refreshed = true
         continue
@@ -327,7 +327,7 @@ export class RegistryClient {
 
       const location = response.headers.get('location')
       if ([301, 302, 303, 307, 308].includes(response.status) && location) {
-        await drain(response)
+        await response.discard()
         if (++hop > MAX_REDIRECTS) throw this.failure(`${request.what}: too many redirects`, 'permanent')
         url = new URL(location, url)
         if (response.status === 303) {

@@ -8,7 +8,7 @@ import {pipeline} from 'node:stream/promises'
  * options can give. Bodies are small (errors, tokens, nothing at all) and read with a bound.
  */
 export interface RegistryResponse {
-  /** Drops what is left of the body. */
+  /** Drops what is left of the body; never rejects (a body cut short is nothing to report). */
   discard(): Promise<void>
   readonly headers: {get(name: string): null | string}
   readonly ok: boolean

@@ -18,10 +18,6 @@ export function retryAfterMs(response: RegistryResponse): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
 }
 
-export async function drain(response: RegistryResponse): Promise<void> {
-  await response.discard().catch(() => {})
-}
-
 /** An error body, bounded. */
 export async function readBounded(response: RegistryResponse): Promise<string> {
   return response.text(MAX_ERROR_BODY).catch(() => '')
