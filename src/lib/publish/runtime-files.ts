@@ -79,10 +79,13 @@ const KNOWN = [...RUNTIME_FILES.map(file => file.path), ...RUNTIME_DIRS]
 const FIRST_BYTES = new Set(KNOWN.map(known => known.codePointAt(0)))
 const LONGEST = Math.max(...KNOWN.map(known => known.length))
 
-/** False for a path that cannot be one of the table's (checked without making a string of it: this runs per entry). */
+/**
+ * False for a path that cannot be one of the table's: a Buffer is checked without making a string of it, a
+ * string (latin1, as the filter makes them) without hashing it. This runs for every entry.
+ */
 function mayBeKnown(entryPath: Buffer | string): boolean {
-  if (typeof entryPath === 'string') return true
-  return entryPath.length <= LONGEST && FIRST_BYTES.has(entryPath[0])
+  const first = typeof entryPath === 'string' ? entryPath.codePointAt(0) : entryPath[0]
+  return entryPath.length <= LONGEST && FIRST_BYTES.has(first)
 }
 
 function pathText(entryPath: Buffer | string): string {
