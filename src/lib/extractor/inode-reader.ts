@@ -187,8 +187,8 @@ export class InodeReader {
 
   /**
    * Inode `ino` as debugfs `stat` would describe it, or undefined when debugfs must be asked. `content:
-   * false` leaves out a regular file's block map (a DiskProbe needs none): a file is then described even
-   * when its map is one this reader does not model.
+   * false` leaves out the block map of a regular file or a directory (a DiskProbe's inode needs none): a file
+   * is then described even when its map is one this reader does not model.
    */
   stat(ino: number, content = true): InodeStat | undefined {
     const raw = this.inode(ino)
@@ -351,8 +351,8 @@ export class InodeReader {
     }
 
     case 'directory': {
-      // Only a DiskProbe reads directories' blocks; a map this reader cannot give leaves them to debugfs.
-      stat.blockMap = this.blockMap(raw, stat.flags)
+      // Only a DiskProbe's listing reads directories' blocks; a map this reader cannot give leaves them to debugfs.
+      if (content) stat.blockMap = this.blockMap(raw, stat.flags)
       break
     }
 
