@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {execFileSync} from 'node:child_process'
 import {
-  appendFileSync, chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync,
+  appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync,
   truncateSync, unlinkSync, utimesSync, writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
@@ -61,11 +61,16 @@ interface Context {
   tree: ReturnType<typeof inventory>
 }
 
+/** Whether anything is at `file`, a dangling symlink included (existsSync follows links, and calls one absent). */
+function present(file: string): boolean {
+  return lstatSync(file, {throwIfNoEntry: false}) !== undefined
+}
+
 /** Guest-like changes through the kernel; each returns what it did, for the failure message. */
 const OPS: ((c: Context) => string)[] = [
   ({at, fresh, random}: Context): string => {
     const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
+    if (present(at(rel))) return 'nothing'
     const size = random() < 0.1 ? 1024 * 1024 + Math.floor(random() * 512 * 1024) : Math.floor(random() * 9000)
     writeFileSync(at(rel), bytes(random, size))
     return `write ${rel} (${size})`
@@ -93,7 +98,7 @@ const OPS: ((c: Context) => string)[] = [
   ({at, fresh, random, tree}: Context): string => {
     const source = pick(random, tree.all)
     const target = fresh()
-    if (!source || existsSync(at(target)) || target.startsWith(`${source}/`)) return 'nothing'
+    if (!source || present(at(target)) || target.startsWith(`${source}/`)) return 'nothing'
     renameSync(at(source), at(target))
     return `rename ${source} ${target}`
   },
@@ -139,7 +144,7 @@ const OPS: ((c: Context) => string)[] = [
   },
   ({at, file, fresh}: Context): string => {
     const target = fresh()
-    if (!file || existsSync(at(target))) return 'nothing'
+    if (!file || present(at(target))) return 'nothing'
     linkSync(at(file), at(target))
     return `link ${file} ${target}`
   },
@@ -152,7 +157,7 @@ const OPS: ((c: Context) => string)[] = [
   },
   ({at, fresh, random, tree}: Context): string => {
     const link = tree.links.length > 0 && random() < 0.7 ? pick(random, tree.links) : fresh()
-    if (existsSync(at(link)) && !lstatSync(at(link)).isSymbolicLink()) return 'nothing'
+    if (present(at(link)) && !lstatSync(at(link)).isSymbolicLink()) return 'nothing'
     rmSync(at(link), {force: true})
     symlinkSync(pick(random, ['target-a', '../up', '/abs/path', 'b/c/d']), at(link))
     return `symlink ${link}`
@@ -175,14 +180,14 @@ const OPS: ((c: Context) => string)[] = [
   },
   ({at, fresh, random}: Context): string => {
     const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
+    if (present(at(rel))) return 'nothing'
     if (random() < 0.5) execFileSync('mkfifo', [at(rel)])
     else execFileSync('mknod', [at(rel), 'c', '1', String(3 + Math.floor(random() * 5))])
     return `mknod ${rel}`
   },
   ({at, fresh, random}: Context): string => {
     const rel = fresh()
-    if (existsSync(at(rel))) return 'nothing'
+    if (present(at(rel))) return 'nothing'
     mkdirSync(at(rel))
     for (let i = 0; i < 3; i++) writeFileSync(at(`${rel}/f${i}`), bytes(random, Math.floor(random() * 500)))
     return `mkdir ${rel}`
@@ -197,7 +202,7 @@ function change(root: string, random: Random): string {
     const dir = pick(random, tree.dirs)
     const name = `${pick(random, NAMES)}${Math.floor(random() * 5)}`
     const rel = dir ? `${dir}/${name}` : name
-    return existsSync(at(rel)) ? `${rel}-n` : rel
+    return present(at(rel)) ? `${rel}-n` : rel
   }
 
   const file = tree.files.length > 0 ? pick(random, tree.files) : undefined
