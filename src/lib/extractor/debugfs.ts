@@ -56,12 +56,16 @@ export class DebugfsExtractor implements Extractor {
     let done = false
     let inodes: InodeReader | undefined
     try {
-      const root = parseStat(await session.request(`stat <${ROOT_INODE}>`))
-      if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
+      // Asked first, answered once debugfs is up (bubblewrap, then opening the filesystem: tens of ms); the
+      // probe needs only the direct readers, so it runs meanwhile. A failure of either still fails the walk.
+      const rootStat = session.request(`stat <${ROOT_INODE}>`)
+      rootStat.catch(() => {})
       const direct = this.options.inodes === 'debugfs' ? undefined : InodeReader.open(disk)
       inodes = typeof direct === 'string' ? undefined : direct
       // Without the direct reader there is nothing to probe with: the caller then walks everything.
       if (inodes && options.probe) await options.probe(diskProbe(inodes, blocks))
+      const root = parseStat(await rootStat)
+      if (root.type !== 'directory') throw extractionError('the root inode is not a directory: the filesystem is corrupt')
       const walk = new Walk(session, blocks, options, {onInode: this.options.onInode, reader: inodes})
       yield * walk.directory(ROOT_INODE, Buffer.alloc(0), 0)
       await options.beforeClose?.()
