@@ -130,10 +130,11 @@ function time(input: ByteReader): {nsec: number; sec: number} {
 
 /**
  * Reads the body of a node block (after its kind byte). Whether the node is in a group is left to the
- * caller, which knows the groups: `grouped` says the writer put it in one. `hashes: false` leaves files'
+ * caller, which knows the groups: `grouped` says the writer put it in one; `shared`, how many of its first
+ * bytes are the previous path's. `hashes: false` leaves files'
  * sha256 out (a hex string per file is most of what a pass that needs none would allocate).
  */
-export function decodeNode(input: ByteReader, previous: Buffer | undefined, hashes = true): {grouped: boolean; node: TreeNode} {
+export function decodeNode(input: ByteReader, previous: Buffer | undefined, hashes = true): {grouped: boolean; node: TreeNode; shared: number} {
   const flags = input.byte()
   const type = ENTRY_TYPES[flags & TYPE_BITS]
   if (type === undefined || (flags & ~KNOWN_FLAGS) !== 0) throw new RecordFormatError('bad type')
@@ -174,7 +175,7 @@ export function decodeNode(input: ByteReader, previous: Buffer | undefined, hash
   }
 
   if (!input.done) throw new RecordFormatError('bad node')
-  return {grouped: (flags & GROUPED) !== 0, node}
+  return {grouped: (flags & GROUPED) !== 0, node, shared}
 }
 
 /**

@@ -262,8 +262,9 @@ async function * checkedNodes(file: string, entries: number, keyOf: Map<string, 
         break
       }
 
-      const {grouped, node} = decodeNode(block, last, hashes)
-      if (last && compareTreePaths(last, node.path) >= 0) throw new TreeRecordError('nodes out of order')
+      const {grouped, node, shared} = decodeNode(block, last, hashes)
+      // The bytes the path shares with the last one are equal by construction: compared from there on.
+      if (last && compareTreePaths(last, node.path, shared) >= 0) throw new TreeRecordError('nodes out of order')
       last = node.path
       count++
       const key = grouped ? keyOf.get(node.path.toString('latin1')) : undefined

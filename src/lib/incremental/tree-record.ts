@@ -80,11 +80,12 @@ export function nodeFromEntry(entry: Entry, sha256?: string): TreeNode {
 /**
  * Layer order: depth first, names bytewise. Comparing with `/` taken as the lowest byte gives it, since
  * names hold neither `/` nor NUL: a directory comes right before its subtree, and the subtree before any
- * sibling that sorts after the directory's name.
+ * sibling that sorts after the directory's name. `from`: where to start, when the caller knows the bytes
+ * before it are the same in both.
  */
-export function compareTreePaths(a: Buffer, b: Buffer): number {
+export function compareTreePaths(a: Buffer, b: Buffer, from = 0): number {
   const n = Math.min(a.length, b.length)
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < n; i++) {
     const x = a[i] === 0x2F ? 0 : a[i]
     const y = b[i] === 0x2F ? 0 : b[i]
     if (x !== y) return x - y
