@@ -6,10 +6,10 @@ import type {LayerStats} from './stats.js'
 
 import {extractionError} from '../support/errors.js'
 import {
-  checkEntryPath, isWhiteout, isWhiteoutName, type LayerItem, whiteoutHeader,
+  checkLayerPath, isWhiteout, type LayerItem, whiteoutHeader,
 } from './names.js'
 import {
-  encodeHeader, END_OF_ARCHIVE, type HeaderFields, padding, TYPEFLAG,
+  END_OF_ARCHIVE, type HeaderFields, padding, planHeader, TYPEFLAG, writeHeader,
 } from './tar.js'
 
 const SLASH = Buffer.from('/')
@@ -128,16 +128,33 @@ class TarWriter {
     this.used = 0
   }
 
+  /** A member's header, written straight into the chunk being gathered. */
+  header(fields: HeaderFields): void {
+    const plan = planHeader(fields)
+    if (plan.length >= TAR_CHUNK / 4) {
+      // Large extended attributes: a buffer of its own, which `add` passes on as it is.
+      const own = Buffer.alloc(plan.length)
+      writeHeader(own, 0, plan)
+      this.add(own)
+      return
+    }
+
+    if (this.used + plan.length > TAR_CHUNK) this.flush()
+    this.chunk.fill(0, this.used, this.used + plan.length)
+    writeHeader(this.chunk, this.used, plan)
+    this.used += plan.length
+  }
+
   /**
    * One entry's header (and for a hard link, all of it). Returns whether it was archived, and `content`
    * when its content is to follow (through `piece`, then `endContent`).
    */
   member(entry: Entry, hashing: boolean): 'content' | false | {sha256?: string} {
     const {stats} = this
-    const components = checkEntryPath(entry.path)
-    if (isWhiteoutName(components)) {
+    const whiteoutName = checkLayerPath(entry.path)
+    if (whiteoutName) {
       // Only count the topmost one: its subtree goes with it.
-      if (!isWhiteoutName(components.slice(0, -1))) stats.skipped.whiteoutNames++
+      if (whiteoutName === 'last') stats.skipped.whiteoutNames++
       return false
     }
 
@@ -150,7 +167,7 @@ class TarWriter {
       fields.linkpath = earlier
       fields.typeflag = TYPEFLAG.hardlink
       fields.xattrs = []
-      this.add(encodeHeader(fields))
+      this.header(fields)
       return {sha256: this.sha256.get(entry.inode)}
     }
 
@@ -180,7 +197,7 @@ class TarWriter {
     case 'file': {
       stats.files++
       fields.size = entry.size
-      this.add(encodeHeader(fields))
+      this.header(fields)
       this.file = entry
       this.seen = 0
       this.hash = hashing ? new ContentHash() : undefined
@@ -194,7 +211,7 @@ class TarWriter {
     }
     }
 
-    this.add(encodeHeader(fields))
+    this.header(fields)
     return {}
   }
 

@@ -35,9 +35,7 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
     const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
     // Bytes, not text: this runs for every component of every entry.
     const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
-    if (component.length === 0 || dots || component.includes(0)) {
-      throw extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
-    }
+    if (component.length === 0 || dots || component.includes(0)) throw unsafePath(entryPath)
 
     components.push(component)
     if (slash === -1) return components
@@ -45,9 +43,38 @@ export function checkEntryPath(entryPath: Buffer): Buffer[] {
   }
 }
 
+/**
+ * `checkEntryPath` and `isWhiteoutName` in one pass over the bytes, with no view per component (this runs
+ * for every entry of the disk): throws on an unsafe path; says which component is the first named `.wh.*`,
+ * the last one or one of its directories, or undefined when none is.
+ */
+export function checkLayerPath(entryPath: Buffer): 'ancestor' | 'last' | undefined {
+  let found: 'ancestor' | 'last' | undefined
+  let start = 0
+  const {length} = entryPath
+  for (let i = 0; i <= length; i++) {
+    const byte = i === length ? 0x2F : entryPath[i]
+    if (byte === 0) throw unsafePath(entryPath)
+    if (byte !== 0x2F) continue
+    const size = i - start
+    if (size === 0 || (size <= 2 && entryPath[start] === 0x2E && entryPath[i - 1] === 0x2E)) throw unsafePath(entryPath)
+    if (found === undefined && size >= 4 && entryPath[start] === 0x2E && entryPath[start + 1] === 0x77 && entryPath[start + 2] === 0x68 && entryPath[start + 3] === 0x2E) {
+      found = i === length ? 'last' : 'ancestor'
+    }
+
+    start = i + 1
+  }
+
+  return found
+}
+
+function unsafePath(entryPath: Buffer): Error {
+  return extractionError(`refusing an unsafe path in the layer: ${JSON.stringify(entryPath.toString('latin1'))}`)
+}
+
 /** Whether any component of a path is named `.wh.*`. */
 export function isWhiteoutPath(entryPath: Buffer): boolean {
-  return isWhiteoutName(checkEntryPath(entryPath))
+  return checkLayerPath(entryPath) !== undefined
 }
 
 const OPAQUE = Buffer.from('.wh..wh..opq')

@@ -87,9 +87,9 @@ export function paxRecord(key: string, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from(`${length} ${key}=`), value, Buffer.from('\n')])
 }
 
-/** A record whose key and value are ASCII text. */
-function textRecord(key: string, value: string): Buffer {
-  return Buffer.from(`${recordLength(key.length + value.length + 3)} ${key}=${value}\n`, 'latin1')
+/** A record whose key and value are ASCII text (so its length in bytes is its length as a string). */
+function textRecord(key: string, value: string): string {
+  return `${recordLength(key.length + value.length + 3)} ${key}=${value}\n`
 }
 
 /** pax time: seconds with an optional fraction, exact for negative times too (-1.5 is 1.5 s before 1970). */
@@ -142,13 +142,27 @@ function fallbackName(target: Buffer, at: number, value: Buffer, room: number): 
   for (let i = 0; i < end; i++) target[at + i] = value[i] > 0x20 && value[i] < 0x7F ? value[i] : 0x5F
 }
 
+/** A pax record: bytes, or ASCII text (written as it is, with no Buffer made for it). */
+type PaxRecord = Buffer | string
+
+/** One member's header, planned: its pax records and its length (the pax header, if any, and the ustar block). */
+export interface HeaderPlan {
+  fields: HeaderFields
+  length: number
+  linkFits: boolean
+  linkpath: Buffer
+  pathFits: boolean
+  paxLength: number
+  records: PaxRecord[]
+}
+
 /**
- * Encodes one archive member's header: a plain ustar block when every field fits, else a pax `x` header
+ * Plans one archive member's header: a plain ustar block when every field fits, else a pax `x` header
  * first (path, linkpath, size, uid, gid, mtime with nanoseconds, xattrs). Deterministic: the same
  * fields give the same bytes; no user or group names, no atime or ctime.
  */
-export function encodeHeader(fields: HeaderFields): Buffer {
-  const records: Buffer[] = []
+export function planHeader(fields: HeaderFields): HeaderPlan {
+  const records: PaxRecord[] = []
   const linkpath = fields.linkpath ?? NO_LINK
   const pathFits = fitsUstar(fields.path, 100)
   const linkFits = fitsUstar(linkpath, 100)
@@ -163,35 +177,52 @@ export function encodeHeader(fields: HeaderFields): Buffer {
   let bodyLength = 0
   for (const record of records) bodyLength += record.length
   const paxLength = records.length === 0 ? 0 : BLOCK + bodyLength + ((BLOCK - (bodyLength % BLOCK)) % BLOCK)
-  // From the shared pool (a fresh zeroed allocation per header costs more than the header), zeroed here.
-  const out = Buffer.allocUnsafe(paxLength + BLOCK).fill(0)
+  return {
+    fields, length: paxLength + BLOCK, linkFits, linkpath, pathFits, paxLength, records,
+  }
+}
+
+/**
+ * Writes a planned header at `at` of `out`, whose `plan.length` bytes from there must be zero: a
+ * member's header goes straight into the tar's chunk, with no buffer of its own (a million entries,
+ * most with a pax header too, made that allocation, its zeroing and its copy a large part of the work).
+ */
+export function writeHeader(out: Buffer, at: number, plan: HeaderPlan): void {
+  const {fields, linkpath, paxLength, records} = plan
   let name = fields.path
   let linkname = linkpath
-  if (!pathFits) {
-    fallbackName(out, paxLength, fields.path, 100)
-    name = out.subarray(paxLength, paxLength + Math.min(fields.path.length, 100))
+  if (!plan.pathFits) {
+    fallbackName(out, at + paxLength, fields.path, 100)
+    name = out.subarray(at + paxLength, at + paxLength + Math.min(fields.path.length, 100))
   }
 
-  if (!linkFits) {
-    fallbackName(out, paxLength + 157, linkpath, 100)
-    linkname = out.subarray(paxLength + 157, paxLength + 157 + Math.min(linkpath.length, 100))
+  if (!plan.linkFits) {
+    fallbackName(out, at + paxLength + 157, linkpath, 100)
+    linkname = out.subarray(at + paxLength + 157, at + paxLength + 157 + Math.min(linkpath.length, 100))
   }
 
-  ustarHeader(out, paxLength, fields, {linkname, name})
-  if (records.length === 0) return out
-  PAX_PREFIX.copy(out, 0)
-  fallbackName(out, PAX_PREFIX.length, fields.path, 100 - PAX_PREFIX.length)
-  const paxName = out.subarray(0, PAX_PREFIX.length + Math.min(fields.path.length, 100 - PAX_PREFIX.length))
-  let at = BLOCK
-  for (const record of records) at += record.copy(out, at)
+  ustarHeader(out, at + paxLength, fields, {linkname, name})
+  if (records.length === 0) return
+  PAX_PREFIX.copy(out, at)
+  fallbackName(out, at + PAX_PREFIX.length, fields.path, 100 - PAX_PREFIX.length)
+  const paxName = out.subarray(at, at + PAX_PREFIX.length + Math.min(fields.path.length, 100 - PAX_PREFIX.length))
+  let body = at + BLOCK
+  for (const record of records) body += typeof record === 'string' ? out.write(record, body, 'latin1') : record.copy(out, body)
   ustarHeader(
     out,
-    0,
+    at,
     {
-      gid: 0, mode: 0o644, mtime: Math.min(Math.max(fields.mtime, 0), MAX_TIME), path: paxName, size: bodyLength, typeflag: TYPEFLAG.pax, uid: 0,
+      gid: 0, mode: 0o644, mtime: Math.min(Math.max(fields.mtime, 0), MAX_TIME), path: paxName, size: body - at - BLOCK, typeflag: TYPEFLAG.pax, uid: 0,
     },
     {linkname: NO_LINK, name: paxName},
   )
+}
+
+/** One member's header in a buffer of its own (see `planHeader`). */
+export function encodeHeader(fields: HeaderFields): Buffer {
+  const plan = planHeader(fields)
+  const out = Buffer.alloc(plan.length)
+  writeHeader(out, 0, plan)
   return out
 }
 

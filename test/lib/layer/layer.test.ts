@@ -9,7 +9,7 @@ import type {Entry} from '../../../src/lib/extractor/extractor.js'
 import {type FakeEntry, FakeExtractor} from '../../../src/lib/extractor/fake.js'
 import {pathMatcher} from '../../../src/lib/layer/exclude.js'
 import {tarLayer} from '../../../src/lib/layer/layer.js'
-import {checkEntryPath} from '../../../src/lib/layer/names.js'
+import {checkEntryPath, checkLayerPath} from '../../../src/lib/layer/names.js'
 import {emptyLayerStats} from '../../../src/lib/layer/stats.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {dumpTar, hex} from '../../helpers/oci.js'
@@ -156,6 +156,18 @@ describe('layer', () => {
   it('accepts names that only look odd', () => {
     expect(checkEntryPath(Buffer.from('...')).length).to.equal(1)
     expect(checkEntryPath(Buffer.from('a/..b/.c')).length).to.equal(3)
+    for (const name of ['...', 'a/..b/.c', '.wh', 'a/.whx/b', 'a/x.wh.b']) expect(checkLayerPath(Buffer.from(name)), name).to.equal(undefined)
+  })
+
+  it('says where a path first has a .wh.* name, in one pass that refuses what checkEntryPath refuses', () => {
+    expect(checkLayerPath(Buffer.from('.wh.')), '.wh.').to.equal('last')
+    expect(checkLayerPath(Buffer.from('a/b/.wh.c')), 'a/b/.wh.c').to.equal('last')
+    expect(checkLayerPath(Buffer.from('a/.wh.b/c')), 'a/.wh.b/c').to.equal('ancestor')
+    expect(checkLayerPath(Buffer.from('.wh.a/.wh.b')), '.wh.a/.wh.b').to.equal('ancestor')
+    for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a//b', './a', 'a/.', 'a/..', 'a\u0000b', '', 'a/']) {
+      expect(() => checkLayerPath(Buffer.from(bad)), JSON.stringify(bad)).to.throw(/unsafe path/)
+      expect(() => checkEntryPath(Buffer.from(bad)), JSON.stringify(bad)).to.throw(/unsafe path/)
+    }
   })
 
   it('writes the same tar and hashes from content read synchronously or streamed, in one piece or many, small or large', async () => {

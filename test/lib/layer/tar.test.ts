@@ -3,7 +3,7 @@ import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import {
-  BLOCK, encodeHeader, END_OF_ARCHIVE, paxRecord, paxTime, TYPEFLAG,
+  BLOCK, encodeHeader, END_OF_ARCHIVE, paxRecord, paxTime, planHeader, TYPEFLAG, writeHeader,
 } from '../../../src/lib/layer/tar.js'
 import {tempDir} from '../../helpers/ext4.js'
 import {dumpTar, hex} from '../../helpers/oci.js'
@@ -33,6 +33,28 @@ describe('tar', () => {
     expect(paxTime(-2, 500_000_000)).to.equal('-1.5')
     expect(paxTime(-1, 0)).to.equal('-1')
     expect(paxTime(0, 0)).to.equal('0')
+  })
+
+  it('writes a planned header in place over zeros exactly as in a buffer of its own, around what is beside it', () => {
+    const headers = [
+      {...base, path: Buffer.from('etc/hostname'), size: 5},
+      {
+        ...base, mtimeNsec: 5, path: Buffer.from('a'.repeat(150)), xattrs: [['user.k', Buffer.from('v')]] as [string, Buffer][],
+      },
+      {
+        ...base, linkpath: Buffer.from('caf\u00E9'), path: Buffer.from('link'), typeflag: TYPEFLAG.symlink, uid: 2 ** 22,
+      },
+    ]
+    for (const fields of headers) {
+      const own = encodeHeader(fields)
+      const plan = planHeader(fields)
+      expect(plan.length).to.equal(own.length)
+      const chunk = Buffer.alloc(plan.length + 6, 0xAA)
+      chunk.fill(0, 3, 3 + plan.length)
+      writeHeader(chunk, 3, plan)
+      expect(hex(chunk.subarray(3, 3 + plan.length))).to.equal(hex(own))
+      expect([...chunk.subarray(0, 3), ...chunk.subarray(-3)]).to.deep.equal([0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA])
+    }
   })
 
   it('writes a plain ustar block when everything fits', () => {
