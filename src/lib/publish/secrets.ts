@@ -263,6 +263,14 @@ export class FileScanner {
       if (groups.pem === undefined) {
         // A token wholly inside what the previous chunk's scan covered was judged then.
         if (end <= this.scannedInCarry || this.binary) continue
+        if (!final && end === data.length) {
+          // The shape runs to the end of what has come: the next byte decides whether it ends here (its
+          // lookahead), so it is judged with the next chunk, or at the end of the file.
+          keepFrom = Math.min(keepFrom, match.index)
+          scannedTo = match.index
+          break
+        }
+
         const index = TOKEN_RULES.findIndex((_, i) => groups[`t${i}`] !== undefined)
         if (index !== -1 && !EXAMPLE_TOKEN.test(match[0])) this.add(TOKEN_RULES[index][0], line)
         continue

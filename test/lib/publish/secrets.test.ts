@@ -75,6 +75,11 @@ describe('lib/secrets', () => {
     expect(scan('a', 'aws_access_key_id = AKIAIOSFODNN7EXAMPLE')).to.deep.equal([])
     expect(scan('lib/x.so', Buffer.concat([Buffer.from([0]), Buffer.from(` ${gh} `)]))).to.deep.equal([])
     expect(scan('a', 'sk-this-is-not-a-key desk-top npm_config_cache hf_hub_download')).to.deep.equal([])
+    // A chunk that ends where a token's shape could end: what follows decides, so it is judged with the next.
+    expect(scan('a', `${gh}x`, gh.length), 'a piece ending at the shape, an identifier after').to.deep.equal([])
+    expect(scan('a', `${gh}x`, 1), 'pieces of one byte').to.deep.equal([])
+    expect(scan('a', `${gh}\n`, gh.length), 'a piece ending at the token').to.deep.equal([{line: 1, path: 'a', rule: 'github-token'}])
+    expect(scan('a', gh, gh.length), 'the file ending at the token').to.deep.equal([{line: 1, path: 'a', rule: 'github-token'}])
   })
 
   it('reads credential files by path, and only the lines that hold a credential', () => {
