@@ -9,7 +9,7 @@ import {
   checkLayerPath, isWhiteout, type LayerItem, whiteoutHeader,
 } from './names.js'
 import {
-  END_OF_ARCHIVE, type HeaderFields, padding, planHeader, TYPEFLAG, writeHeader,
+  END_OF_ARCHIVE, type HeaderFields, paddingLength, planHeader, TYPEFLAG, writeHeader,
 } from './tar.js'
 
 const SLASH = Buffer.from('/')
@@ -45,6 +45,7 @@ export interface LayerOptions {
 
 /** Output chunk size: pieces smaller than this are gathered, so the stages after see few, large chunks. */
 export const TAR_CHUNK = 1024 * 1024
+const zeroedChunk = (): Buffer => Buffer.allocUnsafe(TAR_CHUNK).fill(0)
 const NO_BYTES = Buffer.alloc(0)
 
 /**
@@ -88,7 +89,11 @@ class TarWriter {
   readonly firstName = new Map<number, Buffer>()
   ready: Buffer[] = []
   readonly sha256 = new Map<number, string | undefined>()
-  private chunk = Buffer.allocUnsafe(TAR_CHUNK)
+  /**
+   * Zeroed whole when it is made (one memset), so that headers and padding need no zeroing of their own: the
+   * bytes past `used` are never written before they are taken.
+   */
+  private chunk = zeroedChunk()
   /** The file whose content is being written, its bytes so far and their hash. */
   private file: Entry | undefined
   private hash: ContentHash | undefined
@@ -113,7 +118,7 @@ class TarWriter {
   endContent(): string | undefined {
     const entry = this.file!
     checkContentSize(entry, this.seen)
-    this.add(padding(entry.size))
+    this.zeros(paddingLength(entry.size))
     this.stats.contentBytes += entry.size
     this.file = undefined
     const sha256 = this.hash?.digest()
@@ -124,7 +129,7 @@ class TarWriter {
   flush(): void {
     if (this.used === 0) return
     this.ready.push(this.chunk.subarray(0, this.used))
-    this.chunk = Buffer.allocUnsafe(TAR_CHUNK)
+    this.chunk = zeroedChunk()
     this.used = 0
   }
 
@@ -140,7 +145,6 @@ class TarWriter {
     }
 
     if (this.used + plan.length > TAR_CHUNK) this.flush()
-    this.chunk.fill(0, this.used, this.used + plan.length)
     writeHeader(this.chunk, this.used, plan)
     this.used += plan.length
   }
@@ -229,6 +233,12 @@ class TarWriter {
     const {ready} = this
     this.ready = []
     return ready
+  }
+
+  /** `count` zero bytes (fewer than a block): the chunk's own. */
+  zeros(count: number): void {
+    if (this.used + count > TAR_CHUNK) this.flush()
+    this.used += count
   }
 }
 

@@ -2,8 +2,6 @@
 
 export const BLOCK = 512
 export const END_OF_ARCHIVE = Buffer.alloc(BLOCK * 2)
-/** Shared: what `padding` returns must not be modified. */
-const ZERO_BLOCK = Buffer.alloc(BLOCK)
 
 export const TYPEFLAG = {
   block: '4',
@@ -226,8 +224,9 @@ export function encodeHeader(fields: HeaderFields): Buffer {
   return out
 }
 
-/** Zero bytes that round `size` up to a whole block (shared: not to be modified). */
-export function padding(size: number): Buffer {
+/** How many zero bytes round `size` up to a whole block. */
+export function paddingLength(size: number): number {
   const rest = size % BLOCK
-  return ZERO_BLOCK.subarray(0, rest === 0 ? 0 : BLOCK - rest)
+  return rest === 0 ? 0 : BLOCK - rest
 }
+
