@@ -31,6 +31,13 @@ export class ByteWriter {
     this.pos += value.length
   }
 
+  /** `length` bytes that `fill` writes into `target` at `offset` (a file read straight into the buffer). */
+  filled(length: number, fill: (target: Buffer, offset: number) => void): void {
+    this.room(length)
+    fill(this.buf, this.pos)
+    this.pos += length
+  }
+
   /** A hex string of exactly `bytes` bytes, as raw bytes. */
   hex(value: string, bytes: number): void {
     this.room(bytes)

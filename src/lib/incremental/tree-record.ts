@@ -243,10 +243,12 @@ export class TreeRecordWriter {
 
   private copy(fd: number, start: number, end: number): Promise<void> | undefined {
     for (let at = start; at < end;) {
-      const chunk = Buffer.allocUnsafe(Math.min(WRITE_BYTES, end - at))
-      if (readSync(fd, chunk, 0, chunk.length, at) !== chunk.length) throw new TreeRecordError('truncated')
-      this.pending.bytes(chunk)
-      at += chunk.length
+      const length = Math.min(WRITE_BYTES, end - at)
+      // Read straight into the pending bytes: a subtree's blocks are copied once, not twice.
+      this.pending.filled(length, (target, offset) => {
+        if (readSync(fd, target, offset, length, at) !== length) throw new TreeRecordError('truncated')
+      })
+      at += length
       if (this.pending.length >= WRITE_BYTES) return this.flush().then(() => this.copy(fd, at, end))
     }
   }
