@@ -311,6 +311,6 @@ export class PendingTreeRecord {
     }
 
     await this.complete(diffIds, blobs)
-    return new ImageRecords(layout.root).adopt(manifestDigest, TREE_RECORD, this.temp)
+    return new ImageRecords(layout.root).adopt(manifestDigest, TREE_RECORD, this.temp, {synced: true})
   }
 }

@@ -27,12 +27,13 @@ export class ImageRecords {
   /**
    * Makes a complete file this process wrote (in the same layout) the record, atomically: synced and renamed
    * into place, not copied (a tree record of a million entries is some 65 MB); copied when the rename
-   * crosses filesystems. The file is gone afterwards either way.
+   * crosses filesystems. The file is gone afterwards either way. `synced`: the caller has synced the file
+   * since it last wrote it (a second sync would find nothing to write, and still cost a system call).
    */
-  async adopt(manifestDigest: string, name: string, file: string): Promise<number> {
+  async adopt(manifestDigest: string, name: string, file: string, {synced = false} = {}): Promise<number> {
     const target = this.path(manifestDigest, name)
     await mkdir(path.dirname(target), {mode: 0o700, recursive: true})
-    await fsync(file)
+    if (!synced) await fsync(file)
     try {
       await rename(file, target)
     } catch (error) {
