@@ -102,7 +102,9 @@ export function runtimeFile(entryPath: Buffer | string): RuntimeFile | undefined
  * stay as the parent has them (neither written again nor whited out).
  */
 export function isRuntimePath(entryPath: Buffer | string): boolean {
-  return mayBeKnown(entryPath) && (isLeftOutRuntimePath(entryPath) || RUNTIME_DIRS.includes(pathText(entryPath)))
+  if (!mayBeKnown(entryPath)) return false
+  const text = pathText(entryPath)
+  return byPath.get(text)?.action === 'leave-out' || RUNTIME_DIRS.includes(text)
 }
 
 /** The egress CA's certificates (DER), read before the walk from wherever the workspace keeps a copy. */
