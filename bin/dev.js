@@ -5,5 +5,5 @@
 import {register} from 'tsx/esm/api'
 
 register()
-const {execute} = await import('@oclif/core')
+const {execute} = await import('@oclif/core/execute')
 await execute({development: true, dir: import.meta.url})

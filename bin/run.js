@@ -8,5 +8,5 @@ import module from 'node:module'
 module.enableCompileCache?.()
 
 // Imported after the cache is on: a static import would be loaded (and compiled) before this line runs.
-const {execute} = await import('@oclif/core')
+const {execute} = await import('@oclif/core/execute')
 await execute({dir: import.meta.url})

@@ -1,4 +1,4 @@
-import type {Interfaces} from '@oclif/core'
+import type * as Interfaces from '@oclif/core/interfaces'
 
 import type {CommitResult} from './lib/commit.js'
 import type {Extractor} from './lib/extractor/extractor.js'

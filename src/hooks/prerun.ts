@@ -1,4 +1,7 @@
-import {Flags, type Hook, Parser} from '@oclif/core'
+import type {Hook} from '@oclif/core/hooks'
+
+import * as Flags from '@oclif/core/flags'
+import * as Parser from '@oclif/core/parser'
 
 import {PLUGIN_NAME} from '../base-command.js'
 import {resolveContext, setCurrentContext} from '../lib/workspace/context.js'

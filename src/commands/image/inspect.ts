@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {type LayerEntry} from '../../lib/layer/layer-contents.js'

@@ -1,4 +1,5 @@
-import {Args, Flags} from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {layoutPath} from '../../lib/oci/layout.js'

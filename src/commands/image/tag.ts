@@ -1,4 +1,4 @@
-import {Args} from '@oclif/core'
+import * as Args from '@oclif/core/args'
 
 import {BaseCommand, committedImageArg} from '../../base-command.js'
 import {tagImage, type TagResult} from '../../lib/oci/catalog.js'
