@@ -31,6 +31,7 @@ import {
 } from './publish/secrets-record.js'
 import {type SecretScan} from './publish/secrets.js'
 import {usageError} from './support/errors.js'
+import {loadIs} from './support/is.js'
 import {type CommitProgress} from './support/progress.js'
 import {
   leaseStoppedWorkspace, openStoppedWorkspace, validateWorkspaceName, type Workspace, type WorkspaceManifest,
@@ -139,7 +140,7 @@ async function diskFor(extractor: Extractor, rootfs: string, layout: OciLayout, 
 /** What the image starts from: the parent, if any (checked, its tree opened), its architecture and runtime config. */
 async function imageBase(layout: OciLayout, options: CommitOptions, manifest: WorkspaceManifest) {
   const parent = options.parent === undefined ? undefined : await openParentImage(layout, options.parent)
-  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config) : manifest.imageDefaults, options.changes, options.labels)
+  const defaults = applyChanges(parent ? defaultsFromConfig(parent.config, await loadIs()) : manifest.imageDefaults, options.changes, options.labels)
   const architecture = options.arch ?? manifest.arch ?? (parent?.architecture as Architecture | undefined) ?? hostArch()
   if (parent && parent.architecture !== architecture) {
     throw usageError(

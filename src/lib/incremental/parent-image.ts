@@ -14,7 +14,7 @@ import {
   type Descriptor, formatCreated, type ImageManifest, MEDIA_TYPES, runtimeConfig,
 } from '../oci/image.js'
 import {MicroagentError, usageError} from '../support/errors.js'
-import {isPlainObject} from '../support/guards.js'
+import {type Is, stringList} from '../support/is.js'
 
 /** Overlay-based runtimes stop near 128 layers; leave room below that. */
 export const MAX_LAYERS = 120
@@ -128,36 +128,30 @@ export async function openParentImage(layout: OciLayout, ref: string): Promise<P
   }
 }
 
-function stringList(value: unknown): string[] | undefined {
-  return Array.isArray(value) && value.every(item => typeof item === 'string') ? (value as string[]) : undefined
-}
-
-function keys(value: unknown): string[] | undefined {
-  return isPlainObject(value) ? Object.keys(value) : undefined
-}
-
-/** The parent's runtime config as image defaults, so that --change and --label apply on top of it. */
-export function defaultsFromConfig(config: Record<string, unknown>): ImageDefaults {
-  const runtime = isPlainObject(config.config) ? config.config : {}
+/**
+ * The parent's runtime config as image defaults, so that --change and --label apply on top of it. The
+ * config may come from anywhere (a pulled image): checked with @sindresorhus/is, as other JSON from elsewhere.
+ */
+export function defaultsFromConfig(config: Record<string, unknown>, is: Is): ImageDefaults {
+  const runtime = is.plainObject(config.config) ? config.config : {}
   const defaults: ImageDefaults = {}
-  const text = (key: string): string | undefined => (typeof runtime[key] === 'string' && runtime[key] !== '' ? runtime[key] : undefined)
+  const text = (key: string): string | undefined => (is.nonEmptyString(runtime[key]) ? runtime[key] : undefined)
+  const keys = (value: unknown): string[] | undefined => (is.plainObject(value) ? Object.keys(value) : undefined)
   if (text('User')) defaults.User = text('User')
   if (text('WorkingDir')) defaults.WorkingDir = text('WorkingDir')
   if (text('StopSignal')) defaults.StopSignal = text('StopSignal')
-  const env = stringList(runtime.Env)
+  const env = stringList(is, runtime.Env)
   if (env?.length) defaults.Env = env
-  const cmd = stringList(runtime.Cmd)
+  const cmd = stringList(is, runtime.Cmd)
   if (cmd?.length) defaults.Cmd = cmd
-  const entrypoint = stringList(runtime.Entrypoint)
+  const entrypoint = stringList(is, runtime.Entrypoint)
   if (entrypoint?.length) defaults.Entrypoint = entrypoint
   const ports = keys(runtime.ExposedPorts)
   if (ports?.length) defaults.ExposedPorts = ports
   const volumes = keys(runtime.Volumes)
   if (volumes?.length) defaults.Volumes = volumes
-  if (isPlainObject(runtime.Labels) && Object.values(runtime.Labels).every(v => typeof v === 'string')) {
-    defaults.Labels = runtime.Labels as Record<string, string>
-  }
-
+  const labels = runtime.Labels
+  if (is.plainObject(labels) && Object.values(labels).every(value => is.string(value))) defaults.Labels = labels as Record<string, string>
   return defaults
 }
 

@@ -13,3 +13,8 @@ export function loadIs(): Promise<Is> {
   loading ??= import('@sindresorhus/is').then(module => module.default)
   return loading
 }
+
+/** An array of strings, as it is, or undefined for anything else. */
+export function stringList(is: Is, value: unknown): string[] | undefined {
+  return is.array(value, is.string) ? value : undefined
+}

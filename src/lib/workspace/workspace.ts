@@ -4,7 +4,7 @@ import path from 'node:path'
 
 import {type Architecture, normalizeArch} from '../oci/platform.js'
 import {MicroagentError, notFoundError, usageError} from '../support/errors.js'
-import {type Is, loadIs} from '../support/is.js'
+import {type Is, loadIs, stringList} from '../support/is.js'
 import {holdLease, type Lease} from './lease.js'
 import {isPidAlive, processStartTime} from './pid.js'
 
@@ -194,10 +194,6 @@ export interface ImageDefaults {
 export interface WorkspaceManifest {
   arch?: Architecture
   imageDefaults: ImageDefaults
-}
-
-function stringList(is: Is, value: unknown): string[] | undefined {
-  return is.array(value, is.string) ? value : undefined
 }
 
 function pick(record: Record<PropertyKey, unknown>, ...keys: string[]): unknown {

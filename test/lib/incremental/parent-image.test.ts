@@ -10,7 +10,7 @@ import {gzipSync} from 'node:zlib'
 import type {ImageConfig, ImageManifest} from '../../../src/lib/oci/image.js'
 
 import {type CommitOptions, type CommitResult, commitWorkspace} from '../../../src/lib/commit.js'
-import {MAX_LAYERS} from '../../../src/lib/incremental/parent-image.js'
+import {defaultsFromConfig, MAX_LAYERS} from '../../../src/lib/incremental/parent-image.js'
 import {openTreeRecord} from '../../../src/lib/incremental/tree-record-reader.js'
 import {OLD_TREE_RECORD, TREE_RECORD} from '../../../src/lib/incremental/tree-record.js'
 import {encodeHeader, END_OF_ARCHIVE, TYPEFLAG} from '../../../src/lib/layer/tar.js'
@@ -19,6 +19,7 @@ import {canonicalJson, MEDIA_TYPES} from '../../../src/lib/oci/image.js'
 import {layoutPath, OciLayout} from '../../../src/lib/oci/layout.js'
 import {ImageRecords} from '../../../src/lib/oci/records.js'
 import {pushImage} from '../../../src/lib/registry/push.js'
+import {loadIs} from '../../../src/lib/support/is.js'
 import {rejection} from '../../helpers/assert.js'
 import {debugfsRead, runDebugfsWrite, tempDir} from '../../helpers/ext4.js'
 import {
@@ -114,6 +115,15 @@ describe('commit --parent (real debugfs, real ext4, real clients)', () => {
     child = await commit('local/demo:child', {
       author: 'Jane', changes: ['CMD ["run"]'], labels: ['team=infra'], message: 'second', parent: 'local/demo:base',
     })
+  })
+
+  it('takes from a parent\'s config (JSON from anywhere) only the runtime fields of the right shape', async () => {
+    const is = await loadIs()
+    const odd = {
+      Cmd: 'run', Entrypoint: ['/bin/sh', 2], Env: ['A=1'], ExposedPorts: ['80/tcp'], Labels: {a: 'b', n: 1}, StopSignal: '', User: 7, Volumes: {'/data': {}}, WorkingDir: '/w',
+    }
+    expect(defaultsFromConfig({config: odd}, is)).to.deep.equal({Env: ['A=1'], Volumes: ['/data'], WorkingDir: '/w'})
+    for (const config of [{}, {config: null}, {config: []}, {config: 'x'}]) expect(defaultsFromConfig(config, is), JSON.stringify(config)).to.deep.equal({})
   })
 
   it('stacks one diff layer on the parent\'s layers, with its config, history and runtime config', () => {
