@@ -229,4 +229,3 @@ export function paddingLength(size: number): number {
   const rest = size % BLOCK
   return rest === 0 ? 0 : BLOCK - rest
 }
-
