@@ -73,6 +73,8 @@ class ByteQueue {
 const PROMPT = 'debugfs:  '
 /** How long debugfs may leave pending requests unanswered before the session fails. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
+/** How long a session failed before its first output may take to quit on its own before it is killed. */
+const STARTUP_KILL_MS = 2000
 
 export interface SessionOptions {
   /** Pending requests with no output from debugfs for this long fail the session (a crafted disk can make it spin). */
@@ -128,6 +130,8 @@ export class DebugfsSession {
   private readonly proc: ChildProcessWithoutNullStreams
   private sawFirstPrompt = false
   private searchFrom = 0
+  /** Whether debugfs has printed anything: only then is it safe to kill (see `kill`). */
+  private started = false
   private stderrBuf = ''
   /** The command at the head of the queue when debugfs first complained: almost always the culprit. */
   private suspect: string | undefined
@@ -253,7 +257,7 @@ export class DebugfsSession {
     }
 
     this.head = 0
-    this.proc.kill('SIGKILL')
+    this.kill()
   }
 
   /** Hands out, in order, the replies read so far. */
@@ -286,6 +290,24 @@ export class DebugfsSession {
     return {command}
   }
 
+  /**
+   * Kills the session's process. Not while bubblewrap may still be setting up its sandbox (before debugfs's
+   * first output): killed then, bubblewrap can leave the sandbox's init behind, orphaned, holding our pipes,
+   * and the session never closes (seen in CI, and made to happen under load by terminating sessions as they
+   * start). Until then stdin is ended instead (debugfs quits when it reads that), with the kill following its
+   * first output, or STARTUP_KILL_MS later at the latest.
+   */
+  private kill(): void {
+    if (this.started) {
+      this.proc.kill('SIGKILL')
+      return
+    }
+
+    this.proc.stdin.end()
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), STARTUP_KILL_MS)
+    this.exited.then(() => clearTimeout(timer))
+  }
+
   private onExit(result: ChildExit): void {
     if (this.pending.length === 0 && this.closed) return
     const stderr = debugfsComplaints(this.stderrBuf)
@@ -306,6 +328,11 @@ export class DebugfsSession {
   }
 
   private onStdout(chunk: Buffer): void {
+    if (!this.started) {
+      this.started = true
+      if (this.failure) this.proc.kill('SIGKILL')
+    }
+
     this.lastOutput = Date.now()
     this.out.push(chunk)
     if (this.outOfStep) return
