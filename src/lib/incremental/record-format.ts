@@ -24,6 +24,7 @@ import type {EntryType} from '../extractor/extractor.js'
 import type {TreeNode} from './tree-record.js'
 
 import {ENTRY_TYPES} from '../extractor/extractor.js'
+import {scanLayerPath} from '../layer/names.js'
 import {
   ByteReader, type ByteWriter, RecordFormatError,
 } from './record-codec.js'
@@ -108,17 +109,9 @@ export function encodeNode(out: ByteWriter, node: TreeNode, previous: Buffer | u
   })
 }
 
-/** Refuses what no layer may hold: empty, `.` or `..` components, NUL (the same rules as `checkEntryPath`). */
+/** Refuses what no layer may hold, by the layer's own rules (`scanLayerPath`). */
 function checkPath(path: Buffer): void {
-  let start = 0
-  for (let i = 0; i <= path.length; i++) {
-    const byte = i === path.length ? 0x2F : path[i]
-    if (byte === 0) throw new RecordFormatError('unsafe path')
-    if (byte !== 0x2F) continue
-    const length = i - start
-    if (length === 0 || (length <= 2 && path[start] === 0x2E && path[i - 1] === 0x2E)) throw new RecordFormatError('unsafe path')
-    start = i + 1
-  }
+  if (scanLayerPath(path) === 'unsafe') throw new RecordFormatError('unsafe path')
 }
 
 function time(input: ByteReader): {nsec: number; sec: number} {

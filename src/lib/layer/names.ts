@@ -24,40 +24,21 @@ export function isWhiteout(item: LayerItem): item is Whiteout {
 const WHITEOUT_PREFIX = Buffer.from('.wh.')
 
 /**
- * Refuses any path a tar reader could place outside the root: absolute, empty or `.`/`..` components,
- * NUL bytes. Extractors promise this already; the layer checks again because it owns the tar.
+ * The rules for a path a layer may hold, in one pass over its bytes with no view per component (this runs for
+ * every entry of a disk, and every node of a tree record): `unsafe` for anything a tar reader could place
+ * outside the root (absolute, empty or `.`/`..` components, NUL bytes); else which component is the first named
+ * `.wh.*`, the last one or one of its directories, or undefined when none is.
  */
-export function checkEntryPath(entryPath: Buffer): Buffer[] {
-  const components: Buffer[] = []
-  let start = 0
-  for (;;) {
-    const slash = entryPath.indexOf(0x2F, start)
-    const component = entryPath.subarray(start, slash === -1 ? entryPath.length : slash)
-    // Bytes, not text: this runs for every component of every entry.
-    const dots = component.length <= 2 && component.every(byte => byte === 0x2E)
-    if (component.length === 0 || dots || component.includes(0)) throw unsafePath(entryPath)
-
-    components.push(component)
-    if (slash === -1) return components
-    start = slash + 1
-  }
-}
-
-/**
- * `checkEntryPath` and `isWhiteoutName` in one pass over the bytes, with no view per component (this runs
- * for every entry of the disk): throws on an unsafe path; says which component is the first named `.wh.*`,
- * the last one or one of its directories, or undefined when none is.
- */
-export function checkLayerPath(entryPath: Buffer): 'ancestor' | 'last' | undefined {
+export function scanLayerPath(entryPath: Buffer): 'ancestor' | 'last' | 'unsafe' | undefined {
   let found: 'ancestor' | 'last' | undefined
   let start = 0
   const {length} = entryPath
   for (let i = 0; i <= length; i++) {
     const byte = i === length ? 0x2F : entryPath[i]
-    if (byte === 0) throw unsafePath(entryPath)
+    if (byte === 0) return 'unsafe'
     if (byte !== 0x2F) continue
     const size = i - start
-    if (size === 0 || (size <= 2 && entryPath[start] === 0x2E && entryPath[i - 1] === 0x2E)) throw unsafePath(entryPath)
+    if (size === 0 || (size <= 2 && entryPath[start] === 0x2E && entryPath[i - 1] === 0x2E)) return 'unsafe'
     if (found === undefined && size >= 4 && entryPath[start] === 0x2E && entryPath[start + 1] === 0x77 && entryPath[start + 2] === 0x68 && entryPath[start + 3] === 0x2E) {
       found = i === length ? 'last' : 'ancestor'
     }
@@ -66,6 +47,25 @@ export function checkLayerPath(entryPath: Buffer): 'ancestor' | 'last' | undefin
   }
 
   return found
+}
+
+/** `scanLayerPath`, refusing an unsafe path. Extractors promise safe paths already; the layer checks again because it owns the tar. */
+export function checkLayerPath(entryPath: Buffer): 'ancestor' | 'last' | undefined {
+  const found = scanLayerPath(entryPath)
+  if (found === 'unsafe') throw unsafePath(entryPath)
+  return found
+}
+
+/** A checked path's components (see `scanLayerPath` for what is refused). */
+export function checkEntryPath(entryPath: Buffer): Buffer[] {
+  checkLayerPath(entryPath)
+  const components: Buffer[] = []
+  for (let start = 0; ;) {
+    const slash = entryPath.indexOf(0x2F, start)
+    components.push(entryPath.subarray(start, slash === -1 ? entryPath.length : slash))
+    if (slash === -1) return components
+    start = slash + 1
+  }
 }
 
 function unsafePath(entryPath: Buffer): Error {

@@ -91,6 +91,17 @@ describe('tree-record', () => {
     }
   })
 
+  it('refuses a record whose paths no layer may hold, with its sha256 right (written by hand, not by us)', async () => {
+    for (const bad of ['a/..', '..', 'a//b', 'a/./b', 'a\u0000b']) {
+      const file = await write([node(bad)])
+      const error = await rejection(readAll(file))
+      expect(error, bad).to.be.instanceOf(TreeRecordError)
+      expect((error as Error).message, bad).to.match(/unsafe path/)
+    }
+
+    expect(await readAll(await write([node('.wh.x'), node('a'), node('a/...')])), 'odd but safe names').to.have.length(3)
+  })
+
   it('keeps when the disk was read, and reads a record without it as one that does not say', async () => {
     const file = path.join(tempDir(), 'tree.bin')
     const writer = new TreeRecordWriter(file, 'uuid-1', new Date('2026-01-02T03:04:05.600Z'))
