@@ -11,9 +11,8 @@ import type {OciLayout} from '../oci/layout.js'
 import type {ParentTree} from './changeset.js'
 import type {ParentImage} from './parent-image.js'
 
-import {DecompressError, layerTarStream} from '../layer/decompress.js'
+import {DecompressError, hashedLayerTar} from '../layer/decompress.js'
 import {readTar, TarFormatError, type TarMember} from '../layer/tar-reader.js'
-import {DigestCounter} from '../oci/digest.js'
 import {ImageRecords} from '../oci/records.js'
 import {checkParentBlobs, parentError} from './parent-image.js'
 import {openTreeRecord, RecordSkips, type TreeRecord} from './tree-record-reader.js'
@@ -296,11 +295,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
   const tree = new LayeredTree()
   for (const [i, layer] of parent.layers.entries()) {
     const refuse = (why: string): Error => unsafe(parent, i, why)
-    const diff = new DigestCounter()
-    const tar = layerTarStream(layout.blobPath(layer.digest), layer.mediaType)
-    // pipe() does not pass errors on: a stream that fails to decompress must fail the read, not stall it.
-    tar.on('error', error => diff.destroy(error))
-    const source = tar.pipe(diff)
+    const source = hashedLayerTar(layout.blobPath(layer.digest), layer.mediaType)
     try {
       await readTar(source, (member, content) => applyMember({layer: i, refuse, tree}, member, content))
       // A tar's end blocks may be followed by padding: read it, so that the diff_id covers the whole stream.
@@ -311,7 +306,7 @@ export async function treeFromLayers(layout: OciLayout, parent: ParentImage): Pr
       throw error
     }
 
-    if (diff.digest() !== parent.diffIds[i]) throw refuse(`does not match its diff_id ${parent.diffIds[i]}`)
+    if (source.digest() !== parent.diffIds[i]) throw refuse(`does not match its diff_id ${parent.diffIds[i]}`)
   }
 
   const groups = new Map<string, Buffer[]>()

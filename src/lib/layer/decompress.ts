@@ -5,6 +5,7 @@ import {createReadStream} from 'node:fs'
 import {PassThrough} from 'node:stream'
 import zlib from 'node:zlib'
 
+import {DigestCounter} from '../oci/digest.js'
 import {defaultZstdImplementation} from './compress.js'
 
 /** zlib's zstd reader (Node ≥ 22.15, 23.8), which @types/node 20 does not know. */
@@ -54,11 +55,22 @@ function zstdCommand(raw: Readable): Readable {
  * Node's zlib where it has it, else by the `zstd` command. A stream that does not decompress fails with a
  * DecompressError; a failure reading the file fails it with that error.
  */
-export function layerTarStream(file: string, mediaType: string): Readable {
+function layerTarStream(file: string, mediaType: string): Readable {
   const raw = createReadStream(file)
   if (mediaType.endsWith('gzip')) return through(raw, zlib.createGunzip())
   if (!mediaType.endsWith('zstd')) return raw
   if (defaultZstdImplementation() === 'command') return zstdCommand(raw)
   // eslint-disable-next-line n/no-unsupported-features/node-builtins -- only reached where zlib has zstd
   return through(raw, (zlib as unknown as {createZstdDecompress: ZstdDecompress}).createZstdDecompress())
+}
+
+/**
+ * `layerTarStream` through a DigestCounter: read it to its end, and its `digest()` is the tar's diff_id. A
+ * failure to read or decompress fails it too (pipe() alone would not pass that on, and the read would stall).
+ */
+export function hashedLayerTar(file: string, mediaType: string): DigestCounter {
+  const diff = new DigestCounter()
+  const tar = layerTarStream(file, mediaType)
+  tar.on('error', error => diff.destroy(error))
+  return tar.pipe(diff)
 }

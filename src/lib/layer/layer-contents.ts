@@ -2,8 +2,7 @@ import type {ReadEntry} from 'tar'
 
 import {once} from 'node:events'
 
-import {DigestCounter} from '../oci/digest.js'
-import {layerTarStream} from './decompress.js'
+import {hashedLayerTar} from './decompress.js'
 
 /** What a layer member is; `deleted` is a whiteout (`.wh.<name>`), `opaque` a directory's `.wh..wh..opq`. */
 export type LayerEntryType = 'block' | 'char' | 'deleted' | 'directory' | 'fifo' | 'file' | 'hardlink' | 'opaque' | 'other' | 'symlink'
@@ -92,11 +91,8 @@ export async function readLayerContents(file: string, mediaType: string): Promis
     parser.on('error', reject)
   })
   ended.catch(() => {})
-  const diff = new DigestCounter()
-  const tar = layerTarStream(file, mediaType)
-  // pipe() does not pass errors on: a broken gzip stream must end the read, not leave it waiting.
-  tar.on('error', error => diff.destroy(error))
-  for await (const chunk of tar.pipe(diff) as AsyncIterable<Buffer>) {
+  const diff = hashedLayerTar(file, mediaType)
+  for await (const chunk of diff as AsyncIterable<Buffer>) {
     // once() drops its listeners when either event comes (a listener pair per wait would pile up); an error the
     // parser gave inside write() has already settled `ended`.
     if (!parser.write(chunk)) await Promise.race([once(parser, 'drain'), ended])
