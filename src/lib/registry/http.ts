@@ -7,10 +7,10 @@ import {pipeline} from 'node:stream/promises'
 
 // Loaded as CommonJS, not imported: an ES import of node:http builds its ES facade from every export,
 // and on Node 24 that reads the lazy WebSocket, CloseEvent and MessageEvent getters, which load all of
-// undici (measured: 20 ms against 2.4 ms, on every push).
+// undici (measured: 20 ms against 2.4 ms, on every push). Each is loaded on first use: a plain-HTTP
+// (loopback) registry never pays for TLS (node:https, 2-4 ms more).
 const load = createRequire(import.meta.url)
-const nodeHttp = load('node:http') as typeof http
-const nodeHttps = load('node:https') as typeof https
+const transport = (url: URL): typeof http | typeof https => (url.protocol === 'https:' ? load('node:https') as typeof https : load('node:http') as typeof http)
 
 /**
  * A registry's answer, as the client reads it: what both node:http (the default) and a fetch given in the
@@ -106,7 +106,7 @@ class HttpResponse implements RegistryResponse {
 export function httpRequest(url: URL, init: HttpRequestInit): Promise<RegistryResponse> {
   return new Promise<RegistryResponse>((resolve, reject) => {
     let bodyError: unknown
-    const request = (url.protocol === 'https:' ? nodeHttps : nodeHttp).request(url, {headers: init.headers, method: init.method, signal: init.signal})
+    const request = transport(url).request(url, {headers: init.headers, method: init.method, signal: init.signal})
     request.setTimeout(IDLE_TIMEOUT_MS, () => {
       request.destroy(Object.assign(new Error(`no answer from ${url.origin} in ${IDLE_TIMEOUT_MS / 1000} s`), {code: 'ETIMEDOUT'}))
     })
