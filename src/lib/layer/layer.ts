@@ -9,7 +9,7 @@ import {
   checkLayerPath, isWhiteout, type LayerItem, whiteoutHeader,
 } from './names.js'
 import {
-  END_OF_ARCHIVE, type HeaderFields, paddingLength, planHeader, TYPEFLAG, writeHeader,
+  encodePlanned, END_OF_ARCHIVE, type HeaderFields, paddingLength, planHeader, TYPEFLAG, writeHeader,
 } from './tar.js'
 
 const SLASH = Buffer.from('/')
@@ -138,9 +138,7 @@ class TarWriter {
     const plan = planHeader(fields)
     if (plan.length >= TAR_CHUNK / 4) {
       // Large extended attributes: a buffer of its own, which `add` passes on as it is.
-      const own = Buffer.alloc(plan.length)
-      writeHeader(own, 0, plan)
-      this.add(own)
+      this.add(encodePlanned(plan))
       return
     }
 

@@ -216,12 +216,16 @@ export function writeHeader(out: Buffer, at: number, plan: HeaderPlan): void {
   )
 }
 
-/** One member's header in a buffer of its own (see `planHeader`). */
-export function encodeHeader(fields: HeaderFields): Buffer {
-  const plan = planHeader(fields)
+/** A planned header in a buffer of its own. */
+export function encodePlanned(plan: HeaderPlan): Buffer {
   const out = Buffer.alloc(plan.length)
   writeHeader(out, 0, plan)
   return out
+}
+
+/** One member's header in a buffer of its own (see `planHeader`). */
+export function encodeHeader(fields: HeaderFields): Buffer {
+  return encodePlanned(planHeader(fields))
 }
 
 /** How many zero bytes round `size` up to a whole block. */
